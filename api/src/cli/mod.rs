@@ -1,0 +1,185 @@
+//! The `api` command line. Each subcommand takes only the settings it uses.
+
+mod healthcheck;
+mod users;
+
+use std::error::Error;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, DatabaseSettings, Settings};
+use crate::db;
+use crate::startup::Application;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = env!("CARGO_PKG_NAME"), version, about = env!("CARGO_PKG_DESCRIPTION"))]
+pub struct Cli {
+    /// Env file to load before reading settings; variables already in the
+    /// environment win. Defaults to .env.local when it exists.
+    #[arg(long, global = true, env = "ENV_FILE", value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API until SIGTERM or Ctrl-C.
+    Serve(Box<Settings>),
+    /// Manage the database schema.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Exit 0 if the service's /readyz answers 200 (for container healthchecks).
+    Healthcheck(healthcheck::HealthcheckArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply init.sql (idempotent) to DATABASE_URL.
+    Init(DatabaseSettings),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user; the password is read from stdin (one line) or prompted.
+    Add(users::AddUserArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the settings and print those in effect, secrets redacted.
+    Check(Box<Settings>),
+}
+
+pub fn main() -> ExitCode {
+    // The env file must be in the environment before clap reads variables,
+    // so its path is picked out of the arguments ahead of parsing.
+    let env_file = env_file_argument(std::env::args_os());
+    if let Err(err) = config::load_env_file(env_file.as_deref()) {
+        eprintln!("error: cannot load the env file: {err}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--env-file PATH`, `--env-file=PATH`, else `ENV_FILE`.
+fn env_file_argument(args: impl IntoIterator<Item = OsString>) -> Option<PathBuf> {
+    let mut args = args.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--env-file" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.to_str().and_then(|a| a.strip_prefix("--env-file=")) {
+            return Some(PathBuf::from(path));
+        }
+    }
+    std::env::var_os("ENV_FILE").map(PathBuf::from)
+}
+
+async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
+    match command {
+        Command::Serve(settings) => serve(*settings).await?,
+        Command::Db {
+            command: DbCommand::Init(database),
+        } => {
+            let pool = db::pool(&database)?;
+            db::init(&pool).await?;
+            println!("schema applied");
+        }
+        Command::Users {
+            command: UsersCommand::Add(args),
+        } => users::add(args).await?,
+        Command::Config {
+            command: ConfigCommand::Check(settings),
+        } => {
+            settings.validate()?;
+            print!("{}", settings.describe());
+        }
+        Command::Healthcheck(args) => return Ok(healthcheck::run(args).await),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(settings: Settings) -> Result<(), Box<dyn Error>> {
+    settings.validate()?;
+    let app = Application::build(settings).await?;
+    tracing::info!(address = %app.local_addr(), "listening");
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM (graceful stop from an orchestrator) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_env_file_argument_is_found_in_either_spelling() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            env_file_argument(args(&["api", "--env-file", "x.env", "serve"])),
+            Some(PathBuf::from("x.env"))
+        );
+        assert_eq!(
+            env_file_argument(args(&["api", "serve", "--env-file=y.env"])),
+            Some(PathBuf::from("y.env"))
+        );
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

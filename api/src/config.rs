@@ -1,0 +1,214 @@
+//! Settings. Every setting is an environment variable with a matching flag;
+//! the flag wins over the variable, and the real environment wins over the
+//! env file (see [`load_env_file`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+
+/// PostgreSQL connection and pool.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL, e.g. postgres://api:secret@127.0.0.1:5432/api
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL"
+    )]
+    pub url: String,
+    /// Connections kept by this process's pool.
+    #[arg(
+        long = "database-pool-size",
+        env = "DATABASE_POOL_SIZE",
+        default_value_t = 16
+    )]
+    pub pool_size: usize,
+    /// How long to wait for a pooled connection, a new connection or a
+    /// connection check before answering 503.
+    #[arg(
+        id = "database_timeout_ms",
+        long = "database-timeout-ms",
+        env = "DATABASE_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Redis, which holds sessions.
+#[derive(Debug, Clone, Args)]
+pub struct RedisSettings {
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        value_name = "REDIS_URL"
+    )]
+    pub url: String,
+    /// Connect and response timeout; past it a request answers 503.
+    #[arg(
+        id = "redis_timeout_ms",
+        long = "redis-timeout-ms",
+        env = "REDIS_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub timeout_ms: u64,
+    /// Prefix of every key this service writes, so services can share a Redis.
+    #[arg(
+        long = "redis-key-prefix",
+        env = "REDIS_KEY_PREFIX",
+        default_value = "api:"
+    )]
+    pub key_prefix: String,
+}
+
+impl RedisSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Everything `api serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on. Port 0 picks a free port.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+    /// Lifetime of a session token, in seconds.
+    #[arg(
+        long = "session-ttl-seconds",
+        env = "SESSION_TTL_SECONDS",
+        default_value_t = 86_400
+    )]
+    pub session_ttl_seconds: u64,
+    /// Password hashes computed at once; extra logins queue. Defaults to the
+    /// number of CPUs, since each hash keeps one core busy.
+    #[arg(long = "hash-concurrency", env = "HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+    /// Directory served under /static.
+    #[arg(long = "static-dir", env = "STATIC_DIR", default_value = "static")]
+    pub static_dir: PathBuf,
+    /// Seconds in-flight requests get to finish after a shutdown signal.
+    #[arg(
+        long = "graceful-timeout",
+        env = "GRACEFUL_TIMEOUT",
+        default_value_t = 30
+    )]
+    pub graceful_timeout: u64,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub redis: RedisSettings,
+}
+
+impl Settings {
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_seconds)
+    }
+
+    pub fn hash_concurrency(&self) -> usize {
+        self.hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1)
+    }
+
+    /// Rejects settings that would parse but cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.database.pool_size == 0 {
+            return Err("DATABASE_POOL_SIZE must be at least 1".into());
+        }
+        if self.session_ttl_seconds == 0 {
+            return Err("SESSION_TTL_SECONDS must be at least 1".into());
+        }
+        self.database
+            .url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|err| format!("DATABASE_URL is not a PostgreSQL URL: {err}"))?;
+        redis::Client::open(self.redis.url.as_str())
+            .map_err(|err| format!("REDIS_URL is not a Redis URL: {err}"))?;
+        Ok(())
+    }
+
+    /// The settings in effect, one `NAME=value` a line, with passwords masked.
+    pub fn describe(&self) -> String {
+        let lines = [
+            ("BIND", self.bind.to_string()),
+            ("DATABASE_URL", redact_url(&self.database.url)),
+            ("DATABASE_POOL_SIZE", self.database.pool_size.to_string()),
+            ("DATABASE_TIMEOUT_MS", self.database.timeout_ms.to_string()),
+            ("REDIS_URL", redact_url(&self.redis.url)),
+            ("REDIS_TIMEOUT_MS", self.redis.timeout_ms.to_string()),
+            ("REDIS_KEY_PREFIX", self.redis.key_prefix.clone()),
+            ("SESSION_TTL_SECONDS", self.session_ttl_seconds.to_string()),
+            ("HASH_CONCURRENCY", self.hash_concurrency().to_string()),
+            ("STATIC_DIR", self.static_dir.display().to_string()),
+            ("GRACEFUL_TIMEOUT", self.graceful_timeout.to_string()),
+        ];
+        lines
+            .iter()
+            .map(|(name, value)| format!("{name}={value}\n"))
+            .collect()
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host/...` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Loads `path` (or `.env.local` when none is named and it exists) into the
+/// process environment. Variables already set are kept: the real environment
+/// wins over the file.
+pub fn load_env_file(path: Option<&Path>) -> Result<Option<PathBuf>, dotenvy::Error> {
+    match path {
+        Some(path) => dotenvy::from_path(path).map(|()| Some(path.to_owned())),
+        None => {
+            let default = Path::new(".env.local");
+            if default.is_file() {
+                dotenvy::from_path(default).map(|()| Some(default.to_owned()))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_the_password_and_only_the_password() {
+        assert_eq!(
+            redact_url("postgres://api:s3cr:et@db:5432/api"),
+            "postgres://api:***@db:5432/api"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("host=db user=api"), "host=db user=api");
+    }
+}

@@ -1,0 +1,246 @@
+//! The HTTP edge's one error type, and the one place where any failure, ours
+//! or the framework's, becomes an RFC 9457 problem document.
+
+use poem::http::{header, HeaderValue, StatusCode};
+use poem::{Body, IntoResponse, Response};
+use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
+use poem_openapi::types::{ToJSON, Type};
+use poem_openapi::{ApiResponse, Object};
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// A problem document (RFC 9457). `type` is `about:blank` throughout, so
+/// `title` is the status's reason phrase and `detail` carries the specifics.
+#[derive(Debug, Clone, Object)]
+pub struct Problem {
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// A backing service whose outage turns into a 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Postgres,
+    Redis,
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dependency::Postgres => "the database",
+            Dependency::Redis => "the session store",
+        })
+    }
+}
+
+/// Every way a request can fail in our own code. Each variant names its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed in a way the schema could not express.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: login failed. Identical for unknown users and wrong passwords.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// 401 with `WWW-Authenticate: Bearer`: the bearer token is missing,
+    /// malformed, unknown, expired or logged out.
+    #[error("a valid bearer token is required")]
+    Unauthenticated,
+    /// 409: the request conflicts with existing state (a taken username).
+    #[error("{0}")]
+    Conflict(String),
+    /// 422: well-formed JSON whose values break the contract.
+    #[error("{0}")]
+    Validation(String),
+    /// 503 with `Retry-After`: a dependency did not answer in time.
+    #[error("{0} is unavailable, try again shortly")]
+    Unavailable(Dependency),
+    /// 500: a bug or an unexpected failure. Logged in full, never detailed to
+    /// the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        ApiError::Internal(err.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        use deadpool_postgres::PoolError;
+        match err {
+            // Timeouts and failed connects are the database being away.
+            PoolError::Timeout(_) | PoolError::Backend(_) | PoolError::PostCreateHook(_) => {
+                tracing::warn!(error = %err, "database pool could not hand out a connection");
+                ApiError::Unavailable(Dependency::Postgres)
+            }
+            PoolError::Closed | PoolError::NoRuntimeSpecified => ApiError::internal(err),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        // A server-side error (SQLSTATE) is ours to explain; anything else is the
+        // connection going away under us, which is an outage, not a bug.
+        if err.as_db_error().is_some() {
+            ApiError::internal(err)
+        } else {
+            tracing::warn!(error = %err, "database connection failed mid-request");
+            ApiError::Unavailable(Dependency::Postgres)
+        }
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(err: redis::RedisError) -> Self {
+        if err.is_io_error()
+            || err.is_timeout()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_unrecoverable_error()
+        {
+            tracing::warn!(error = %err, "session store failed");
+            ApiError::Unavailable(Dependency::Redis)
+        } else {
+            ApiError::internal(err)
+        }
+    }
+}
+
+impl poem::error::ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        ApiError::status(self)
+    }
+
+    fn as_response(&self) -> Response {
+        let status = self.status();
+        let detail = match self {
+            ApiError::Internal(message) => {
+                tracing::error!(error = %message, "request failed with an internal error");
+                "the server failed to handle this request".to_owned()
+            }
+            other => other.to_string(),
+        };
+        problem_response(status, detail)
+    }
+}
+
+/// Builds the problem document for `status`, with the headers its status
+/// promises (`WWW-Authenticate` on 401, `Retry-After` on 503).
+pub fn problem_response(status: StatusCode, detail: impl Into<String>) -> Response {
+    let problem = Problem {
+        kind: "about:blank".to_owned(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail: detail.into(),
+    };
+    let body = problem.to_json_string();
+    let mut response = Response::builder()
+        .status(status)
+        .content_type(PROBLEM_JSON)
+        .body(Body::from_string(body));
+    let headers = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
+    response
+}
+
+/// Turns any error that reached the top of the app (our `ApiError`, poem's
+/// 404/405, body parse failures, a missing `Authorization` header) into a
+/// problem document. Installed once with `catch_all_error`.
+pub async fn render(err: poem::Error) -> Response {
+    if err.is::<ApiError>() {
+        return err.into_response();
+    }
+    let status = err.status();
+    let detail = if status.is_server_error() {
+        tracing::error!(error = %err, %status, "request failed");
+        "the server failed to handle this request".to_owned()
+    } else if status == StatusCode::UNAUTHORIZED {
+        ApiError::Unauthenticated.to_string()
+    } else {
+        err.to_string()
+    };
+    problem_response(status, detail)
+}
+
+/// Documents, on every operation, the problem documents it may answer with.
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        let documented = [
+            (
+                400,
+                "The request is malformed (unparseable JSON, wrong types, missing fields).",
+            ),
+            (
+                401,
+                "Missing, malformed, unknown, expired or logged-out bearer token; or failed login.",
+            ),
+            (409, "The request conflicts with existing state."),
+            (
+                422,
+                "A value breaks the contract (for example an empty or over-long name).",
+            ),
+            (
+                500,
+                "An unexpected failure; details are in the server log only.",
+            ),
+            (
+                503,
+                "PostgreSQL or Redis did not answer in time; retry after `Retry-After` seconds.",
+            ),
+        ];
+        MetaResponses {
+            responses: documented
+                .into_iter()
+                .map(|(status, description)| MetaResponse {
+                    description,
+                    status: Some(status),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: PROBLEM_JSON,
+                        schema: MetaSchemaRef::Reference(Problem::name().into_owned()),
+                    }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        poem::error::ResponseError::as_response(&self)
+    }
+}

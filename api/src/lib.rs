@@ -1,0 +1,13 @@
+//! The `api` service: a versioned HTTP API on poem, with PostgreSQL for
+//! users and Redis for sessions. `main.rs` only calls [`cli::main`].
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod password;
+pub mod routes;
+pub mod sessions;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

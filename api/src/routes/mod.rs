@@ -1,0 +1,38 @@
+//! The HTTP API: one `#[OpenApi]` area a module, one module a version.
+//!
+//! Adding a version means adding `vN/` and one line in [`api`].
+
+pub mod auth;
+pub mod health;
+pub mod profile;
+pub mod text;
+pub mod v1;
+pub mod v2;
+
+use poem_openapi::{OpenApiService, Tags};
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Version 1 of the API.
+    V1,
+    /// Version 2 of the API.
+    V2,
+    /// Logging in and out.
+    Auth,
+    /// The signed-in user's own profile.
+    Profile,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+pub type Apis = (v1::Api, v2::Api, auth::Api, profile::Api, health::Api);
+
+/// The whole API, with its OpenAPI description.
+pub fn api() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (v1::Api, v2::Api, auth::Api, profile::Api, health::Api),
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(env!("CARGO_PKG_DESCRIPTION"))
+}

@@ -1,0 +1,399 @@
+//! The test harness: real PostgreSQL and Redis, a fresh database and Redis key
+//! prefix per test, and the app running on a free port.
+//!
+//! The servers come from `TEST_DATABASE_URL` / `TEST_REDIS_URL`, which the
+//! test command (`make test`, i.e. scripts/test.sh) sets after starting
+//! throwaway ones. Outage tests start their own with [`DedicatedServices`].
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use api::config::Settings;
+use api::db;
+use api::db::users::{self, NewUser};
+use api::startup::Application;
+use clap::Parser;
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The password every user made by [`TestApp::create_user`] has.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where PostgreSQL and Redis listen for one test.
+#[derive(Clone, Debug)]
+pub struct Servers {
+    /// A URL to a database we may create databases from.
+    pub postgres_admin_url: String,
+    pub redis_url: String,
+}
+
+impl Servers {
+    /// The servers the test command started for the whole run.
+    pub fn shared() -> Servers {
+        let get = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run the tests with `make test` (scripts/test.sh), which starts PostgreSQL and Redis")
+            })
+        };
+        Servers {
+            postgres_admin_url: get("TEST_DATABASE_URL"),
+            redis_url: get("TEST_REDIS_URL"),
+        }
+    }
+}
+
+/// Replaces the database name in a postgres:// URL.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{}", &base[..authority_end], database);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Creates an empty database with the schema applied, and returns its URL.
+pub async fn fresh_database(servers: &Servers) -> String {
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let (admin, connection) =
+        tokio_postgres::connect(&servers.postgres_admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test PostgreSQL");
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test database");
+    let url = with_database(&servers.postgres_admin_url, &name);
+    let pool = db::pool(&settings_for(&url, &servers.redis_url, &[]).database).unwrap();
+    db::init(&pool).await.expect("apply init.sql");
+    url
+}
+
+/// Settings as `api serve` would parse them, for the given servers.
+pub fn settings_for(database_url: &str, redis_url: &str, extra: &[&str]) -> Settings {
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        settings: Settings,
+    }
+    let prefix = format!("test:{}:", Uuid::new_v4().simple());
+    let static_dir = repo_root().join("static");
+    let mut args = vec![
+        "api".to_owned(),
+        "--bind=127.0.0.1:0".into(),
+        format!("--database-url={database_url}"),
+        format!("--redis-url={redis_url}"),
+        format!("--redis-key-prefix={prefix}"),
+        format!("--static-dir={}", static_dir.display()),
+        "--database-timeout-ms=1000".into(),
+        "--redis-timeout-ms=500".into(),
+        "--graceful-timeout=1".into(),
+    ];
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    Wrapper::try_parse_from(args)
+        .expect("test settings parse")
+        .settings
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    pub db: deadpool_postgres::Pool,
+    pub redis: redis::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&Servers::shared(), &[]).await
+}
+
+/// Starts the app on its own fresh database; `extra` are more `api serve` flags.
+pub async fn spawn_app_with(servers: &Servers, extra: &[&str]) -> TestApp {
+    let database_url = fresh_database(servers).await;
+    let settings = settings_for(&database_url, &servers.redis_url, extra);
+    let application = Application::build(settings.clone())
+        .await
+        .expect("the app starts");
+    let address = format!("http://{}", application.local_addr());
+    let db = application.state().db.clone();
+    tokio::spawn(application.run_until(std::future::pending()));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        redis: redis::Client::open(settings.redis.url.as_str()).unwrap(),
+        settings,
+        db,
+    }
+}
+
+/// The argon2 hash of [`PASSWORD`], computed once per test binary.
+fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| api::password::hash_blocking(PASSWORD).unwrap())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Inserts a user with [`PASSWORD`] and returns their id.
+    pub async fn create_user(&self, username: &str) -> i64 {
+        let client = self.db.get().await.unwrap();
+        users::insert(
+            &client,
+            &NewUser {
+                username,
+                name: username,
+                password_hash: password_hash(),
+                admin: false,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_login(&self, username: &str, password: &str) -> Response {
+        self.client
+            .post(self.url("/login"))
+            .json(&serde_json::json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in with [`PASSWORD`] and returns the token.
+    pub async fn login(&self, username: &str) -> String {
+        let response = self.post_login(username, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK, "login as {username}");
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A new user, logged in: (id, token).
+    pub async fn signed_in_user(&self, username: &str) -> (i64, String) {
+        let id = self.create_user(username).await;
+        (id, self.login(username).await)
+    }
+
+    pub async fn get_name(&self, token: &str) -> Response {
+        self.get_with_token("/getName", token).await
+    }
+
+    pub async fn post_set_name(&self, token: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url("/setName"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_logout(&self, token: &str) -> Response {
+        self.client
+            .post(self.url("/logout"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn session_key_ttl(&self, token: &str) -> i64 {
+        let mut redis = self.redis.get_multiplexed_async_connection().await.unwrap();
+        let key = format!("{}session:{token}", self.settings.redis.key_prefix);
+        redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut redis)
+            .await
+            .unwrap()
+    }
+}
+
+/// Asserts `response` is an RFC 9457 problem document with `status`, and
+/// returns its body.
+pub async fn assert_problem(response: Response, status: u16) -> Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "about:blank");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+/// Asserts a 401 problem that tells the client to use a bearer token.
+pub async fn assert_unauthorized(response: Response) {
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..]),
+        "WWW-Authenticate on {}",
+        response.url()
+    );
+    assert_problem(response, 401).await;
+}
+
+/// PostgreSQL and Redis servers of one test's own, which it may stop and start.
+pub struct DedicatedServices {
+    dir: tempfile::TempDir,
+    pub postgres_port: u16,
+    pub redis_port: u16,
+}
+
+fn services_script(args: &[&str]) -> String {
+    let script = repo_root().join("scripts/services.sh");
+    let output = Command::new(&script)
+        .args(args)
+        .output()
+        .expect("run scripts/services.sh");
+    assert!(
+        output.status.success(),
+        "services.sh {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+impl DedicatedServices {
+    pub fn start() -> DedicatedServices {
+        let dir = tempfile::Builder::new()
+            .prefix("api-test-")
+            .tempdir()
+            .unwrap();
+        // The postgres user must reach its data directory when we run as root.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = |_| services_script(&["free-port"]).parse::<u16>().unwrap();
+        let services = DedicatedServices {
+            postgres_port: port(()),
+            redis_port: port(()),
+            dir,
+        };
+        services.start_postgres();
+        services.start_redis();
+        services
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    pub fn servers(&self) -> Servers {
+        Servers {
+            postgres_admin_url: format!(
+                "postgres://postgres@127.0.0.1:{}/postgres",
+                self.postgres_port
+            ),
+            redis_url: format!("redis://127.0.0.1:{}/0", self.redis_port),
+        }
+    }
+
+    pub fn start_postgres(&self) {
+        let port = self.postgres_port.to_string();
+        services_script(&["pg-start", &self.path("pg"), &port, "throwaway"]);
+    }
+
+    pub fn stop_postgres(&self) {
+        services_script(&["pg-stop", &self.path("pg")]);
+    }
+
+    /// Persistent, so sessions survive a stop and start like a real Redis's.
+    pub fn start_redis(&self) {
+        let port = self.redis_port.to_string();
+        services_script(&["redis-start", &self.path("redis"), &port, "persist"]);
+    }
+
+    pub fn stop_redis(&self) {
+        services_script(&["redis-stop", &self.path("redis")]);
+    }
+}
+
+impl Drop for DedicatedServices {
+    /// Best effort and never panicking: a failed test is already unwinding.
+    fn drop(&mut self) {
+        let script = repo_root().join("scripts/services.sh");
+        for args in [["redis-stop", "redis"], ["pg-stop", "pg"]] {
+            let _ = Command::new(&script)
+                .args([args[0], &self.path(args[1])])
+                .status();
+        }
+    }
+}
+
+/// Polls `check` until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[test]
+fn database_names_are_replaced_in_urls() {
+    assert_eq!(
+        with_database("postgres://u:p@h:1/postgres?sslmode=disable", "x"),
+        "postgres://u:p@h:1/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
+}

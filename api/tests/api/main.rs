@@ -1,0 +1,14 @@
+//! Contract tests for the `api` service, against real PostgreSQL and Redis.
+//! One test binary, so the crate is linked once; one module per area.
+
+mod cli;
+mod errors;
+mod hello;
+mod helpers;
+mod login;
+mod outages;
+mod platform;
+mod profile;
+mod schema;
+mod search;
+mod sessions;

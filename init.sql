@@ -1,0 +1,31 @@
+-- Schema of the api service. Hand-written and idempotent: `api db init` (and
+-- PostgreSQL's docker-entrypoint-initdb.d) may run it any number of times.
+-- Every index says which query it serves; an index nobody queries is a cost.
+
+-- Trigram matching for the user search (GET /v2/users?q=...).
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+
+CREATE TABLE IF NOT EXISTS users (
+    -- The primary key's index serves GET /getName and POST /setName (by id).
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- Kept as typed; uniqueness and lookups are case-insensitive (see below).
+    username      text        NOT NULL
+        CONSTRAINT users_username_format CHECK (username ~ '^[A-Za-z0-9_.-]{3,32}$'),
+    name          text        NOT NULL
+        CONSTRAINT users_name_length CHECK (char_length(name) BETWEEN 1 AND 100),
+    -- argon2id in PHC string format ($argon2id$v=19$m=...,t=...,p=...$salt$hash).
+    password_hash text        NOT NULL,
+    role          text        NOT NULL DEFAULT 'user'
+        CONSTRAINT users_role_known CHECK (role IN ('user', 'admin')),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Serves POST /login (WHERE lower(username) = lower($1)) and makes usernames
+-- unique regardless of case; its name is mapped to "username taken".
+CREATE UNIQUE INDEX IF NOT EXISTS users_username_lower_key ON users (lower(username));
+
+-- Serves GET /v2/users?q=...: (username || ' ' || name) ILIKE '%q%'.
+-- The expression must match the query's exactly for the planner to use it.
+CREATE INDEX IF NOT EXISTS users_search_trgm_idx
+    ON users USING gin ((username || ' ' || name) gin_trgm_ops);

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command (`make test`): installs what is missing, starts throwaway
+# PostgreSQL and Redis on free loopback ports unless TEST_DATABASE_URL and
+# TEST_REDIS_URL point at servers already, runs the lints and the whole test
+# suite, and stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+services=scripts/services.sh
+"$services" ensure-packages
+
+scratch=$(mktemp -d -t api-test-XXXXXX)
+chmod 755 "$scratch" # the postgres user must reach its data directory
+cleanup() {
+    "$services" redis-stop "$scratch/redis" || true
+    "$services" pg-stop "$scratch/pg" || true
+    rm -rf "$scratch"
+}
+trap cleanup EXIT
+
+if [ -z "${TEST_DATABASE_URL:-}" ]; then
+    port=$("$services" free-port)
+    "$services" pg-start "$scratch/pg" "$port" throwaway
+    export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+fi
+if [ -z "${TEST_REDIS_URL:-}" ]; then
+    port=$("$services" free-port)
+    "$services" redis-start "$scratch/redis" "$port"
+    export TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+fi
+echo "test servers: PostgreSQL ${TEST_DATABASE_URL%%\?*}, Redis $TEST_REDIS_URL"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
