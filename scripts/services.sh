@@ -3,7 +3,7 @@
 # packages, without Docker and without touching the system's own instances.
 # The test command, the run command and the outage tests all go through here.
 #
-#   services.sh ensure-packages      install postgresql and redis-server if missing
+#   services.sh ensure-packages      install postgresql, redis-server and curl if missing
 #   services.sh free-port            print a free loopback TCP port
 #   services.sh pg-start DIR PORT [throwaway]
 #                                    initdb DIR (first time) and start it on 127.0.0.1:PORT;
@@ -39,6 +39,7 @@ ensure_packages() {
     local missing=()
     pg_bin >/dev/null || missing+=(postgresql postgresql-contrib)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v curl >/dev/null || missing+=(curl ca-certificates)
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "services.sh: installing ${missing[*]}" >&2
     if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (`make test`): installs what is missing, starts throwaway
 # PostgreSQL and Redis on free loopback ports unless TEST_DATABASE_URL and
-# TEST_REDIS_URL point at servers already, runs the lints and the whole test
-# suite, and stops what it started.
+# TEST_REDIS_URL point at servers already, runs the lints, the whole test
+# suite and the README walkthrough, and stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +33,4 @@ echo "test servers: PostgreSQL ${TEST_DATABASE_URL%%\?*}, Redis $TEST_REDIS_URL"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+scripts/check-readme.sh

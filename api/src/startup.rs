@@ -4,13 +4,15 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use poem::endpoint::BoxEndpoint;
 use poem::endpoint::StaticFilesEndpoint;
+use poem::http::Method;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
-use poem::{EndpointExt, Route, Server};
+use poem::{Endpoint, EndpointExt, Request, Route, Server};
 
 use crate::config::Settings;
 use crate::error;
@@ -26,14 +28,22 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
-        .nest(
-            "/static",
-            StaticFilesEndpoint::new(&state.settings.static_dir),
-        )
+        .nest("/static", static_files(&state.settings.static_dir))
         .data(state)
         .with(Tracing)
         .catch_all_error(error::render)
         .boxed()
+}
+
+/// Files under `dir`. poem's endpoint answers only GET; HEAD is served as
+/// GET, and hyper leaves the body out of HEAD responses by itself.
+fn static_files(dir: &Path) -> impl Endpoint {
+    StaticFilesEndpoint::new(dir).before(|mut req: Request| async move {
+        if req.method() == Method::HEAD {
+            req.set_method(Method::GET);
+        }
+        Ok(req)
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

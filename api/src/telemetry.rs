@@ -1,5 +1,7 @@
 //! Logging through tracing: readable lines for people, JSON lines for machines.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -14,7 +16,9 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only help a person at a terminal; in files they are noise.
+        .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests start many apps in one process) is harmless.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -74,6 +74,20 @@ async fn static_png_is_served_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn static_files_answer_head_with_headers_and_no_body() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .head(app.url("/static/assets/img/happy.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    assert!(response.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn missing_static_files_are_404_problems() {
     let app = spawn_app().await;
     assert_problem(app.get("/static/assets/img/sad.png").await, 404).await;

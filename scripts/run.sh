@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The run command (`make run`): installs what is missing, starts PostgreSQL and
+# Redis from Debian's packages under .local/ (data kept between runs), applies
+# init.sql, creates the demo user (demo / demo-password) and serves the API in
+# the foreground on BIND (127.0.0.1:8000). Ctrl-C stops the service and both
+# servers. Settings come from .env.local; the real environment wins.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+services=scripts/services.sh
+local_dir=${LOCAL_DIR:-.local}
+
+# Same precedence as the binary: a variable already set is kept.
+while IFS= read -r line; do
+    case "$line" in ''|'#'*) continue ;; esac
+    name=${line%%=*}
+    [ -n "${!name:-}" ] || export "$line"
+done < .env.local
+
+port_of() { sed -E 's#^[a-z]+://([^@/]*@)?[^:/]+:([0-9]+).*#\2#' <<<"$1"; }
+pg_port=$(port_of "$DATABASE_URL")
+redis_port=$(port_of "$REDIS_URL")
+
+"$services" ensure-packages
+mkdir -p "$local_dir"
+chmod 755 "$local_dir"
+
+stop_servers() {
+    "$services" redis-stop "$local_dir/redis" || true
+    "$services" pg-stop "$local_dir/postgres" || true
+}
+trap stop_servers EXIT
+
+"$services" pg-start "$local_dir/postgres" "$pg_port"
+"$services" redis-start "$local_dir/redis" "$redis_port" persist
+
+# The cluster trusts loopback connections; the role and database are what the
+# service connects as.
+psql="$("$services" pg-bin)/psql -h 127.0.0.1 -p $pg_port -U postgres -v ON_ERROR_STOP=1 -qtA"
+$psql -c "SELECT 1 FROM pg_roles WHERE rolname = 'api'" | grep -q 1 \
+    || $psql -c "CREATE ROLE api LOGIN PASSWORD 'api'"
+$psql -c "SELECT 1 FROM pg_database WHERE datname = 'api'" | grep -q 1 \
+    || $psql -c "CREATE DATABASE api OWNER api"
+
+cargo build --locked --bin api
+api=target/debug/api
+$api db init
+if ! out=$(echo demo-password | $api users add demo --name "Demo User" 2>&1); then
+    grep -q taken <<<"$out" || { echo "$out" >&2; exit 1; }
+fi
+
+echo "serving on http://$BIND (docs: http://$BIND/docs); Ctrl-C stops"
+# In the background so that a SIGTERM to this script reaches the service too
+# (a foreground child would hold the trap until it exits by itself).
+$api serve &
+api_pid=$!
+trap 'kill -TERM "$api_pid" 2>/dev/null || true' INT TERM
+while kill -0 "$api_pid" 2>/dev/null; do wait "$api_pid" || true; done
