@@ -160,10 +160,18 @@ impl Settings {
     }
 }
 
-/// Replaces the password in `scheme://user:password@host/...` with `***`.
+/// Replaces the password in `scheme://user:password@host/...`, or in a
+/// key=value connection string (`host=db password=...`), with `***`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return url
+            .split(' ')
+            .map(|pair| match pair.split_once('=') {
+                Some(("password", _)) => "password=***",
+                _ => pair,
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
     };
     let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_owned();
@@ -210,5 +218,9 @@ mod tests {
             "redis://127.0.0.1:6379"
         );
         assert_eq!(redact_url("host=db user=api"), "host=db user=api");
+        assert_eq!(
+            redact_url("host=db password=hunter2 user=api"),
+            "host=db password=*** user=api"
+        );
     }
 }

@@ -10,10 +10,13 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, filtered by `RUST_LOG` (default `info`).
+/// Installs the global subscriber, keeping the lines `filter` selects.
 /// Logs go to stderr so command output on stdout stays clean.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(format: LogFormat, filter: &str) {
+    let (filter, rejected) = match EnvFilter::try_new(filter) {
+        Ok(filter) => (filter, None),
+        Err(err) => (EnvFilter::new("info"), Some(err)),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -24,4 +27,7 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    if let Some(err) = rejected {
+        tracing::warn!(error = %err, "invalid log filter (RUST_LOG / --log); logging at info");
+    }
 }

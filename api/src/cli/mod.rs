@@ -25,6 +25,9 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Which log lines to keep, as a tracing filter (`info`, `api=debug,info`).
+    #[arg(long = "log", global = true, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -79,7 +82,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    telemetry::init(cli.log_format, &cli.log_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

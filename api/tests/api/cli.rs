@@ -6,13 +6,17 @@ use std::process::{Command, Output, Stdio};
 use crate::helpers::{fresh_database, spawn_app, Servers};
 
 fn api(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
+    api_in(&std::env::temp_dir(), args, envs, stdin)
+}
+
+/// Runs the binary in `dir` with only `envs` (and PATH) in its environment.
+fn api_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_api"))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(envs.iter().copied())
-        // No .env.local is picked up from the working directory.
-        .current_dir(std::env::temp_dir())
+        .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -184,4 +188,61 @@ fn passwords_are_never_taken_from_arguments() {
     let out = api(&["users", "add", "frank", "--password", "x"], &[], "");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--password"));
+}
+
+#[test]
+fn env_file_fills_in_settings_and_the_real_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env.local"),
+        "DATABASE_URL=postgres://from:file@local/db\nREDIS_URL=redis://from-file:6379\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("other.env"),
+        "DATABASE_URL=postgres://other:file@other/db\nREDIS_URL=redis://other:6379\n",
+    )
+    .unwrap();
+
+    let defaulted = api_in(
+        dir.path(),
+        &["config", "check"],
+        &[("REDIS_URL", "redis://from-env:6379")],
+        "",
+    );
+    let printed = text(&defaulted.stdout);
+    assert!(defaulted.status.success(), "{}", text(&defaulted.stderr));
+    assert!(
+        printed.contains("DATABASE_URL=postgres://from:***@local/db"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("REDIS_URL=redis://from-env:6379"),
+        "{printed}"
+    );
+
+    let named = api_in(
+        dir.path(),
+        &["--env-file", "other.env", "config", "check"],
+        &[],
+        "",
+    );
+    let printed = text(&named.stdout);
+    assert!(
+        printed.contains("DATABASE_URL=postgres://other:***@other/db"),
+        "{printed}"
+    );
+
+    let missing = api_in(
+        dir.path(),
+        &["config", "check", "--env-file=nope.env"],
+        &[],
+        "",
+    );
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("env file"),
+        "{}",
+        text(&missing.stderr)
+    );
 }
