@@ -18,4 +18,4 @@ fmt: ## Format the code
 
 lint: ## Formatting check and clippy with warnings as errors
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings

@@ -17,9 +17,13 @@ while IFS= read -r line; do
     [ -n "${!name:-}" ] || export "$line"
 done < .env.local
 
-port_of() { sed -E 's#^[a-z]+://([^@/]*@)?[^:/]+:([0-9]+).*#\2#' <<<"$1"; }
-pg_port=$(port_of "$DATABASE_URL")
-redis_port=$(port_of "$REDIS_URL")
+# postgres://USER:PASSWORD@HOST:PORT/DATABASE and redis://HOST:PORT/N
+url_part() { sed -E "s#^[a-z]+://(([^:@/]*)(:([^@/]*))?@)?[^:/]+:([0-9]+)(/([^?]*))?.*#\\$1#" <<<"$2"; }
+pg_user=$(url_part 2 "$DATABASE_URL")
+pg_password=$(url_part 4 "$DATABASE_URL")
+pg_port=$(url_part 5 "$DATABASE_URL")
+pg_database=$(url_part 7 "$DATABASE_URL")
+redis_port=$(url_part 5 "$REDIS_URL")
 
 "$services" ensure-packages
 mkdir -p "$local_dir"
@@ -34,16 +38,18 @@ trap stop_servers EXIT
 "$services" pg-start "$local_dir/postgres" "$pg_port"
 "$services" redis-start "$local_dir/redis" "$redis_port" persist
 
-# The cluster trusts loopback connections; the role and database are what the
-# service connects as.
-psql="$("$services" pg-bin)/psql -h 127.0.0.1 -p $pg_port -U postgres -v ON_ERROR_STOP=1 -qtA"
-$psql -c "SELECT 1 FROM pg_roles WHERE rolname = 'api'" | grep -q 1 \
-    || $psql -c "CREATE ROLE api LOGIN PASSWORD 'api'"
-$psql -c "SELECT 1 FROM pg_database WHERE datname = 'api'" | grep -q 1 \
-    || $psql -c "CREATE DATABASE api OWNER api"
+# The cluster trusts loopback connections; the role and database are the ones
+# DATABASE_URL names, created on the first run.
+psql=("$("$services" pg-bin)/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qtA)
+"${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = '$pg_user'" | grep -q 1 \
+    || "${psql[@]}" -c "CREATE ROLE \"$pg_user\" LOGIN PASSWORD '$pg_password'"
+"${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$pg_database'" | grep -q 1 \
+    || "${psql[@]}" -c "CREATE DATABASE \"$pg_database\" OWNER \"$pg_user\""
 
-cargo build --locked --bin api
-api=target/debug/api
+# The binary is named after the package in api/Cargo.toml.
+package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+cargo build --bin "$package"
+api=${CARGO_TARGET_DIR:-target}/debug/$package
 $api db init
 if ! out=$(echo demo-password | $api users add demo --name "Demo User" 2>&1); then
     grep -q taken <<<"$out" || { echo "$out" >&2; exit 1; }

@@ -31,6 +31,6 @@ fi
 echo "test servers: PostgreSQL ${TEST_DATABASE_URL%%\?*}, Redis $TEST_REDIS_URL"
 
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
 scripts/check-readme.sh

@@ -62,11 +62,12 @@ pub struct RedisSettings {
         default_value_t = 1000
     )]
     pub timeout_ms: u64,
-    /// Prefix of every key this service writes, so services can share a Redis.
+    /// Prefix of every key this service writes, so services can share a
+    /// Redis. Defaults to the service's name and a colon.
     #[arg(
         long = "redis-key-prefix",
         env = "REDIS_KEY_PREFIX",
-        default_value = "api:"
+        default_value = concat!(env!("CARGO_PKG_NAME"), ":")
     )]
     pub key_prefix: String,
 }

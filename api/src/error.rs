@@ -111,22 +111,6 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
-impl From<redis::RedisError> for ApiError {
-    fn from(err: redis::RedisError) -> Self {
-        if err.is_io_error()
-            || err.is_timeout()
-            || err.is_connection_dropped()
-            || err.is_connection_refusal()
-            || err.is_unrecoverable_error()
-        {
-            tracing::warn!(error = %err, "session store failed");
-            ApiError::Unavailable(Dependency::Redis)
-        } else {
-            ApiError::internal(err)
-        }
-    }
-}
-
 impl poem::error::ResponseError for ApiError {
     fn status(&self) -> StatusCode {
         ApiError::status(self)

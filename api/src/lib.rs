@@ -1,5 +1,5 @@
-//! The `api` service: a versioned HTTP API on poem, with PostgreSQL for
-//! users and Redis for sessions. `main.rs` only calls [`cli::main`].
+//! The service: a versioned HTTP API on poem, with PostgreSQL for users and
+//! Redis for sessions. `main.rs` only calls [`cli::main`].
 
 pub mod cli;
 pub mod config;

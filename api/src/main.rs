@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    api::cli::main()
+    app::cli::main()
 }

@@ -107,3 +107,20 @@ impl SessionStore {
         }
     }
 }
+
+/// A Redis failure is an outage when the connection is at fault, else a bug.
+impl From<redis::RedisError> for ApiError {
+    fn from(err: redis::RedisError) -> Self {
+        if err.is_io_error()
+            || err.is_timeout()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_unrecoverable_error()
+        {
+            tracing::warn!(error = %err, "session store failed");
+            ApiError::Unavailable(Dependency::Redis)
+        } else {
+            ApiError::internal(err)
+        }
+    }
+}

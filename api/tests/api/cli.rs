@@ -11,7 +11,7 @@ fn api(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
 
 /// Runs the binary in `dir` with only `envs` (and PATH) in its environment.
 fn api_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_api"))
+    let mut child = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -11,10 +11,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use api::config::Settings;
-use api::db;
-use api::db::users::{self, NewUser};
-use api::startup::Application;
+use app::config::Settings;
+use app::db;
+use app::db::users::{self, NewUser};
+use app::startup::Application;
 use clap::Parser;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -149,7 +149,7 @@ pub async fn spawn_app_with(servers: &Servers, extra: &[&str]) -> TestApp {
 /// The argon2 hash of [`PASSWORD`], computed once per test binary.
 fn password_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| api::password::hash_blocking(PASSWORD).unwrap())
+    HASH.get_or_init(|| app::password::hash_blocking(PASSWORD).unwrap())
 }
 
 impl TestApp {

@@ -1,7 +1,7 @@
 //! init.sql: idempotent, and its indexes serve the queries they claim to.
 
-use api::db::users::{CREDENTIALS_SQL, SEARCH_SQL};
-use api::db::INIT_SQL;
+use app::db::users::{CREDENTIALS_SQL, SEARCH_SQL};
+use app::db::INIT_SQL;
 
 use crate::helpers::{fresh_database, Servers};
 
