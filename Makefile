@@ -19,3 +19,7 @@ fmt: ## Format the code
 lint: ## Formatting check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# Present only in the template's own repository: make new, make sync, and the
+# template checks that make test runs there.
+-include template/tooling/template.mk

@@ -1,5 +1,5 @@
--- Schema of the api service. Hand-written and idempotent: `api db init` (and
--- PostgreSQL's docker-entrypoint-initdb.d) may run it any number of times.
+-- Schema of the api service. Hand-written and idempotent: `api db init`
+-- (and PostgreSQL's docker-entrypoint-initdb.d) may run it any number of times.
 -- Every index says which query it serves; an index nobody queries is a cost.
 
 -- Trigram matching for the user search (GET /v2/users?q=...).

@@ -25,7 +25,7 @@ pg_port=$(url_part 5 "$DATABASE_URL")
 pg_database=$(url_part 7 "$DATABASE_URL")
 redis_port=$(url_part 5 "$REDIS_URL")
 
-"$services" ensure-packages
+"$services" ensure-packages postgres redis
 mkdir -p "$local_dir"
 chmod 755 "$local_dir"
 
@@ -49,16 +49,16 @@ psql=("$("$services" pg-bin)/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_
 # The binary is named after the package in api/Cargo.toml.
 package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
 cargo build --bin "$package"
-api=${CARGO_TARGET_DIR:-target}/debug/$package
-$api db init
-if ! out=$(echo demo-password | $api users add demo --name "Demo User" 2>&1); then
+service=${CARGO_TARGET_DIR:-target}/debug/$package
+"$service" db init
+if ! out=$(echo demo-password | "$service" users add demo --name "Demo User" 2>&1); then
     grep -q taken <<<"$out" || { echo "$out" >&2; exit 1; }
 fi
 
 echo "serving on http://$BIND (docs: http://$BIND/docs); Ctrl-C stops"
 # In the background so that a SIGTERM to this script reaches the service too
 # (a foreground child would hold the trap until it exits by itself).
-$api serve &
+"$service" serve &
 api_pid=$!
 trap 'kill -TERM "$api_pid" 2>/dev/null || true' INT TERM
 while kill -0 "$api_pid" 2>/dev/null; do wait "$api_pid" || true; done

@@ -3,7 +3,8 @@
 # packages, without Docker and without touching the system's own instances.
 # The test command, the run command and the outage tests all go through here.
 #
-#   services.sh ensure-packages      install postgresql, redis-server and curl if missing
+#   services.sh ensure-packages [postgres] [redis]
+#                                    install the servers named (and curl) if missing
 #   services.sh free-port            print a free loopback TCP port
 #   services.sh pg-start DIR PORT [throwaway]
 #                                    initdb DIR (first time) and start it on 127.0.0.1:PORT;
@@ -36,9 +37,14 @@ as_root() {
 }
 
 ensure_packages() {
-    local missing=()
-    pg_bin >/dev/null || missing+=(postgresql postgresql-contrib)
-    command -v redis-server >/dev/null || missing+=(redis-server)
+    local missing=() want
+    for want in "$@"; do
+        case "$want" in
+            postgres) pg_bin >/dev/null || missing+=(postgresql postgresql-contrib) ;;
+            redis) command -v redis-server >/dev/null || missing+=(redis-server) ;;
+            *) die "ensure-packages: unknown server '$want'" ;;
+        esac
+    done
     command -v curl >/dev/null || missing+=(curl ca-certificates)
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "services.sh: installing ${missing[*]}" >&2
@@ -48,7 +54,9 @@ ensure_packages() {
     fi
     # Debian's postgresql package starts a system cluster on 5432; it is not ours
     # and is left alone: ours run on their own ports.
-    pg_bin >/dev/null || die "postgresql is installed but initdb was not found"
+    if [[ " $* " == *" postgres "* ]]; then
+        pg_bin >/dev/null || die "postgresql is installed but initdb was not found"
+    fi
 }
 
 free_port() {
@@ -65,7 +73,8 @@ free_port() {
 run_pg() {
     if [ "$(id -u)" = 0 ]; then
         id postgres >/dev/null 2>&1 || die "running as root needs the 'postgres' user (from the postgresql package)"
-        runuser -u postgres -- "$@"
+        # From /, which postgres may enter: the caller's directory may be private.
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
@@ -128,12 +137,12 @@ redis_stop() {
 cmd=${1:-}
 shift || true
 case "$cmd" in
-    ensure-packages) ensure_packages ;;
+    ensure-packages) ensure_packages "$@" ;;
     free-port) free_port ;;
     pg-bin) pg_bin || die "PostgreSQL server programs not found" ;;
     pg-start) [ $# -ge 2 ] || die "usage: pg-start DIR PORT [throwaway]"; pg_start "$@" ;;
     pg-stop) [ $# -eq 1 ] || die "usage: pg-stop DIR"; pg_stop "$@" ;;
     redis-start) [ $# -ge 2 ] || die "usage: redis-start DIR PORT [persist]"; redis_start "$@" ;;
     redis-stop) [ $# -eq 1 ] || die "usage: redis-stop DIR"; redis_stop "$@" ;;
-    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 services=scripts/services.sh
-"$services" ensure-packages
+"$services" ensure-packages postgres redis
 
 scratch=$(mktemp -d -t api-test-XXXXXX)
 chmod 755 "$scratch" # the postgres user must reach its data directory

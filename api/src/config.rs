@@ -78,7 +78,7 @@ impl RedisSettings {
     }
 }
 
-/// Everything `api serve` needs.
+/// Everything `serve` needs.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address to listen on. Port 0 picks a free port.
@@ -211,13 +211,10 @@ mod tests {
             "postgres://api:***@db:5432/api"
         );
         assert_eq!(
-            redact_url("redis://:pw@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
+            redact_url("amqp://:pw@127.0.0.1:5672/vhost"),
+            "amqp://:***@127.0.0.1:5672/vhost"
         );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
+        assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
         assert_eq!(redact_url("host=db user=api"), "host=db user=api");
         assert_eq!(
             redact_url("host=db password=hunter2 user=api"),

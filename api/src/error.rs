@@ -42,9 +42,6 @@ impl std::fmt::Display for Dependency {
 /// Every way a request can fail in our own code. Each variant names its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 400: the request is malformed in a way the schema could not express.
-    #[error("{0}")]
-    BadRequest(String),
     /// 401: login failed. Identical for unknown users and wrong passwords.
     #[error("invalid username or password")]
     InvalidCredentials,
@@ -74,7 +71,6 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,

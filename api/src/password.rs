@@ -1,6 +1,7 @@
 //! Password hashing with argon2id, off the async threads and bounded in
 //! concurrency, so a login flood queues instead of starving every request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -28,6 +29,8 @@ pub struct Passwords {
     /// Verified against when the user does not exist, so an unknown username
     /// costs the same time as a wrong password and cannot be told apart.
     dummy_hash: Arc<str>,
+    /// Verifications run so far, dummy ones included.
+    verifications: Arc<AtomicU64>,
 }
 
 impl Passwords {
@@ -38,6 +41,7 @@ impl Passwords {
         Passwords {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             dummy_hash: dummy_hash.into(),
+            verifications: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -53,7 +57,13 @@ impl Passwords {
         let matches = self
             .run(move || verify_blocking(&password, &hash))
             .await??;
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         Ok(matches && user_exists)
+    }
+
+    /// How many verifications have run, real and dummy alike.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     async fn run<T: Send + 'static>(
@@ -105,6 +115,14 @@ mod tests {
             .verify("wrong horse".into(), Some(hash))
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_costs_what_a_real_hash_costs() {
+        let passwords = Passwords::new(1);
+        let real = passwords.hash("any password".into()).await.unwrap();
+        let params = |hash: &str| hash.split('$').take(4).collect::<Vec<_>>().join("$");
+        assert_eq!(params(&passwords.dummy_hash), params(&real));
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! `api healthcheck`: a probe for container HEALTHCHECKs, which have no curl.
+//! `healthcheck`: a probe for container HEALTHCHECKs, which have no curl.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! The `api` command line. Each subcommand takes only the settings it uses.
+//! The command line. Each subcommand takes only the settings it uses.
 
 mod healthcheck;
 mod users;
@@ -25,7 +25,7 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Which log lines to keep, as a tracing filter (`info`, `api=debug,info`).
+    /// Which log lines to keep, as a tracing filter (`info`, `app=debug,info`).
     #[arg(long = "log", global = true, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
     #[command(subcommand)]

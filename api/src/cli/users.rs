@@ -1,4 +1,4 @@
-//! `api users add`: the way accounts come to exist.
+//! `users add`: the way accounts come to exist.
 
 use std::error::Error;
 use std::io::{BufRead, IsTerminal};

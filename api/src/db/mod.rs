@@ -10,7 +10,7 @@ use crate::config::DatabaseSettings;
 use crate::error::ApiError;
 
 /// The schema, hand-written and idempotent; compiled into the binary so
-/// `api db init` needs nothing beside it.
+/// `db init` needs nothing beside it.
 pub const INIT_SQL: &str = include_str!("../../../init.sql");
 
 #[derive(Debug, thiserror::Error)]

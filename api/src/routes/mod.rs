@@ -1,6 +1,6 @@
 //! The HTTP API: one `#[OpenApi]` area a module, one module a version.
 //!
-//! Adding a version means adding `vN/` and one line in [`api`].
+//! Adding a version means adding `vN/` and one entry in [`api`].
 
 pub mod auth;
 pub mod health;
@@ -9,7 +9,7 @@ pub mod text;
 pub mod v1;
 pub mod v2;
 
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{OpenApi, OpenApiService, Tags};
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -25,10 +25,8 @@ pub enum ApiTags {
     Health,
 }
 
-pub type Apis = (v1::Api, v2::Api, auth::Api, profile::Api, health::Api);
-
 /// The whole API, with its OpenAPI description.
-pub fn api() -> OpenApiService<Apis, ()> {
+pub fn api() -> OpenApiService<impl OpenApi, ()> {
     OpenApiService::new(
         (v1::Api, v2::Api, auth::Api, profile::Api, health::Api),
         env!("CARGO_PKG_NAME"),

@@ -1,16 +1,16 @@
-//! The `api` binary's commands, run as a user would run them.
+//! The binary's commands, run as a user would run them.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use crate::helpers::{fresh_database, spawn_app, Servers};
 
-fn api(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
-    api_in(&std::env::temp_dir(), args, envs, stdin)
+fn cli(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
+    cli_in(&std::env::temp_dir(), args, envs, stdin)
 }
 
 /// Runs the binary in `dir` with only `envs` (and PATH) in its environment.
-fn api_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
+fn cli_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
     let mut child = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
         .args(args)
         .env_clear()
@@ -39,7 +39,7 @@ fn text(bytes: &[u8]) -> String {
 async fn db_init_is_idempotent() {
     let url = fresh_database(&Servers::shared()).await;
     for _ in 0..2 {
-        let out = api(&["db", "init"], &[("DATABASE_URL", &url)], "");
+        let out = cli(&["db", "init"], &[("DATABASE_URL", &url)], "");
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
 }
@@ -49,7 +49,7 @@ async fn users_add_reads_the_password_from_stdin_and_the_user_can_log_in() {
     let app = spawn_app().await;
     let url = &app.settings.database.url;
 
-    let out = api(
+    let out = cli(
         &["users", "add", "Carol", "--name", "Carol C."],
         &[("DATABASE_URL", url)],
         "s3cret-enough\n",
@@ -66,7 +66,7 @@ async fn users_add_reads_the_password_from_stdin_and_the_user_can_log_in() {
     assert_eq!(row.get::<_, String>(0), "Carol C.");
     assert_eq!(row.get::<_, String>(1), "user");
 
-    let admin = api(
+    let admin = cli(
         &["users", "add", "root_admin", "--admin"],
         &[("DATABASE_URL", url)],
         "s3cret-enough\n",
@@ -87,7 +87,7 @@ async fn users_add_refuses_taken_usernames_bad_usernames_and_short_passwords() {
     let url = &app.settings.database.url;
     let env = [("DATABASE_URL", url.as_str())];
 
-    let taken = api(&["users", "add", "DAVE"], &env, "long-enough-pw\n");
+    let taken = cli(&["users", "add", "DAVE"], &env, "long-enough-pw\n");
     assert!(!taken.status.success());
     assert!(
         text(&taken.stderr).contains("taken"),
@@ -95,7 +95,7 @@ async fn users_add_refuses_taken_usernames_bad_usernames_and_short_passwords() {
         text(&taken.stderr)
     );
 
-    let bad_name = api(&["users", "add", "no spaces"], &env, "long-enough-pw\n");
+    let bad_name = cli(&["users", "add", "no spaces"], &env, "long-enough-pw\n");
     assert!(!bad_name.status.success());
     assert!(
         text(&bad_name.stderr).contains("usernames are"),
@@ -103,7 +103,7 @@ async fn users_add_refuses_taken_usernames_bad_usernames_and_short_passwords() {
         text(&bad_name.stderr)
     );
 
-    let short = api(&["users", "add", "erin"], &env, "short\n");
+    let short = cli(&["users", "add", "erin"], &env, "short\n");
     assert!(!short.status.success());
     assert!(
         text(&short.stderr).contains("at least 8"),
@@ -112,37 +112,53 @@ async fn users_add_refuses_taken_usernames_bad_usernames_and_short_passwords() {
     );
 }
 
+#[test]
+fn passwords_are_never_taken_from_arguments() {
+    let out = cli(&["users", "add", "frank", "--password", "x"], &[], "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--password"));
+}
+
 #[tokio::test]
 async fn config_check_prints_settings_with_secrets_redacted() {
-    let out = api(
-        &["config", "check"],
-        &[
-            ("DATABASE_URL", "postgres://api:hunter2@db:5432/api"),
-            ("REDIS_URL", "redis://:redispw@cache:6379/0"),
-        ],
-        "",
-    );
+    let env = [
+        ("DATABASE_URL", "postgres://svc:hunter2@db:5432/svc"),
+        ("BIND", "0.0.0.0:8080"),
+        ("REDIS_URL", "redis://:redispw@cache:6379/0"),
+    ];
+    let out = cli(&["config", "check"], &env, "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let printed = text(&out.stdout);
     assert!(
-        printed.contains("DATABASE_URL=postgres://api:***@db:5432/api"),
+        printed.contains("DATABASE_URL=postgres://svc:***@db:5432/svc"),
         "{printed}"
     );
+    assert!(printed.contains("BIND=0.0.0.0:8080"), "{printed}");
+    assert!(!printed.contains("hunter2"), "{printed}");
     assert!(
         printed.contains("REDIS_URL=redis://:***@cache:6379/0"),
         "{printed}"
     );
     assert!(printed.contains("SESSION_TTL_SECONDS=86400"), "{printed}");
-    assert!(!printed.contains("hunter2") && !printed.contains("redispw"));
+    assert!(!printed.contains("redispw"), "{printed}");
 }
 
 #[tokio::test]
 async fn config_check_fails_on_invalid_settings() {
-    let missing = api(&["config", "check"], &[("REDIS_URL", "redis://x")], "");
+    let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
+    let missing = cli(&["config", "check"], &[redis], "");
     assert!(!missing.status.success());
     assert!(text(&missing.stderr).contains("DATABASE_URL"));
 
-    let bad = api(
+    let pool_of_none = cli(
+        &["config", "check", "--database-pool-size", "0"],
+        &[("DATABASE_URL", "postgres://x/y"), redis],
+        "",
+    );
+    assert!(!pool_of_none.status.success());
+    let stderr = text(&pool_of_none.stderr);
+    assert!(stderr.contains("DATABASE_POOL_SIZE"), "{stderr}");
+    let bad_redis = cli(
         &["config", "check"],
         &[
             ("DATABASE_URL", "postgres://x/y"),
@@ -150,12 +166,9 @@ async fn config_check_fails_on_invalid_settings() {
         ],
         "",
     );
-    assert!(!bad.status.success());
-    assert!(
-        text(&bad.stderr).contains("REDIS_URL"),
-        "{}",
-        text(&bad.stderr)
-    );
+    assert!(!bad_redis.status.success());
+    let stderr = text(&bad_redis.stderr);
+    assert!(stderr.contains("REDIS_URL"), "{stderr}");
 }
 
 #[tokio::test]
@@ -163,19 +176,19 @@ async fn healthcheck_exits_0_only_when_ready() {
     let app = spawn_app().await;
     let ready_url = app.url("/readyz");
     let up =
-        tokio::task::spawn_blocking(move || api(&["healthcheck", "--url", &ready_url], &[], ""))
+        tokio::task::spawn_blocking(move || cli(&["healthcheck", "--url", &ready_url], &[], ""))
             .await
             .unwrap();
     assert!(up.status.success(), "{}", text(&up.stderr));
 
     let missing_url = app.url("/no-such-probe");
     let wrong =
-        tokio::task::spawn_blocking(move || api(&["healthcheck", "--url", &missing_url], &[], ""))
+        tokio::task::spawn_blocking(move || cli(&["healthcheck", "--url", &missing_url], &[], ""))
             .await
             .unwrap();
     assert!(!wrong.status.success());
 
-    let down = api(
+    let down = cli(
         &["healthcheck", "--url", "http://127.0.0.1:9/readyz"],
         &[],
         "",
@@ -184,30 +197,24 @@ async fn healthcheck_exits_0_only_when_ready() {
 }
 
 #[test]
-fn passwords_are_never_taken_from_arguments() {
-    let out = api(&["users", "add", "frank", "--password", "x"], &[], "");
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--password"));
-}
-
-#[test]
 fn env_file_fills_in_settings_and_the_real_environment_wins() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join(".env.local"),
-        "DATABASE_URL=postgres://from:file@local/db\nREDIS_URL=redis://from-file:6379\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("other.env"),
-        "DATABASE_URL=postgres://other:file@other/db\nREDIS_URL=redis://other:6379\n",
-    )
-    .unwrap();
+    let file = |name: &str, database: &str| {
+        let contents = [
+            format!("DATABASE_URL={database}"),
+            "BIND=127.0.0.1:7000".to_owned(),
+            "REDIS_URL=redis://127.0.0.1:6379".to_owned(),
+        ]
+        .join("\n");
+        std::fs::write(dir.path().join(name), contents).unwrap();
+    };
+    file(".env.local", "postgres://from:file@local/db");
+    file("other.env", "postgres://other:file@other/db");
 
-    let defaulted = api_in(
+    let defaulted = cli_in(
         dir.path(),
         &["config", "check"],
-        &[("REDIS_URL", "redis://from-env:6379")],
+        &[("BIND", "127.0.0.1:9000")],
         "",
     );
     let printed = text(&defaulted.stdout);
@@ -216,12 +223,9 @@ fn env_file_fills_in_settings_and_the_real_environment_wins() {
         printed.contains("DATABASE_URL=postgres://from:***@local/db"),
         "{printed}"
     );
-    assert!(
-        printed.contains("REDIS_URL=redis://from-env:6379"),
-        "{printed}"
-    );
+    assert!(printed.contains("BIND=127.0.0.1:9000"), "{printed}");
 
-    let named = api_in(
+    let named = cli_in(
         dir.path(),
         &["--env-file", "other.env", "config", "check"],
         &[],
@@ -233,7 +237,7 @@ fn env_file_fills_in_settings_and_the_real_environment_wins() {
         "{printed}"
     );
 
-    let missing = api_in(
+    let missing = cli_in(
         dir.path(),
         &["config", "check", "--env-file=nope.env"],
         &[],

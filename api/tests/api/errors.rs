@@ -12,7 +12,8 @@ async fn unknown_paths_are_404_problems() {
 #[tokio::test]
 async fn wrong_methods_are_405_problems() {
     let app = spawn_app().await;
-    assert_problem(app.get("/login").await, 405).await;
+    let post = app.client.post(app.url("/v1/hello")).send().await.unwrap();
+    assert_problem(post, 405).await;
     let delete = app
         .client
         .delete(app.url("/v1/hello"))

@@ -8,7 +8,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use app::config::Settings;
@@ -81,13 +81,19 @@ pub async fn fresh_database(servers: &Servers) -> String {
         .await
         .expect("create the test database");
     let url = with_database(&servers.postgres_admin_url, &name);
-    let pool = db::pool(&settings_for(&url, &servers.redis_url, &[]).database).unwrap();
-    db::init(&pool).await.expect("apply init.sql");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    client
+        .batch_execute(db::INIT_SQL)
+        .await
+        .expect("apply init.sql");
     url
 }
 
-/// Settings as `api serve` would parse them, for the given servers.
-pub fn settings_for(database_url: &str, redis_url: &str, extra: &[&str]) -> Settings {
+/// Settings as `serve` would parse them, for the given servers.
+pub fn settings_for(database_url: &str, servers: &Servers, extra: &[&str]) -> Settings {
     #[derive(Parser)]
     struct Wrapper {
         #[command(flatten)]
@@ -96,10 +102,10 @@ pub fn settings_for(database_url: &str, redis_url: &str, extra: &[&str]) -> Sett
     let prefix = format!("test:{}:", Uuid::new_v4().simple());
     let static_dir = repo_root().join("static");
     let mut args = vec![
-        "api".to_owned(),
+        env!("CARGO_PKG_NAME").to_owned(),
         "--bind=127.0.0.1:0".into(),
         format!("--database-url={database_url}"),
-        format!("--redis-url={redis_url}"),
+        format!("--redis-url={}", servers.redis_url),
         format!("--redis-key-prefix={prefix}"),
         format!("--static-dir={}", static_dir.display()),
         "--database-timeout-ms=1000".into(),
@@ -115,24 +121,23 @@ pub fn settings_for(database_url: &str, redis_url: &str, extra: &[&str]) -> Sett
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub settings: Settings,
+    pub settings: Arc<Settings>,
     pub db: deadpool_postgres::Pool,
     pub redis: redis::Client,
+    pub passwords: app::password::Passwords,
 }
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&Servers::shared(), &[]).await
 }
 
-/// Starts the app on its own fresh database; `extra` are more `api serve` flags.
+/// Starts the app on its own fresh database; `extra` are more `serve` flags.
 pub async fn spawn_app_with(servers: &Servers, extra: &[&str]) -> TestApp {
     let database_url = fresh_database(servers).await;
-    let settings = settings_for(&database_url, &servers.redis_url, extra);
-    let application = Application::build(settings.clone())
-        .await
-        .expect("the app starts");
+    let settings = settings_for(&database_url, servers, extra);
+    let application = Application::build(settings).await.expect("the app starts");
     let address = format!("http://{}", application.local_addr());
-    let db = application.state().db.clone();
+    let state = application.state().clone();
     tokio::spawn(application.run_until(std::future::pending()));
     TestApp {
         address,
@@ -140,9 +145,10 @@ pub async fn spawn_app_with(servers: &Servers, extra: &[&str]) -> TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        redis: redis::Client::open(settings.redis.url.as_str()).unwrap(),
-        settings,
-        db,
+        redis: redis::Client::open(state.settings.redis.url.as_str()).unwrap(),
+        settings: state.settings,
+        db: state.db,
+        passwords: state.passwords,
     }
 }
 
@@ -311,15 +317,15 @@ fn services_script(args: &[&str]) -> String {
 impl DedicatedServices {
     pub fn start() -> DedicatedServices {
         let dir = tempfile::Builder::new()
-            .prefix("api-test-")
+            .prefix(concat!(env!("CARGO_PKG_NAME"), "-test-"))
             .tempdir()
             .unwrap();
         // The postgres user must reach its data directory when we run as root.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let port = |_| services_script(&["free-port"]).parse::<u16>().unwrap();
+        let free_port = || services_script(&["free-port"]).parse::<u16>().unwrap();
         let services = DedicatedServices {
-            postgres_port: port(()),
-            redis_port: port(()),
+            postgres_port: free_port(),
+            redis_port: free_port(),
             dir,
         };
         services.start_postgres();
@@ -365,11 +371,13 @@ impl Drop for DedicatedServices {
     /// Best effort and never panicking: a failed test is already unwinding.
     fn drop(&mut self) {
         let script = repo_root().join("scripts/services.sh");
-        for args in [["redis-stop", "redis"], ["pg-stop", "pg"]] {
+        let stop = |command: &str, dir: &str| {
             let _ = Command::new(&script)
-                .args([args[0], &self.path(args[1])])
+                .args([command, &self.path(dir)])
                 .status();
-        }
+        };
+        stop("redis-stop", "redis");
+        stop("pg-stop", "pg");
     }
 }
 

@@ -1,5 +1,3 @@
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -63,32 +61,25 @@ async fn unknown_user_and_wrong_password_get_the_same_401() {
     assert_eq!(wrong_password, unknown_user);
 }
 
-/// An unknown username is checked against a dummy hash, so it costs about
-/// as much as a wrong password; without it the answer would come back in
-/// a fraction of the time and reveal which usernames exist.
+/// An unknown username is checked against a dummy hash with the same
+/// parameters as real ones (a unit test in password.rs pins that), so it
+/// costs one full verification, as a wrong password does, and response times
+/// do not reveal which usernames exist. Counted rather than timed: timings on
+/// a shared CI machine are noise.
 #[tokio::test]
-async fn unknown_user_takes_about_as_long_as_a_wrong_password() {
+async fn unknown_users_cost_a_full_verification_like_wrong_passwords() {
     let app = spawn_app().await;
     app.create_user("alice").await;
+    let verifications = || app.passwords.verifications();
 
-    async fn median(app: &crate::helpers::TestApp, username: &str) -> Duration {
-        let mut times = Vec::new();
-        for _ in 0..5 {
-            let start = Instant::now();
-            assert_eq!(app.post_login(username, "wrong").await.status(), 401);
-            times.push(start.elapsed());
-        }
-        times.sort();
-        times[2]
-    }
-    let wrong_password = median(&app, "alice").await;
-    let unknown_user = median(&app, "mallory").await;
+    let before = verifications();
+    assert_eq!(app.post_login("alice", "wrong").await.status(), 401);
+    let after_wrong_password = verifications();
+    assert_eq!(app.post_login("mallory", "wrong").await.status(), 401);
+    let after_unknown_user = verifications();
 
-    let ratio = unknown_user.as_secs_f64() / wrong_password.as_secs_f64();
-    assert!(
-        (0.5..2.0).contains(&ratio),
-        "unknown user {unknown_user:?} vs wrong password {wrong_password:?}"
-    );
+    assert_eq!(after_wrong_password - before, 1);
+    assert_eq!(after_unknown_user - after_wrong_password, 1);
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Contract tests for the `api` service, against real PostgreSQL and Redis.
+//! Contract tests for the service, against real PostgreSQL and Redis.
 //! One test binary, so the crate is linked once; one module per area.
 
 mod cli;

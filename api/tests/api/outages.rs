@@ -1,17 +1,23 @@
 //! Stopping PostgreSQL or Redis under a running service: prompt 503s, never a
 //! hang and never a pass; and recovery without a restart once they return.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
+
+use reqwest::Response;
 
 use crate::helpers::{assert_problem, eventually, spawn_app_with, DedicatedServices, TestApp};
 
 /// Generous next to the 500 ms / 1 s timeouts the test app runs with.
 const PROMPT: Duration = Duration::from_secs(4);
 
-async fn timed_get(app: &TestApp, path: &str, token: &str) -> (reqwest::Response, Duration) {
+/// The response, asserting it came back promptly.
+async fn promptly(what: &str, request: impl Future<Output = Response>) -> Response {
     let start = Instant::now();
-    let response = app.get_with_token(path, token).await;
-    (response, start.elapsed())
+    let response = request.await;
+    let took = start.elapsed();
+    assert!(took < PROMPT, "{what} took {took:?}");
+    response
 }
 
 async fn recovers(app: &TestApp, token: &str) -> bool {
@@ -29,15 +35,12 @@ async fn redis_outage_is_a_prompt_503_and_the_service_recovers() {
 
     services.stop_redis();
 
-    let (response, took) = timed_get(&app, "/getName", &token).await;
-    assert!(took < PROMPT, "getName took {took:?}");
+    let response = promptly("getName", app.get_name(&token)).await;
     assert_eq!(response.headers()["retry-after"], "1");
     assert_problem(response, 503).await;
-    let (ready, took) = timed_get(&app, "/readyz", &token).await;
-    assert!(took < PROMPT, "readyz took {took:?}");
-    assert_problem(ready, 503).await;
-    let login = app.post_login("alice", crate::helpers::PASSWORD).await;
-    assert_problem(login, 503).await;
+    assert_problem(promptly("readyz", app.get("/readyz")).await, 503).await;
+    let login = app.post_login("alice", crate::helpers::PASSWORD);
+    assert_problem(promptly("login", login).await, 503).await;
 
     services.start_redis();
 
@@ -55,13 +58,13 @@ async fn postgres_outage_is_a_prompt_503_and_the_service_recovers() {
 
     services.stop_postgres();
 
-    let (response, took) = timed_get(&app, "/getName", &token).await;
-    assert!(took < PROMPT, "getName took {took:?}");
+    let response = promptly("getName", app.get_name(&token)).await;
+    assert_eq!(response.headers()["retry-after"], "1");
     assert_problem(response, 503).await;
-    let (ready, took) = timed_get(&app, "/readyz", &token).await;
-    assert!(took < PROMPT, "readyz took {took:?}");
+    let ready = promptly("readyz", app.get("/readyz")).await;
+    assert_eq!(ready.headers()["retry-after"], "1");
     assert_problem(ready, 503).await;
-    // Endpoints that need only Redis keep working.
+    // Endpoints that need no database keep working.
     assert_eq!(app.get("/v1/hello").await.status(), 200);
 
     services.start_postgres();

@@ -14,44 +14,75 @@ async fn healthz_and_readyz_answer_200_when_everything_is_up() {
     assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
 }
 
-#[tokio::test]
-async fn openapi_document_covers_every_endpoint_and_declares_bearer_auth() {
-    let app = spawn_app().await;
+async fn openapi_document(app: &crate::helpers::TestApp) -> Value {
     let response = app.get("/openapi.json").await;
     assert_eq!(response.status(), 200);
-    let spec: Value = response.json().await.unwrap();
+    response.json().await.unwrap()
+}
 
-    let paths = spec["paths"].as_object().unwrap();
-    for (path, method) in [
-        ("/v1/hello", "get"),
-        ("/v2/hello", "get"),
-        ("/v2/users", "get"),
-        ("/login", "post"),
-        ("/logout", "post"),
-        ("/setName", "post"),
-        ("/getName", "get"),
-        ("/healthz", "get"),
-        ("/readyz", "get"),
-    ] {
-        assert!(
-            paths.get(path).and_then(|p| p.get(method)).is_some(),
-            "{method} {path} missing"
-        );
-    }
+#[tokio::test]
+async fn openapi_document_describes_exactly_the_endpoints() {
+    let app = spawn_app().await;
+    let spec = openapi_document(&app).await;
+
+    let mut documented: Vec<String> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, operations)| {
+            let methods = operations.as_object().unwrap().keys();
+            methods.map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    documented.sort();
+    let mut expected = vec![
+        "GET /v1/hello",
+        "GET /v2/hello",
+        "GET /v2/users",
+        "POST /login",
+        "POST /logout",
+        "POST /setName",
+        "GET /getName",
+        "GET /healthz",
+        "GET /readyz",
+    ];
+    expected.sort();
+    assert_eq!(documented, expected);
+
+    // Errors are documented as problem documents.
+    let unavailable = &spec["paths"]["/readyz"]["get"]["responses"]["503"]["content"];
+    assert!(
+        unavailable.get("application/problem+json").is_some(),
+        "{unavailable}"
+    );
+}
+#[tokio::test]
+async fn openapi_document_declares_bearer_auth_on_protected_endpoints() {
+    let app = spawn_app().await;
+    let spec = openapi_document(&app).await;
+
     let scheme = &spec["components"]["securitySchemes"]["BearerAuth"];
     assert_eq!(scheme["type"], "http");
     assert_eq!(scheme["scheme"], "bearer");
-    let secured = &paths["/getName"]["get"]["security"];
-    assert_eq!(secured[0]["BearerAuth"], serde_json::json!([]));
-    assert!(paths["/v1/hello"]["get"].get("security").is_none());
-    // Errors are documented as problem documents.
-    let unauthorized = &paths["/getName"]["get"]["responses"]["401"]["content"];
-    assert!(
-        unauthorized.get("application/problem+json").is_some(),
-        "{unauthorized}"
-    );
+    let paths = &spec["paths"];
+    for (path, method) in [
+        ("/getName", "get"),
+        ("/setName", "post"),
+        ("/logout", "post"),
+        ("/v2/users", "get"),
+    ] {
+        let security = &paths[path][method]["security"];
+        assert_eq!(security[0]["BearerAuth"], serde_json::json!([]), "{path}");
+        let unauthorized = &paths[path][method]["responses"]["401"]["content"];
+        assert!(
+            unauthorized.get("application/problem+json").is_some(),
+            "{path}"
+        );
+    }
+    for (path, method) in [("/v1/hello", "get"), ("/login", "post"), ("/readyz", "get")] {
+        assert!(paths[path][method].get("security").is_none(), "{path}");
+    }
 }
-
 #[tokio::test]
 async fn docs_page_is_served() {
     let app = spawn_app().await;

@@ -2,6 +2,7 @@
 
 mod users;
 
+use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
@@ -10,9 +11,6 @@ use super::auth::BearerAuth;
 use super::ApiTags;
 use crate::error::ApiError;
 use crate::state::AppState;
-use poem::web::Data;
-
-pub use users::{UserPage, UserSummary};
 
 #[derive(Debug, Object)]
 #[oai(rename = "GreetingV2")]
@@ -75,7 +73,7 @@ impl Api {
         /// `next_cursor` from the previous page.
         #[oai(validator(max_length = 64))]
         cursor: Query<Option<String>>,
-    ) -> Result<Json<UserPage>, ApiError> {
+    ) -> Result<Json<users::UserPage>, ApiError> {
         users::search(&state, &q.0, limit.0, cursor.0.as_deref())
             .await
             .map(Json)

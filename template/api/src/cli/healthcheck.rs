@@ -1,0 +1,55 @@
+//! `healthcheck`: a probe for container HEALTHCHECKs, which have no curl.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to probe; defaults to /readyz on the port of BIND, on loopback.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The service's listen address, used to derive the default URL.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8000", hide = true)]
+    pub bind: SocketAddr,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_seconds: u64,
+}
+
+pub async fn run(args: HealthcheckArgs) -> ExitCode {
+    let url = args.url.unwrap_or_else(|| {
+        let mut target = args.bind;
+        // A wildcard bind (0.0.0.0 in a container) is reached on loopback.
+        if target.ip().is_unspecified() {
+            target.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        format!("http://{target}/readyz")
+    });
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(args.timeout_seconds))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("unhealthy: cannot build an HTTP client: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::OK => {
+            println!("healthy: {url} answered 200");
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("unhealthy: {url} answered {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("unhealthy: {url}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

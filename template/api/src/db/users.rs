@@ -1,0 +1,163 @@
+//! Queries on `users`. Statements are prepared once per connection and cached.
+
+use deadpool_postgres::GenericClient;
+
+use crate::error::ApiError;
+
+/// What login needs to check a password.
+pub struct Credentials {
+    pub id: i64,
+    pub password_hash: String,
+}
+
+/// The fields any signed-in user may see about another.
+pub struct PublicUser {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+}
+
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub name: &'a str,
+    pub password_hash: &'a str,
+    pub admin: bool,
+}
+
+/// Constraint names in `init.sql` that a client can trip, and what to tell them.
+const CLIENT_CONSTRAINTS: &[(&str, &str)] = &[
+    ("users_username_lower_key", "that username is taken"),
+    (
+        "users_username_format",
+        "usernames are 3 to 32 letters, digits, '_', '.' or '-'",
+    ),
+    ("users_name_length", "names are 1 to 100 characters"),
+];
+
+fn map_constraint(err: tokio_postgres::Error) -> ApiError {
+    let constraint = err.as_db_error().and_then(|db| db.constraint());
+    match CLIENT_CONSTRAINTS
+        .iter()
+        .find(|(name, _)| Some(*name) == constraint)
+    {
+        Some(("users_username_lower_key", message)) => ApiError::Conflict((*message).into()),
+        Some((_, message)) => ApiError::Validation((*message).into()),
+        None => err.into(),
+    }
+}
+
+/// The login lookup, public so tests can EXPLAIN exactly what runs.
+pub const CREDENTIALS_SQL: &str =
+    "SELECT id, password_hash FROM users WHERE lower(username) = lower($1)";
+
+pub async fn find_credentials(
+    client: &impl GenericClient,
+    username: &str,
+) -> Result<Option<Credentials>, ApiError> {
+    let statement = client.prepare_cached(CREDENTIALS_SQL).await?;
+    let row = client.query_opt(&statement, &[&username]).await?;
+    Ok(row.map(|row| Credentials {
+        id: row.get(0),
+        password_hash: row.get(1),
+    }))
+}
+
+pub async fn insert(client: &impl GenericClient, user: &NewUser<'_>) -> Result<i64, ApiError> {
+    let role = if user.admin { "admin" } else { "user" };
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO users (username, name, password_hash, role) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .await?;
+    let row = client
+        .query_one(
+            &statement,
+            &[&user.username, &user.name, &user.password_hash, &role],
+        )
+        .await
+        .map_err(map_constraint)?;
+    Ok(row.get(0))
+}
+
+/// `None` when the user no longer exists.
+pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<String>, ApiError> {
+    let statement = client
+        .prepare_cached("SELECT name FROM users WHERE id = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// Sets the name in one atomic statement and returns what was stored;
+/// `None` when the user no longer exists.
+pub async fn set_name(
+    client: &impl GenericClient,
+    id: i64,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE users SET name = $2, updated_at = now() WHERE id = $1 RETURNING name",
+        )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&id, &name])
+        .await
+        .map_err(map_constraint)?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// The search statement, public so tests can EXPLAIN exactly what runs. The
+/// ILIKE operand is the exact expression of `users_search_trgm_idx`.
+pub const SEARCH_SQL: &str = "SELECT id, username, name FROM users \
+     WHERE (username || ' ' || name) ILIKE $1 \
+       AND ($2::text IS NULL OR lower(username) > lower($2)) \
+     ORDER BY lower(username) \
+     LIMIT $3";
+
+/// Users whose username or name contains `query` (case-insensitive), in
+/// username order, starting after the username `after`.
+pub async fn search(
+    client: &impl GenericClient,
+    query: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<PublicUser>, ApiError> {
+    let pattern = format!("%{}%", escape_like(query));
+    let statement = client.prepare_cached(SEARCH_SQL).await?;
+    let rows = client
+        .query(&statement, &[&pattern, &after, &limit])
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| PublicUser {
+            id: row.get(0),
+            username: row.get(1),
+            name: row.get(2),
+        })
+        .collect())
+}
+
+/// Makes `%`, `_` and `\` in user input match themselves in a LIKE pattern.
+fn escape_like(input: &str) -> String {
+    let mut escaped = String::with_capacity(input.len());
+    for c in input.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_like;
+
+    #[test]
+    fn like_wildcards_in_input_are_literal() {
+        assert_eq!(escape_like("50%_a\\b"), "50\\%\\_a\\\\b");
+        assert_eq!(escape_like("plain"), "plain");
+    }
+}

@@ -1,0 +1,137 @@
+//! Password hashing with argon2id, off the async threads and bounded in
+//! concurrency, so a login flood queues instead of starving every request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+
+/// OWASP's minimum for argon2id: 19 MiB of memory, 2 passes, 1 lane.
+const MEMORY_KIB: u32 = 19_456;
+const ITERATIONS: u32 = 2;
+const PARALLELISM: u32 = 1;
+
+fn argon2() -> Argon2<'static> {
+    // The constants above are within argon2's bounds, so this cannot fail.
+    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
+        .expect("argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+#[derive(Clone)]
+pub struct Passwords {
+    permits: Arc<Semaphore>,
+    /// Verified against when the user does not exist, so an unknown username
+    /// costs the same time as a wrong password and cannot be told apart.
+    dummy_hash: Arc<str>,
+    /// Verifications run so far, dummy ones included.
+    verifications: Arc<AtomicU64>,
+}
+
+impl Passwords {
+    /// Computes the dummy hash once, so this takes one hash's time.
+    pub fn new(concurrency: usize) -> Self {
+        let dummy_hash = hash_blocking("dummy password for unknown users")
+            .expect("hashing a constant password succeeds");
+        Passwords {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy_hash: dummy_hash.into(),
+            verifications: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        self.run(move || hash_blocking(&password)).await?
+    }
+
+    /// Checks `password` against `stored`, or against the dummy hash when
+    /// there is no stored hash (and then always answers false).
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
+        let user_exists = stored.is_some();
+        let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let matches = self
+            .run(move || verify_blocking(&password, &hash))
+            .await??;
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        Ok(matches && user_exists)
+    }
+
+    /// How many verifications have run, real and dummy alike.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(ApiError::internal)
+    }
+}
+
+/// Hashes on the calling thread; for the CLI. Request handlers use [`Passwords::hash`].
+pub fn hash_blocking(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(ApiError::internal)
+}
+
+fn verify_blocking(password: &str, stored: &str) -> Result<bool, ApiError> {
+    // The parameters come from the stored PHC string, so hashes made with
+    // older settings keep verifying after the constants above change.
+    let parsed = PasswordHash::new(stored).map_err(ApiError::internal)?;
+    Ok(argon2()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_with_owasp_parameters_and_verify() {
+        let passwords = Passwords::new(2);
+        let hash = passwords.hash("correct horse".into()).await.unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(passwords
+            .verify("correct horse".into(), Some(hash.clone()))
+            .await
+            .unwrap());
+        assert!(!passwords
+            .verify("wrong horse".into(), Some(hash))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_costs_what_a_real_hash_costs() {
+        let passwords = Passwords::new(1);
+        let real = passwords.hash("any password".into()).await.unwrap();
+        let params = |hash: &str| hash.split('$').take(4).collect::<Vec<_>>().join("$");
+        assert_eq!(params(&passwords.dummy_hash), params(&real));
+    }
+
+    #[tokio::test]
+    async fn unknown_users_never_verify_even_with_the_dummy_password() {
+        let passwords = Passwords::new(1);
+        let verdict = passwords
+            .verify("dummy password for unknown users".into(), None)
+            .await
+            .unwrap();
+        assert!(!verdict);
+    }
+}

@@ -1,0 +1,128 @@
+//! `POST /login`, `POST /logout` and the bearer scheme that guards the rest.
+
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::auth::Bearer;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use uuid::Uuid;
+
+use super::text::Text;
+use super::ApiTags;
+use crate::db::users;
+use crate::error::ApiError;
+use crate::sessions::Session;
+use crate::state::AppState;
+
+/// A session token from `POST /login`, sent as `Authorization: Bearer <token>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "UUID", checker = "authenticate")]
+pub struct BearerAuth(pub Session);
+
+/// Resolves the bearer token to its session. A token that is not a UUID is
+/// refused without asking Redis; a Redis outage is a 503, never a pass.
+async fn authenticate(req: &Request, bearer: Bearer) -> poem::Result<Session> {
+    let state = req
+        .data::<AppState>()
+        .ok_or_else(|| ApiError::internal("AppState is not attached to the route"))?;
+    let token = Uuid::try_parse(&bearer.token).map_err(|_| ApiError::Unauthenticated)?;
+    match state.sessions.find(token).await? {
+        Some(session) => Ok(session),
+        None => Err(ApiError::Unauthenticated.into()),
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct LoginRequest {
+    /// Case-insensitive.
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub username: Text,
+    #[oai(validator(min_length = 1, max_length = 1024))]
+    pub password: Text,
+}
+
+#[derive(Debug, Object)]
+pub struct TokenResponse {
+    /// Opaque session token (a UUID v4).
+    pub token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+#[derive(ApiResponse)]
+pub enum LoginResponse {
+    /// Logged in. The token is also in the `Authorization` header, ready to be
+    /// sent back as is.
+    #[oai(status = 200)]
+    Ok(Json<TokenResponse>, #[oai(header = "Authorization")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum LogoutResponse {
+    /// The token is dead from now on; the user's other sessions live on.
+    #[oai(status = 204)]
+    LoggedOut,
+}
+
+pub struct Api;
+
+#[OpenApi(tag = "ApiTags::Auth")]
+impl Api {
+    /// Log in
+    ///
+    /// Checks the password and starts a new session: every login makes a new
+    /// token. Unknown users and wrong passwords get the same 401.
+    #[oai(path = "/login", method = "post")]
+    async fn login(
+        &self,
+        state: Data<&AppState>,
+        body: Json<LoginRequest>,
+    ) -> Result<LoginResponse, ApiError> {
+        let LoginRequest {
+            username: Text(username),
+            password: Text(password),
+        } = body.0;
+        let credentials = {
+            let client = state.db.get().await?;
+            users::find_credentials(&client, &username).await?
+        };
+        let (user_id, stored_hash) = match credentials {
+            Some(found) => (Some(found.id), Some(found.password_hash)),
+            None => (None, None),
+        };
+        let verified = state.passwords.verify(password, stored_hash).await?;
+        let user_id = match (verified, user_id) {
+            (true, Some(user_id)) => user_id,
+            _ => return Err(ApiError::InvalidCredentials),
+        };
+        let session = state.sessions.create(user_id).await?;
+        tracing::info!(user_id, "logged in");
+        let token = session.token.as_hyphenated().to_string();
+        let header = format!("Bearer {token}");
+        Ok(LoginResponse::Ok(
+            Json(TokenResponse {
+                token,
+                token_type: "Bearer".into(),
+                expires_in: state.sessions.ttl().as_secs(),
+            }),
+            header,
+        ))
+    }
+
+    /// Log out
+    ///
+    /// Ends the session of the token sent; other sessions of the same user
+    /// are untouched.
+    #[oai(path = "/logout", method = "post")]
+    async fn logout(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+    ) -> Result<LogoutResponse, ApiError> {
+        state.sessions.revoke(auth.0.token).await?;
+        tracing::info!(user_id = auth.0.user_id, "logged out");
+        Ok(LogoutResponse::LoggedOut)
+    }
+}

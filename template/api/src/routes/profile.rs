@@ -1,0 +1,101 @@
+//! `GET /getName` and `POST /setName`: the signed-in user's display name.
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use super::auth::BearerAuth;
+use super::text::Text;
+use super::ApiTags;
+use crate::db::users;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const NAME_MAX_CHARS: usize = 100;
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct SetNameRequest {
+    /// Trimmed; then 1 to 100 characters, no control characters.
+    pub name: Text,
+}
+
+#[derive(Debug, Object)]
+pub struct NameResponse {
+    pub name: String,
+}
+
+/// Trims `raw` and checks it against the name rules.
+pub fn normalize_name(raw: &str) -> Result<String, ApiError> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(ApiError::Validation("name must not be empty".into()));
+    }
+    if name.chars().count() > NAME_MAX_CHARS {
+        return Err(ApiError::Validation(format!(
+            "name must be at most {NAME_MAX_CHARS} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::Validation(
+            "name must not contain control characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+pub struct Api;
+
+#[OpenApi(tag = "ApiTags::Profile")]
+impl Api {
+    /// Get my name
+    #[oai(path = "/getName", method = "get")]
+    async fn get_name(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+    ) -> Result<Json<NameResponse>, ApiError> {
+        let client = state.db.get().await?;
+        // A session whose user was deleted is no session at all.
+        let name = users::get_name(&client, auth.0.user_id)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok(Json(NameResponse { name }))
+    }
+
+    /// Set my name
+    ///
+    /// Answers with the name as stored (trimmed).
+    #[oai(path = "/setName", method = "post")]
+    async fn set_name(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        body: Json<SetNameRequest>,
+    ) -> Result<Json<NameResponse>, ApiError> {
+        let name = normalize_name(&body.0.name.0)?;
+        let client = state.db.get().await?;
+        let name = users::set_name(&client, auth.0.user_id, &name)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok(Json(NameResponse { name }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(normalize_name("  Ada Lovelace \n").unwrap(), "Ada Lovelace");
+        assert_eq!(
+            normalize_name(&"é".repeat(100)).unwrap().chars().count(),
+            100
+        );
+        for bad in ["", "   ", "a\u{0}b", "tab\there", "del\u{7f}", "c1\u{85}x"] {
+            assert!(normalize_name(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(normalize_name(&"x".repeat(101)).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, spawn_app};
+
+#[tokio::test]
+async fn get_name_starts_as_the_username() {
+    let app = spawn_app().await;
+    let (_, token) = app.signed_in_user("alice").await;
+    let response = app.get_name(&token).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "name": "alice" })
+    );
+}
+
+#[tokio::test]
+async fn set_name_stores_the_trimmed_name_and_get_name_reads_it_back() {
+    let app = spawn_app().await;
+    let (_, token) = app.signed_in_user("alice").await;
+
+    let response = app
+        .post_set_name(&token, &json!({ "name": "  Ada Lovelace  " }))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "name": "Ada Lovelace" })
+    );
+    let stored: Value = app.get_name(&token).await.json().await.unwrap();
+    assert_eq!(stored, json!({ "name": "Ada Lovelace" }));
+}
+
+#[tokio::test]
+async fn names_are_one_to_a_hundred_characters_not_bytes() {
+    let app = spawn_app().await;
+    let (_, token) = app.signed_in_user("alice").await;
+    let hundred_wide = "é".repeat(100);
+    let response = app
+        .post_set_name(&token, &json!({ "name": hundred_wide }))
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn invalid_names_are_rejected_with_422_and_leave_the_name_alone() {
+    let app = spawn_app().await;
+    let (_, token) = app.signed_in_user("alice").await;
+    for bad in [
+        "",
+        "   ",
+        "a\u{0}b",
+        "line\nbreak",
+        "bell\u{7}",
+        &"x".repeat(101),
+    ] {
+        let response = app.post_set_name(&token, &json!({ "name": bad })).await;
+        assert_problem(response, 422).await;
+    }
+    let stored: Value = app.get_name(&token).await.json().await.unwrap();
+    assert_eq!(stored, json!({ "name": "alice" }));
+}
+
+#[tokio::test]
+async fn set_name_bodies_that_are_not_the_contract_are_400() {
+    let app = spawn_app().await;
+    let (_, token) = app.signed_in_user("alice").await;
+    for body in [
+        json!({}),
+        json!({ "name": 7 }),
+        json!({ "name": "x", "role": "admin" }),
+    ] {
+        assert_problem(app.post_set_name(&token, &body).await, 400).await;
+    }
+}
+
+#[tokio::test]
+async fn each_user_sees_only_their_own_name() {
+    let app = spawn_app().await;
+    let (_, alice) = app.signed_in_user("alice").await;
+    let (_, bob) = app.signed_in_user("bob").await;
+    app.post_set_name(&alice, &json!({ "name": "Alice A." }))
+        .await;
+    let bobs: Value = app.get_name(&bob).await.json().await.unwrap();
+    assert_eq!(bobs["name"], "bob");
+}
