@@ -59,10 +59,14 @@ ensure_packages() {
     fi
 }
 
+# Below the kernel's ephemeral range, where outgoing connections and port-0
+# binds take ports: a port picked there can be gone before the server binds it.
 free_port() {
-    local port
+    local port low=32768
+    [ -r /proc/sys/net/ipv4/ip_local_port_range ] && read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+    [ "$low" -gt 11000 ] || die "the ephemeral port range starts too low ($low) to pick ports under it"
     for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (low - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
     done
     die "no free port found"

@@ -5,7 +5,8 @@
 #   3. renders: two names, both values of `auth`, each built and its own
 #      `make test` passed (against its own throwaway PostgreSQL and Redis);
 #   4. upgrades: re-rendering from a project's template-answers.toml
-#      reproduces it.
+#      reproduces it;
+#   5. make new, and a render from a git URL, work too.
 source "$(dirname "$0")/lib.sh"
 ensure_cargo_generate
 cd "$repo_root"
@@ -84,5 +85,20 @@ for render_case in "orders true" "billing-service false"; do
     diff -r -x target -x .local -x Cargo.lock "$scratch/$name-again/$name" "$project"
     echo "same answers, same project"
 done
+step "make new, and generating from a git URL with template as the subfolder"
+make --no-print-directory new NAME=scaffolded AUTH=false DEST="$scratch/new" >/dev/null
+grep -qx "auth = false" "$scratch/new/scaffolded/template-answers.toml"
+grep -q '^name = "scaffolded"$' "$scratch/new/scaffolded/api/Cargo.toml"
+if [ -n "$(git status --porcelain -- template)" ]; then
+    echo "skipped the git URL render: template/ has uncommitted changes, and a URL serves commits"
+else
+    mkdir "$scratch/from-git" "$scratch/from-path"
+    env -u RUST_BACKTRACE cargo generate --git "file://$repo_root" template --name orders \
+        --define auth=true --destination "$scratch/from-git" --vcs none --silent >/dev/null
+    render orders true "$scratch/from-path"
+    diff -r "$scratch/from-git/orders" "$scratch/from-path/orders"
+    echo "a git URL renders what --path renders"
+fi
+
 echo
 echo "template: all checks passed"
