@@ -2,6 +2,7 @@
 //! the flag wins over the variable, and the real environment wins over the
 //! env file (see [`load_env_file`]).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -183,20 +184,55 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Loads `path` (or `.env.local` when none is named and it exists) into the
-/// process environment. Variables already set are kept: the real environment
-/// wins over the file.
-pub fn load_env_file(path: Option<&Path>) -> Result<Option<PathBuf>, dotenvy::Error> {
-    match path {
-        Some(path) => dotenvy::from_path(path).map(|()| Some(path.to_owned())),
-        None => {
-            let default = Path::new(".env.local");
-            if default.is_file() {
-                dotenvy::from_path(default).map(|()| Some(default.to_owned()))
-            } else {
-                Ok(None)
+/// The env file's contribution to the process environment. Variables that
+/// were already set when the process started (the real environment) always
+/// win; a reload may change or remove only what the file itself set.
+#[derive(Debug)]
+pub struct EnvFile {
+    path: Option<PathBuf>,
+    real: HashSet<String>,
+    from_file: HashSet<String>,
+}
+
+impl EnvFile {
+    /// Loads `path`, or `.env.local` when none is named and it exists.
+    pub fn load(path: Option<&Path>) -> Result<Self, dotenvy::Error> {
+        let default = Path::new(".env.local");
+        let path = match path {
+            Some(path) => Some(path.to_owned()),
+            None if default.is_file() => Some(default.to_owned()),
+            None => None,
+        };
+        let mut env_file = EnvFile {
+            path,
+            real: std::env::vars_os()
+                .filter_map(|(name, _)| name.into_string().ok())
+                .collect(),
+            from_file: HashSet::new(),
+        };
+        env_file.reload()?;
+        Ok(env_file)
+    }
+
+    /// Reads the file again (for SIGHUP). Call it only while the process has
+    /// one thread, as the master does: it changes the environment.
+    pub fn reload(&mut self) -> Result<(), dotenvy::Error> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let mut seen = HashSet::new();
+        for item in dotenvy::from_path_iter(path)? {
+            let (name, value) = item?;
+            if !self.real.contains(&name) {
+                std::env::set_var(&name, value);
+                seen.insert(name);
             }
         }
+        for gone in self.from_file.difference(&seen) {
+            std::env::remove_var(gone);
+        }
+        self.from_file = seen;
+        Ok(())
     }
 }
 

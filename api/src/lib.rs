@@ -7,6 +7,7 @@ pub mod db;
 pub mod error;
 pub mod password;
 pub mod routes;
+pub mod server;
 pub mod sessions;
 pub mod startup;
 pub mod state;

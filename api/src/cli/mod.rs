@@ -10,9 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, DatabaseSettings, Settings};
+use crate::config::{DatabaseSettings, EnvFile};
 use crate::db;
-use crate::startup::Application;
+use crate::server::{self, ServeArgs};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -34,8 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the API until SIGTERM or Ctrl-C.
-    Serve(Box<Settings>),
+    /// Serve the API: a master and its workers, until SIGTERM or Ctrl-C.
+    Serve(Box<ServeArgs>),
     /// Manage the database schema.
     Db {
         #[command(subcommand)]
@@ -70,19 +70,26 @@ pub enum UsersCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the settings and print those in effect, secrets redacted.
-    Check(Box<Settings>),
+    Check(Box<ServeArgs>),
 }
 
 pub fn main() -> ExitCode {
     // The env file must be in the environment before clap reads variables,
     // so its path is picked out of the arguments ahead of parsing.
-    let env_file = env_file_argument(std::env::args_os());
-    if let Err(err) = config::load_env_file(env_file.as_deref()) {
-        eprintln!("error: cannot load the env file: {err}");
-        return ExitCode::from(2);
-    }
+    let env_file = match EnvFile::load(env_file_argument(std::env::args_os()).as_deref()) {
+        Ok(env_file) => env_file,
+        Err(err) => {
+            eprintln!("error: cannot load the env file: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let cli = Cli::parse();
     telemetry::init(cli.log_format, &cli.log_filter);
+    // Serving forks worker processes, which must happen before any async
+    // runtime (with its threads) exists; the other commands run on one.
+    if let Command::Serve(args) = cli.command {
+        return server::run(*args, reload_from(env_file));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -97,6 +104,24 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// For SIGHUP: the env file read again, then the command line parsed again.
+fn reload_from(mut env_file: EnvFile) -> server::Reload {
+    let arguments: Vec<OsString> = std::env::args_os().collect();
+    Box::new(move || {
+        env_file
+            .reload()
+            .map_err(|err| format!("cannot reload the env file: {err}"))?;
+        let cli = Cli::try_parse_from(&arguments).map_err(|err| err.to_string())?;
+        match cli.command {
+            Command::Serve(args) => {
+                args.validate()?;
+                Ok(*args)
+            }
+            _ => Err("the command line is not `serve` any more".into()),
+        }
+    })
 }
 
 /// `--env-file PATH`, `--env-file=PATH`, else `ENV_FILE`.
@@ -115,7 +140,7 @@ fn env_file_argument(args: impl IntoIterator<Item = OsString>) -> Option<PathBuf
 
 async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
     match command {
-        Command::Serve(settings) => serve(*settings).await?,
+        Command::Serve(_) => return Err("serve does not run inside an async runtime".into()),
         Command::Db {
             command: DbCommand::Init(database),
         } => {
@@ -127,40 +152,14 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
             command: UsersCommand::Add(args),
         } => users::add(args).await?,
         Command::Config {
-            command: ConfigCommand::Check(settings),
+            command: ConfigCommand::Check(args),
         } => {
-            settings.validate()?;
-            print!("{}", settings.describe());
+            args.validate()?;
+            print!("{}{}", args.settings.describe(), args.process.describe());
         }
         Command::Healthcheck(args) => return Ok(healthcheck::run(args).await),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn serve(settings: Settings) -> Result<(), Box<dyn Error>> {
-    settings.validate()?;
-    let app = Application::build(settings).await?;
-    tracing::info!(address = %app.local_addr(), "listening");
-    app.run_until(shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Completes on SIGTERM (graceful stop from an orchestrator) or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
 }
 
 #[cfg(test)]

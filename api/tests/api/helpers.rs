@@ -92,6 +92,28 @@ pub async fn fresh_database(servers: &Servers) -> String {
     url
 }
 
+/// The environment a `serve` process needs to reach `database_url` and the
+/// test servers.
+pub fn service_env(database_url: &str, servers: &Servers) -> Vec<(String, String)> {
+    vec![
+        ("DATABASE_URL".into(), database_url.into()),
+        ("REDIS_URL".into(), servers.redis_url.clone()),
+        (
+            "REDIS_KEY_PREFIX".into(),
+            format!("test:{}:", Uuid::new_v4().simple()),
+        ),
+        (
+            "STATIC_DIR".into(),
+            repo_root().join("static").display().to_string(),
+        ),
+    ]
+}
+
+/// A free loopback port, from below the kernel's ephemeral range.
+pub fn free_port() -> u16 {
+    services_script(&["free-port"]).parse().unwrap()
+}
+
 /// Settings as `serve` would parse them, for the given servers.
 pub fn settings_for(database_url: &str, servers: &Servers, extra: &[&str]) -> Settings {
     #[derive(Parser)]
@@ -322,7 +344,6 @@ impl DedicatedServices {
             .unwrap();
         // The postgres user must reach its data directory when we run as root.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let free_port = || services_script(&["free-port"]).parse::<u16>().unwrap();
         let services = DedicatedServices {
             postgres_port: free_port(),
             redis_port: free_port(),

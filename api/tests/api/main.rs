@@ -11,4 +11,5 @@ mod platform;
 mod profile;
 mod schema;
 mod search;
+mod serving;
 mod sessions;

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use poem::endpoint::BoxEndpoint;
 use poem::endpoint::StaticFilesEndpoint;
+use poem::http::uri::Scheme;
 use poem::http::Method;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
+use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, EndpointExt, Request, Route, Server};
+use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::error;
@@ -66,18 +69,37 @@ pub struct Application {
 }
 
 impl Application {
+    /// Binds `settings.bind` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let address = settings.bind;
-        let state = AppState::new(settings)?;
         let acceptor = TcpListener::bind(address)
             .into_acceptor()
             .await
             .map_err(|source| StartupError::Bind { address, source })?;
+        Self::with_acceptor(acceptor, settings)
+    }
+
+    /// Serves a socket bound by someone else: a worker's, inherited from the
+    /// master. Must be called inside a tokio runtime.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        settings: Settings,
+    ) -> Result<Self, StartupError> {
+        let address = settings.bind;
+        let acceptor = listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpAcceptor::from_std(listener))
+            .map_err(|source| StartupError::Bind { address, source })?;
+        Self::with_acceptor(acceptor, settings)
+    }
+
+    fn with_acceptor(acceptor: TcpAcceptor, settings: Settings) -> Result<Self, StartupError> {
         let local_addr = acceptor
             .local_addr()
             .first()
             .and_then(|addr| addr.as_socket_addr().copied())
-            .unwrap_or(address);
+            .unwrap_or(settings.bind);
+        let state = AppState::new(settings)?;
         // Built here, not in `run_until`, so a broken route table or OpenAPI
         // description fails the start instead of the first request.
         let app = app(state.clone());
@@ -89,6 +111,13 @@ impl Application {
         })
     }
 
+    /// Wraps the app's endpoint, for process-level concerns such as request
+    /// budgets.
+    pub fn wrap(mut self, wrap: impl FnOnce(BoxEndpoint<'static>) -> BoxEndpoint<'static>) -> Self {
+        self.app = wrap(self.app);
+        self
+    }
+
     /// The address actually bound (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -98,12 +127,54 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then gives in-flight requests up to
-    /// the graceful timeout to finish.
+    /// Serves until `shutdown` completes, then stops accepting and gives
+    /// in-flight requests up to the graceful timeout to finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
         let grace = Duration::from_secs(self.state.settings.graceful_timeout);
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(self.app, shutdown, Some(grace))
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let acceptor = StopAccepting {
+            inner: self.acceptor,
+            stop: stop_rx,
+        };
+        let drain = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+            tokio::time::sleep(SETTLE).await;
+        };
+        Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(self.app, drain, Some(grace))
             .await
+    }
+}
+
+/// How long connections accepted just before a shutdown get to become
+/// requests before draining starts (see [`StopAccepting`]).
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Stops taking connections the moment shutdown begins, `SETTLE` before poem
+/// starts draining. Draining closes every connection with no request in
+/// flight, and one accepted an instant earlier may not have sent its request
+/// yet: its client would see the connection closed. Meanwhile the shared
+/// socket's queue goes to the other workers.
+struct StopAccepting<A> {
+    inner: A,
+    stop: watch::Receiver<bool>,
+}
+
+impl<A: Acceptor> Acceptor for StopAccepting<A> {
+    type Io = A::Io;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        tokio::select! {
+            biased;
+            _ = self.stop.wait_for(|stop| *stop) => {}
+            accepted = self.inner.accept() => return accepted,
+        }
+        // Shutting down: no more connections from this process.
+        std::future::pending().await
     }
 }

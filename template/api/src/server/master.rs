@@ -1,0 +1,371 @@
+//! The master: owns the listening socket, forks workers, keeps their number
+//! right and acts on signals, as Gunicorn's arbiter does. It runs no async
+//! runtime and no other thread, so forking it is safe, and it reaps every
+//! child, so it can be PID 1 in a container.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read};
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, pipe, ForkResult, Pid};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU};
+use signal_hook::iterator::Signals;
+
+use super::{worker, ServeArgs};
+
+/// Re-reads the env file and the settings, for SIGHUP.
+pub type Reload = Box<dyn FnMut() -> Result<ServeArgs, String>>;
+
+/// How often the master looks at signals, children and heartbeats.
+const TICK: Duration = Duration::from_millis(50);
+/// A worker that dies sooner than this after starting counts as a crash.
+const CRASH_WINDOW: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long workers get to exit on a quick shutdown before SIGKILL.
+const QUICK_STOP: Duration = Duration::from_secs(2);
+
+struct Worker {
+    id: u64,
+    generation: u64,
+    heartbeat: std::fs::File,
+    started: Instant,
+    last_beat: Instant,
+    /// Has heartbeated at least once: its server is accepting.
+    ready: bool,
+    /// Told to stop (SIGTERM sent or killed); not counted towards the target.
+    leaving: bool,
+}
+
+enum Stopping {
+    /// SIGTERM: workers drain until the deadline, then are killed.
+    Graceful(Instant),
+    /// SIGINT/SIGQUIT: workers stop at once, killed if not gone by the deadline.
+    Quick(Instant),
+}
+
+pub struct Master {
+    listener: TcpListener,
+    args: ServeArgs,
+    reload: Reload,
+    signals: Signals,
+    workers: BTreeMap<Pid, Worker>,
+    target: usize,
+    generation: u64,
+    next_id: u64,
+    crashes: u32,
+    spawn_after: Instant,
+    stopping: Option<Stopping>,
+    killed_on_deadline: bool,
+}
+
+impl Master {
+    pub fn start(args: ServeArgs, reload: Reload) -> std::io::Result<Master> {
+        let address = args.settings.bind;
+        let listener = TcpListener::bind(address).map_err(|err| {
+            std::io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
+        })?;
+        let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD])?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            pid = std::process::id(),
+            workers = args.process.workers,
+            threads = args.process.threads(),
+            "master listening"
+        );
+        Ok(Master {
+            target: args.process.workers,
+            listener,
+            args,
+            reload,
+            signals,
+            workers: BTreeMap::new(),
+            generation: 0,
+            next_id: 1,
+            crashes: 0,
+            spawn_after: Instant::now(),
+            stopping: None,
+            killed_on_deadline: false,
+        })
+    }
+
+    pub fn run(mut self) -> ExitCode {
+        loop {
+            let pending: Vec<i32> = self.signals.pending().collect();
+            for signal in pending {
+                self.on_signal(signal);
+            }
+            self.reap();
+            self.read_heartbeats();
+            self.kill_silent_workers();
+            match self.stopping {
+                Some(Stopping::Graceful(deadline) | Stopping::Quick(deadline)) => {
+                    if self.workers.is_empty() {
+                        break;
+                    }
+                    if Instant::now() >= deadline && !self.killed_on_deadline {
+                        tracing::warn!(
+                            left = self.workers.len(),
+                            "workers did not stop in time; killing them"
+                        );
+                        self.signal_all(Signal::SIGKILL);
+                        self.killed_on_deadline = true;
+                    }
+                }
+                None => {
+                    self.keep_worker_count();
+                    self.retire_previous_generation();
+                }
+            }
+            std::thread::sleep(TICK);
+        }
+        tracing::info!("master stopped");
+        ExitCode::SUCCESS
+    }
+
+    fn on_signal(&mut self, signal: i32) {
+        let now = Instant::now();
+        match signal {
+            SIGTERM if self.stopping.is_none() => {
+                let grace = Duration::from_secs(self.args.settings.graceful_timeout);
+                tracing::info!(?grace, "SIGTERM: draining workers");
+                self.stopping = Some(Stopping::Graceful(now + grace));
+                self.signal_all(Signal::SIGTERM);
+            }
+            SIGINT | SIGQUIT => {
+                tracing::info!("SIGINT/SIGQUIT: quick shutdown");
+                self.stopping = Some(Stopping::Quick(now + QUICK_STOP));
+                self.signal_all(Signal::SIGQUIT);
+            }
+            SIGHUP if self.stopping.is_none() => self.reload(),
+            SIGTTIN if self.stopping.is_none() => {
+                self.target += 1;
+                tracing::info!(workers = self.target, "SIGTTIN: one more worker");
+            }
+            SIGTTOU if self.stopping.is_none() => {
+                self.target = self.target.saturating_sub(1).max(1);
+                tracing::info!(workers = self.target, "SIGTTOU: one fewer worker");
+            }
+            _ => {}
+        }
+    }
+
+    /// SIGHUP: new settings, a new generation of workers, and the old one
+    /// retired once the new one is accepting.
+    fn reload(&mut self) {
+        match (self.reload)() {
+            Ok(args) => {
+                if args.settings.bind != self.args.settings.bind {
+                    tracing::warn!(
+                        bind = %args.settings.bind,
+                        "BIND changed; the socket stays where it is until a restart"
+                    );
+                }
+                self.target = args.process.workers;
+                self.args = args;
+                self.generation += 1;
+                tracing::info!(
+                    generation = self.generation,
+                    workers = self.target,
+                    "SIGHUP: reloading"
+                );
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "SIGHUP: the new settings are invalid; keeping the old ones")
+            }
+        }
+    }
+
+    fn keep_worker_count(&mut self) {
+        let current = self
+            .workers
+            .values()
+            .filter(|w| w.generation == self.generation && !w.leaving)
+            .count();
+        if current < self.target && Instant::now() >= self.spawn_after {
+            for _ in current..self.target {
+                if let Err(err) = self.spawn() {
+                    tracing::error!(error = %err, "cannot start a worker");
+                    self.note_crash();
+                    break;
+                }
+            }
+        } else if current > self.target {
+            // The newest go first: the oldest have warm caches and pools.
+            let extra: Vec<Pid> = self
+                .workers
+                .iter()
+                .rev()
+                .filter(|(_, w)| w.generation == self.generation && !w.leaving)
+                .take(current - self.target)
+                .map(|(pid, _)| *pid)
+                .collect();
+            for pid in extra {
+                self.retire(pid, "fewer workers wanted");
+            }
+        }
+    }
+
+    fn retire_previous_generation(&mut self) {
+        let ready = self
+            .workers
+            .values()
+            .filter(|w| w.generation == self.generation && !w.leaving && w.ready)
+            .count();
+        if ready < self.target {
+            return;
+        }
+        let old: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.generation < self.generation && !w.leaving)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in old {
+            self.retire(pid, "replaced by a reload");
+        }
+    }
+
+    fn retire(&mut self, pid: Pid, why: &str) {
+        if let Some(worker) = self.workers.get_mut(&pid) {
+            worker.leaving = true;
+            tracing::info!(%pid, worker = worker.id, why, "retiring worker");
+            let _ = kill(pid, Signal::SIGTERM);
+        }
+    }
+
+    fn spawn(&mut self) -> nix::Result<()> {
+        let (beat_read, beat_write) = pipe()?;
+        let flags = OFlag::from_bits_truncate(fcntl(&beat_read, FcntlArg::F_GETFL)?);
+        fcntl(&beat_read, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        let id = self.next_id;
+        self.next_id += 1;
+        // SAFETY: the master has a single thread (no async runtime, no
+        // helper threads), so the child gets a consistent copy of it.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                drop(beat_read);
+                let code = match self.listener.try_clone() {
+                    Ok(listener) => worker::run(listener, beat_write, &self.args, id),
+                    Err(_) => worker::EXIT_STARTUP_FAILED,
+                };
+                std::process::exit(code);
+            }
+            ForkResult::Parent { child } => {
+                drop(beat_write);
+                let now = Instant::now();
+                tracing::info!(pid = %child, worker = id, generation = self.generation, "worker started");
+                self.workers.insert(
+                    child,
+                    Worker {
+                        id,
+                        generation: self.generation,
+                        heartbeat: std::fs::File::from(beat_read),
+                        started: now,
+                        last_beat: now,
+                        ready: false,
+                        leaving: false,
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Collects every exited child: workers, and, as PID 1, any orphan.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.on_exit(pid, &format!("exit status {code}"), code == 0)
+                }
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    self.on_exit(pid, &format!("killed by {signal}"), false)
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::error!(error = %err, "waitpid failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: Pid, how: &str, clean: bool) {
+        let Some(worker) = self.workers.remove(&pid) else {
+            tracing::debug!(%pid, how, "reaped an orphaned process");
+            return;
+        };
+        let lived = worker.started.elapsed();
+        if worker.leaving || self.stopping.is_some() {
+            tracing::info!(%pid, worker = worker.id, how, "worker exited");
+        } else if clean {
+            tracing::info!(%pid, worker = worker.id, how, "worker recycled");
+            self.crashes = 0;
+        } else {
+            tracing::warn!(%pid, worker = worker.id, how, ?lived, "worker died; replacing it");
+            if lived < CRASH_WINDOW {
+                self.note_crash();
+            } else {
+                self.crashes = 0;
+            }
+        }
+    }
+
+    /// Backs off exponentially while workers keep dying young, so a crash
+    /// loop (a bad deploy, a dead dependency at start) does not spin.
+    fn note_crash(&mut self) {
+        self.crashes = self.crashes.saturating_add(1);
+        let backoff = Duration::from_millis(100)
+            .saturating_mul(1 << self.crashes.min(10))
+            .min(MAX_BACKOFF);
+        self.spawn_after = Instant::now() + backoff;
+        tracing::warn!(
+            crashes = self.crashes,
+            ?backoff,
+            "backing off before the next worker"
+        );
+    }
+
+    fn read_heartbeats(&mut self) {
+        let mut buffer = [0u8; 64];
+        for worker in self.workers.values_mut() {
+            loop {
+                match worker.heartbeat.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        worker.last_beat = Instant::now();
+                        worker.ready = true;
+                    }
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// WORKER_TIMEOUT without a heartbeat: the worker is stuck; replace it.
+    fn kill_silent_workers(&mut self) {
+        let timeout = self.args.process.worker_timeout();
+        for (pid, worker) in self.workers.iter_mut() {
+            if worker.last_beat.elapsed() > timeout && !worker.leaving {
+                tracing::warn!(%pid, worker = worker.id, ?timeout, "worker killed for timeout");
+                worker.leaving = true;
+                let _ = kill(*pid, Signal::SIGKILL);
+                // Its replacement is started at once; a hang is not a crash loop.
+            }
+        }
+    }
+
+    fn signal_all(&mut self, signal: Signal) {
+        for pid in self.workers.keys() {
+            let _ = kill(*pid, signal);
+        }
+    }
+}

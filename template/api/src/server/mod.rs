@@ -1,0 +1,151 @@
+//! Serving. By default a Gunicorn-style master supervises worker processes
+//! that share one listening socket, each running the app on its own tokio
+//! runtime; `--no-master` serves from this process instead (for debugging).
+//! docs/serving.md explains the model and each setting.
+
+mod master;
+mod worker;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::config::Settings;
+use crate::startup::Application;
+
+pub use master::Reload;
+
+/// How `serve` runs processes. Each setting names its Gunicorn counterpart.
+#[derive(Debug, Clone, Args)]
+pub struct ProcessSettings {
+    /// Worker processes (Gunicorn --workers). SIGTTIN/SIGTTOU add/remove one.
+    #[arg(long, env = "WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Async threads per worker (Gunicorn --threads); by default the CPUs are
+    /// shared out so that workers x threads matches their number.
+    #[arg(long, env = "THREADS")]
+    pub threads: Option<usize>,
+    /// Seconds a worker may go without a heartbeat before it is killed and
+    /// replaced (Gunicorn --timeout).
+    #[arg(long = "worker-timeout", env = "WORKER_TIMEOUT", default_value_t = 30)]
+    pub worker_timeout: u64,
+    /// Requests after which a worker is replaced, 0 for never (Gunicorn
+    /// --max-requests).
+    #[arg(long = "max-requests", env = "MAX_REQUESTS", default_value_t = 0)]
+    pub max_requests: u64,
+    /// Up to this many more requests, drawn per worker, so that workers do
+    /// not all restart at once (Gunicorn --max-requests-jitter).
+    #[arg(
+        long = "max-requests-jitter",
+        env = "MAX_REQUESTS_JITTER",
+        default_value_t = 0
+    )]
+    pub max_requests_jitter: u64,
+    /// Serve from this one process, with no master and no workers.
+    #[arg(long = "no-master", env = "NO_MASTER")]
+    pub no_master: bool,
+    /// Test-only routes under /__test (slow, hung and pid probes). Never set
+    /// this in production.
+    #[arg(long = "test-hooks", env = "TEST_HOOKS", hide = true)]
+    pub test_hooks: bool,
+}
+
+impl ProcessSettings {
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            (cpus / self.workers.max(1)).max(1)
+        })
+    }
+
+    pub fn worker_timeout(&self) -> Duration {
+        Duration::from_secs(self.worker_timeout)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 {
+            return Err("WORKERS must be at least 1".into());
+        }
+        if self.threads == Some(0) {
+            return Err("THREADS must be at least 1".into());
+        }
+        if self.worker_timeout == 0 {
+            return Err("WORKER_TIMEOUT must be at least 1 second".into());
+        }
+        Ok(())
+    }
+
+    /// The settings in effect, one `NAME=value` a line.
+    pub fn describe(&self) -> String {
+        [
+            ("WORKERS", self.workers.to_string()),
+            ("THREADS", self.threads().to_string()),
+            ("WORKER_TIMEOUT", self.worker_timeout.to_string()),
+            ("MAX_REQUESTS", self.max_requests.to_string()),
+            ("MAX_REQUESTS_JITTER", self.max_requests_jitter.to_string()),
+            ("NO_MASTER", self.no_master.to_string()),
+        ]
+        .iter()
+        .map(|(name, value)| format!("{name}={value}\n"))
+        .collect()
+    }
+}
+
+/// Everything `serve` takes.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub process: ProcessSettings,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl ServeArgs {
+    pub fn validate(&self) -> Result<(), String> {
+        self.process.validate()?;
+        self.settings.validate()
+    }
+}
+
+/// Serves until told to stop; `reload` re-reads the settings on SIGHUP.
+pub fn run(args: ServeArgs, reload: Reload) -> ExitCode {
+    if let Err(err) = args.validate() {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+    if args.process.no_master {
+        return run_single(args);
+    }
+    match master::Master::start(args, reload) {
+        Ok(master) => master.run(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The app in this process until SIGTERM or Ctrl-C.
+fn run_single(args: ServeArgs) -> ExitCode {
+    let runtime = match worker::runtime(args.process.threads()) {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let app = Application::build(args.settings).await?;
+        tracing::info!(address = %app.local_addr(), "listening (no master)");
+        app.run_until(worker::stop_signal()).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

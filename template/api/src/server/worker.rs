@@ -1,0 +1,203 @@
+//! One worker process: the app on its own tokio runtime, accepting from the
+//! socket it inherited from the master, heartbeating down a pipe.
+
+use std::hash::BuildHasher;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use poem::endpoint::BoxEndpoint;
+use poem::web::Query;
+use poem::{handler, EndpointExt, Route};
+use tokio::sync::Notify;
+
+use super::ServeArgs;
+use crate::startup::Application;
+
+/// Exit status of a worker that could not start (bad settings, no socket).
+pub const EXIT_STARTUP_FAILED: i32 = 3;
+
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+}
+
+/// Completes on SIGTERM (drain and stop) or SIGINT; for single-process mode.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        },
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs a worker until it is told to stop or has served its request budget,
+/// and returns its exit status. Called in the child right after `fork`.
+pub fn run(listener: TcpListener, heartbeat: OwnedFd, args: &ServeArgs, id: u64) -> i32 {
+    let runtime = match runtime(args.process.threads()) {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(worker = id, error = %err, "cannot start the async runtime");
+            return EXIT_STARTUP_FAILED;
+        }
+    };
+    runtime.block_on(serve(listener, heartbeat, args.clone(), id))
+}
+
+async fn serve(listener: TcpListener, heartbeat: OwnedFd, args: ServeArgs, id: u64) -> i32 {
+    let application = match Application::from_listener(listener, args.settings) {
+        Ok(application) => application,
+        Err(err) => {
+            tracing::error!(worker = id, error = %err, "worker cannot start");
+            return EXIT_STARTUP_FAILED;
+        }
+    };
+    let stop = Arc::new(Notify::new());
+    let hung = Arc::new(AtomicBool::new(false));
+    let budget = request_budget(args.process.max_requests, args.process.max_requests_jitter);
+    let test_hooks = args.process.test_hooks;
+    let application = application.wrap(|app| {
+        let app = count_requests(app, budget, stop.clone());
+        if test_hooks {
+            with_test_hooks(app, hung.clone())
+        } else {
+            app
+        }
+    });
+    let beat_every = (args.process.worker_timeout() / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    tokio::spawn(beat(heartbeat, beat_every, hung, stop.clone()));
+    let result = application.run_until(stopped(stop)).await;
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            tracing::error!(worker = id, error = %err, "worker failed");
+            1
+        }
+    }
+}
+
+/// A worker's request budget: MAX_REQUESTS plus a jitter drawn per worker,
+/// or none.
+fn request_budget(max_requests: u64, jitter: u64) -> Option<u64> {
+    if max_requests == 0 {
+        return None;
+    }
+    // Any per-process randomness will do; this needs no RNG crate.
+    let draw = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    Some(max_requests + draw % (jitter + 1))
+}
+
+/// Counts requests and asks for a graceful stop once the budget is spent.
+fn count_requests(
+    app: BoxEndpoint<'static>,
+    budget: Option<u64>,
+    stop: Arc<Notify>,
+) -> BoxEndpoint<'static> {
+    let Some(budget) = budget else {
+        return app;
+    };
+    let served = Arc::new(AtomicU64::new(0));
+    app.around(move |endpoint, request| {
+        let served = served.clone();
+        let stop = stop.clone();
+        async move {
+            let response = endpoint.call(request).await;
+            if served.fetch_add(1, Ordering::Relaxed) + 1 == budget {
+                tracing::info!(budget, "served MAX_REQUESTS; recycling this worker");
+                stop.notify_one();
+            }
+            response
+        }
+    })
+    .boxed()
+}
+
+/// SIGTERM or a spent budget: drain (the caller applies GRACEFUL_TIMEOUT).
+/// SIGINT or SIGQUIT: stop at once, as Gunicorn's quick shutdown does.
+async fn stopped(stop: Arc<Notify>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
+        tracing::error!("worker cannot listen for signals; exiting");
+        std::process::exit(EXIT_STARTUP_FAILED);
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = stop.notified() => {}
+        _ = interrupt.recv() => std::process::exit(0),
+        _ = quit.recv() => std::process::exit(0),
+    }
+}
+
+/// Tells the master this worker's event loop is alive. A worker whose loop
+/// is stuck stops beating and is killed after WORKER_TIMEOUT. A worker
+/// whose master died (it is re-parented) stops on its own.
+async fn beat(pipe: OwnedFd, every: Duration, hung: Arc<AtomicBool>, stop: Arc<Notify>) {
+    // Never block the runtime on a full pipe: a missed beat is harmless.
+    let flags = fcntl(&pipe, FcntlArg::F_GETFL).map(OFlag::from_bits_truncate);
+    if let Ok(flags) = flags {
+        let _ = fcntl(&pipe, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK));
+    }
+    let mut pipe = std::fs::File::from(pipe);
+    let master = nix::unistd::getppid();
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        if nix::unistd::getppid() != master {
+            tracing::warn!("the master is gone; stopping");
+            stop.notify_one();
+            return;
+        }
+        if !hung.load(Ordering::Relaxed) {
+            let _ = pipe.write(&[1]);
+        }
+    }
+}
+
+/// Routes the tests use to make a worker slow or stuck, and to see its pid.
+fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxEndpoint<'static> {
+    #[derive(serde::Deserialize)]
+    struct Sleep {
+        ms: u64,
+    }
+
+    #[handler]
+    async fn sleep(Query(Sleep { ms }): Query<Sleep>) -> String {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+        format!("slept {ms} ms")
+    }
+
+    #[handler]
+    fn pid() -> String {
+        std::process::id().to_string()
+    }
+
+    let hang = poem::endpoint::make_sync(move |_| {
+        // Stop beating, then block this thread as a stuck handler would.
+        hung.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(3600));
+        "unreachable"
+    });
+    Route::new()
+        .at("/__test/sleep", sleep)
+        .at("/__test/pid", pid)
+        .at("/__test/hang", hang)
+        .nest("/", app)
+        .boxed()
+}
