@@ -136,7 +136,10 @@ fn run_single(args: ServeArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let app = Application::build(args.settings).await?;
+        let mut app = Application::build(args.settings).await?;
+        if args.process.test_hooks {
+            app = app.wrap(|app| worker::with_test_hooks(app, Default::default()));
+        }
         tracing::info!(address = %app.local_addr(), "listening (no master)");
         app.run_until(worker::stop_signal()).await?;
         Ok::<_, Box<dyn std::error::Error>>(())

@@ -46,6 +46,15 @@ pub async fn stop_signal() {
 /// Runs a worker until it is told to stop or has served its request budget,
 /// and returns its exit status. Called in the child right after `fork`.
 pub fn run(listener: TcpListener, heartbeat: OwnedFd, args: &ServeArgs, id: u64) -> i32 {
+    // First thing after fork: the master's handlers, inherited, would swallow
+    // a stop signal that arrives before the runtime listens for it.
+    let early = match EarlySignals::register() {
+        Ok(early) => early,
+        Err(err) => {
+            tracing::error!(worker = id, error = %err, "cannot register signal handlers");
+            return EXIT_STARTUP_FAILED;
+        }
+    };
     let runtime = match runtime(args.process.threads()) {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -53,10 +62,36 @@ pub fn run(listener: TcpListener, heartbeat: OwnedFd, args: &ServeArgs, id: u64)
             return EXIT_STARTUP_FAILED;
         }
     };
-    runtime.block_on(serve(listener, heartbeat, args.clone(), id))
+    runtime.block_on(serve(listener, heartbeat, args.clone(), id, early))
 }
 
-async fn serve(listener: TcpListener, heartbeat: OwnedFd, args: ServeArgs, id: u64) -> i32 {
+/// Stop signals received before the async handlers exist.
+struct EarlySignals {
+    terminate: Arc<AtomicBool>,
+    quit: Arc<AtomicBool>,
+}
+
+impl EarlySignals {
+    fn register() -> std::io::Result<EarlySignals> {
+        use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+        let early = EarlySignals {
+            terminate: Arc::new(AtomicBool::new(false)),
+            quit: Arc::new(AtomicBool::new(false)),
+        };
+        signal_hook::flag::register(SIGTERM, early.terminate.clone())?;
+        signal_hook::flag::register(SIGINT, early.quit.clone())?;
+        signal_hook::flag::register(SIGQUIT, early.quit.clone())?;
+        Ok(early)
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    heartbeat: OwnedFd,
+    args: ServeArgs,
+    id: u64,
+    early: EarlySignals,
+) -> i32 {
     let application = match Application::from_listener(listener, args.settings) {
         Ok(application) => application,
         Err(err) => {
@@ -79,7 +114,7 @@ async fn serve(listener: TcpListener, heartbeat: OwnedFd, args: ServeArgs, id: u
     let beat_every = (args.process.worker_timeout() / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(1));
     tokio::spawn(beat(heartbeat, beat_every, hung, stop.clone()));
-    let result = application.run_until(stopped(stop)).await;
+    let result = application.run_until(stopped(stop, early)).await;
     match result {
         Ok(()) => 0,
         Err(err) => {
@@ -127,7 +162,7 @@ fn count_requests(
 
 /// SIGTERM or a spent budget: drain (the caller applies GRACEFUL_TIMEOUT).
 /// SIGINT or SIGQUIT: stop at once, as Gunicorn's quick shutdown does.
-async fn stopped(stop: Arc<Notify>) {
+async fn stopped(stop: Arc<Notify>, early: EarlySignals) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut terminate), Ok(mut interrupt), Ok(mut quit)) = (
         signal(SignalKind::terminate()),
@@ -137,6 +172,13 @@ async fn stopped(stop: Arc<Notify>) {
         tracing::error!("worker cannot listen for signals; exiting");
         std::process::exit(EXIT_STARTUP_FAILED);
     };
+    // Listening now; anything that came before is in the flags.
+    if early.quit.load(Ordering::Relaxed) {
+        std::process::exit(0);
+    }
+    if early.terminate.load(Ordering::Relaxed) {
+        return;
+    }
     tokio::select! {
         _ = terminate.recv() => {}
         _ = stop.notified() => {}
@@ -171,7 +213,7 @@ async fn beat(pipe: OwnedFd, every: Duration, hung: Arc<AtomicBool>, stop: Arc<N
 }
 
 /// Routes the tests use to make a worker slow or stuck, and to see its pid.
-fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxEndpoint<'static> {
+pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxEndpoint<'static> {
     #[derive(serde::Deserialize)]
     struct Sleep {
         ms: u64,
@@ -183,9 +225,10 @@ fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxEndpo
         format!("slept {ms} ms")
     }
 
+    /// One line, written at once, so parallel clients' output never mixes.
     #[handler]
     fn pid() -> String {
-        std::process::id().to_string()
+        format!("{}\n", std::process::id())
     }
 
     let hang = poem::endpoint::make_sync(move |_| {
