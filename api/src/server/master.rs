@@ -1,7 +1,7 @@
 //! The master: owns the listening socket, forks workers, keeps their number
 //! right and acts on signals, as Gunicorn's arbiter does. It runs no async
 //! runtime and no other thread, so forking it is safe, and it reaps every
-//! child, so it can be PID 1 in a container.
+//! child (it is a child subreaper), so it can be PID 1 in a container.
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
@@ -71,6 +71,11 @@ impl Master {
             std::io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
         })?;
         let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD])?;
+        // Orphans of the workers' own children come to the master to be
+        // reaped, as they would to PID 1, even when the master is not PID 1.
+        if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(error = %err, "cannot become a child subreaper");
+        }
         tracing::info!(
             address = %listener.local_addr()?,
             pid = std::process::id(),

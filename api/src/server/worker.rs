@@ -212,7 +212,8 @@ async fn beat(pipe: OwnedFd, every: Duration, hung: Arc<AtomicBool>, stop: Arc<N
     }
 }
 
-/// Routes the tests use to make a worker slow or stuck, and to see its pid.
+/// Routes the tests use to make a worker slow or stuck, to leave an orphan
+/// process, and to see the worker's pid.
 pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxEndpoint<'static> {
     #[derive(serde::Deserialize)]
     struct Sleep {
@@ -231,6 +232,15 @@ pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxE
         format!("{}\n", std::process::id())
     }
 
+    /// Leaves an orphan: the shell exits at once, its `sleep` lives on.
+    #[handler]
+    fn orphan() -> String {
+        let spawned = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.5 &"])
+            .status();
+        format!("{spawned:?}\n")
+    }
+
     let hang = poem::endpoint::make_sync(move |_| {
         // Stop beating, then block this thread as a stuck handler would.
         hung.store(true, Ordering::Relaxed);
@@ -240,6 +250,7 @@ pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxE
     Route::new()
         .at("/__test/sleep", sleep)
         .at("/__test/pid", pid)
+        .at("/__test/orphan", orphan)
         .at("/__test/hang", hang)
         .nest("/", app)
         .boxed()

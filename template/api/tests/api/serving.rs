@@ -12,7 +12,9 @@ use crate::helpers::{eventually, free_port, fresh_database, service_env, Servers
 const PATIENCE: Duration = Duration::from_secs(15);
 
 struct Served {
+    /// The master, or `unshare` running it as PID 1 of a PID namespace.
     master: Child,
+    in_namespace: bool,
     base: String,
     /// One connection per request, as a proxy without keepalive would do:
     /// a request must never fail because the worker it reached was retired.
@@ -31,11 +33,25 @@ impl Served {
     /// Starts `serve` with `env` on top of the test servers' settings, and
     /// waits until `workers` workers answer.
     async fn start_with_env(workers: usize, env: &[(&str, &str)]) -> Served {
+        Served::launch(&[], workers, env).await
+    }
+
+    /// Runs `serve` behind `wrapper` (a command and its arguments), if any.
+    async fn launch(wrapper: &[&str], workers: usize, env: &[(&str, &str)]) -> Served {
+        let binary = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         let servers = Servers::shared();
         let database_url = fresh_database(&servers).await;
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let master = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+        let master = command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -52,6 +68,7 @@ impl Served {
             .unwrap();
         let served = Served {
             master,
+            in_namespace: !wrapper.is_empty(),
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
@@ -73,13 +90,34 @@ impl Served {
         response.ok().map(|r| r.status().as_u16())
     }
 
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.master.id() as i32), signal).unwrap();
+    /// The master's pid as this test sees it (outside any namespace); none
+    /// once it has exited. Never 0 or negative: kill(-1) signals everything.
+    fn master_pid(&self) -> Option<i32> {
+        let launched = self.master.id() as i32;
+        let pid = if self.in_namespace {
+            children_of(launched).first()?.pid
+        } else {
+            launched
+        };
+        (pid > 0).then_some(pid)
     }
 
-    /// The master's live children, oldest first.
+    fn signal(&self, signal: Signal) {
+        let master = self.master_pid().expect("the master is running");
+        kill(Pid::from_raw(master), signal).unwrap();
+    }
+
+    /// The master's live worker processes, oldest first.
     fn workers(&self) -> Vec<i32> {
-        children_of(self.master.id() as i32)
+        let Some(master) = self.master_pid() else {
+            return Vec::new();
+        };
+        let name = process_name(master);
+        children_of(master)
+            .into_iter()
+            .filter(|child| !child.zombie && Some(&child.name) == name.as_ref())
+            .map(|child| child.pid)
+            .collect()
     }
 
     fn log(&self) -> String {
@@ -101,33 +139,56 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        let master = self.master_pid();
         for pid in self.workers() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(master) = master {
+            let _ = kill(Pid::from_raw(master), Signal::SIGKILL);
         }
         let _ = self.master.kill();
         let _ = self.master.wait();
     }
 }
 
-/// Processes whose parent is `parent` (from /proc), by ascending pid.
-fn children_of(parent: i32) -> Vec<i32> {
-    let mut children: Vec<i32> = std::fs::read_dir("/proc")
+struct Process {
+    pid: i32,
+    name: String,
+    zombie: bool,
+}
+
+/// Fields of /proc/PID/stat: the name (in parentheses), then state and
+/// parent pid.
+fn stat(pid: i32) -> Option<(String, String, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.to_owned();
+    let parent = fields.next()?.parse().ok()?;
+    Some((name, state, parent))
+}
+
+fn process_name(pid: i32) -> Option<String> {
+    stat(pid).map(|(name, _, _)| name)
+}
+
+/// Processes whose parent is `parent` (from /proc), zombies included, by
+/// ascending pid.
+fn children_of(parent: i32) -> Vec<Process> {
+    let mut children: Vec<Process> = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            // The fields after the command name, which is in parentheses:
-            // state, then the parent's pid.
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            let mut fields = after_name.split_whitespace();
-            let state = fields.next();
-            let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
-            ppid == Some(parent) && state != Some("Z")
+        .filter_map(|pid| {
+            let (name, state, ppid) = stat(pid)?;
+            (ppid == parent).then_some(Process {
+                pid,
+                name,
+                zombie: state == "Z",
+            })
         })
         .collect();
-    children.sort_unstable();
+    children.sort_unstable_by_key(|child| child.pid);
     children
 }
 
@@ -270,4 +331,59 @@ async fn max_requests_recycles_workers_without_failing_a_request() {
     .await;
     assert!(recycled, "not recycled:\n{}", served.log());
     assert!(served.log().contains("worker recycled"));
+}
+
+#[tokio::test]
+async fn orphans_are_reaped_by_the_master() {
+    let served = Served::start(1, &[]).await;
+    let sleepers = || {
+        served
+            .master_pid()
+            .map(children_of)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|child| child.name == "sleep")
+            .count()
+    };
+
+    // A worker's child exits at once, leaving its own child (a short sleep)
+    // orphaned: it must come to the master, then be reaped, not left a zombie.
+    assert_eq!(served.get("/__test/orphan").await, Some(200));
+
+    let adopted = eventually(Duration::from_secs(5), || async { sleepers() == 1 }).await;
+    assert!(adopted, "the orphan was not handed to the master");
+    let reaped = eventually(PATIENCE, || async { sleepers() == 0 }).await;
+    assert!(reaped, "the orphan was left a zombie:\n{}", served.log());
+}
+
+#[tokio::test]
+async fn as_pid_1_of_a_pid_namespace_it_serves_and_stops_on_sigterm() {
+    let unshare = ["unshare", "--pid", "--fork", "--kill-child"];
+    let allowed = Command::new(unshare[0])
+        .args(&unshare[1..])
+        .arg("true")
+        .status()
+        .is_ok_and(|status| status.success());
+    if !allowed {
+        eprintln!("skipped: this user may not create a PID namespace (unshare --pid)");
+        return;
+    }
+    let mut served = Served::launch(&unshare, 2, &[("WORKERS", "2")]).await;
+    let master = served.master_pid().expect("the master is running");
+    let status = std::fs::read_to_string(format!("/proc/{master}/status")).unwrap();
+    let namespaced_pid = status
+        .lines()
+        .find(|line| line.starts_with("NSpid:"))
+        .unwrap();
+    assert!(
+        namespaced_pid.ends_with("\t1"),
+        "not PID 1: {namespaced_pid}"
+    );
+    assert_eq!(served.get("/v1/hello").await, Some(200));
+
+    // PID 1 ignores signals it has no handler for; the master has them.
+    served.signal(Signal::SIGTERM);
+
+    let status = served.exit_status(Duration::from_secs(15)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", served.log());
 }
