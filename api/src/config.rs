@@ -1,6 +1,6 @@
 //! Settings. Every setting is an environment variable with a matching flag;
 //! the flag wins over the variable, and the real environment wins over the
-//! env file (see [`load_env_file`]).
+//! env file (see [`EnvFile`]).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

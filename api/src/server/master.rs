@@ -4,7 +4,7 @@
 //! child (it is a child subreaper), so it can be PID 1 in a container.
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -343,13 +343,13 @@ impl Master {
         for worker in self.workers.values_mut() {
             loop {
                 match worker.heartbeat.read(&mut buffer) {
-                    Ok(0) => break,
-                    Ok(_) => {
+                    Ok(read) if read > 0 => {
                         worker.last_beat = Instant::now();
                         worker.ready = true;
                     }
-                    Err(err) if err.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => break,
+                    // Nothing more for now (WouldBlock), or the worker closed
+                    // its end on exit, which reaping deals with.
+                    _ => break,
                 }
             }
         }
