@@ -14,7 +14,10 @@ block=$(awk '/<!-- walkthrough/ {found=1; next} found && /^```sh/ {inside=1; nex
 
 scratch=$(mktemp -d -t api-readme-XXXXXX)
 chmod 755 "$scratch"
-export LOCAL_DIR="$scratch/local"
+# Relative, like the default .local/, so path handling is what users get;
+# but in the scratch directory, which the postgres user can always reach.
+local_dir=$scratch/local
+export LOCAL_DIR=$(realpath --relative-to=. -m "$local_dir")
 export BIND="127.0.0.1:$("$services" free-port)"
 export DATABASE_URL="postgres://api:api@127.0.0.1:$("$services" free-port)/api"
 export REDIS_URL="redis://127.0.0.1:$("$services" free-port)/0"
@@ -51,6 +54,14 @@ done < <(grep -E '^# (\{|HTTP/|authorization:)' <<<"$block")
 
 if [ "$failed" = 1 ]; then
     printf 'check-readme: the walkthrough printed:\n%s\n' "$output" >&2
+    exit 1
+fi
+# Stopping the run command stops everything it started.
+kill -TERM "$run_pid"
+wait "$run_pid" 2>/dev/null || true
+if pgrep -f -- "$local_dir" >/dev/null; then
+    pgrep -af -- "$local_dir" >&2
+    echo "check-readme: the run command left these running after it stopped" >&2
     exit 1
 fi
 echo "check-readme: README walkthrough OK ($(grep -cE '^# (\{|HTTP/|authorization:)' <<<"$block") outputs matched)"

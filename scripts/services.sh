@@ -90,7 +90,11 @@ pg_start() {
     bin=$(pg_bin) || die "PostgreSQL server programs not found; run: $0 ensure-packages"
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
-    [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres "$dir"
+        runuser -u postgres -- test -x "$dir" 2>/dev/null \
+            || die "the postgres user cannot reach $dir: a directory above it is private to root. Run as a regular user, or pick a reachable directory (LOCAL_DIR=/var/tmp/... make run)."
+    fi
     if [ ! -f "$dir/data/PG_VERSION" ]; then
         # trust on loopback only: these are throwaway or single-developer clusters.
         run_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
@@ -105,6 +109,7 @@ pg_stop() {
     local dir=$1 bin
     bin=$(pg_bin) || return 0
     [ -f "$dir/data/postmaster.pid" ] || return 0
+    dir=$(cd "$dir" && pwd) # run_pg runs from /
     run_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null || true
 }
 
