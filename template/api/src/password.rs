@@ -1,7 +1,7 @@
 //! Password hashing with argon2id, off the async threads and bounded in
 //! concurrency, so a login flood queues instead of starving every request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -31,6 +31,9 @@ pub struct Passwords {
     dummy_hash: Arc<str>,
     /// Verifications run so far, dummy ones included.
     verifications: Arc<AtomicU64>,
+    /// Hashes running now, and the most that ever ran at once.
+    busy: Arc<AtomicUsize>,
+    most_busy: Arc<AtomicUsize>,
 }
 
 impl Passwords {
@@ -42,6 +45,8 @@ impl Passwords {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             dummy_hash: dummy_hash.into(),
             verifications: Arc::new(AtomicU64::new(0)),
+            busy: Arc::new(AtomicUsize::new(0)),
+            most_busy: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -61,6 +66,11 @@ impl Passwords {
         Ok(matches && user_exists)
     }
 
+    /// The most hashes that have run at once (never above the concurrency).
+    pub fn most_concurrent(&self) -> usize {
+        self.most_busy.load(Ordering::Relaxed)
+    }
+
     /// How many verifications have run, real and dummy alike.
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
@@ -71,9 +81,11 @@ impl Passwords {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(ApiError::internal)
+        let now = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
+        self.most_busy.fetch_max(now, Ordering::Relaxed);
+        let done = tokio::task::spawn_blocking(work).await;
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+        done.map_err(ApiError::internal)
     }
 }
 
@@ -115,6 +127,39 @@ mod tests {
             .verify("wrong horse".into(), Some(hash))
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn no_more_hashes_run_at_once_than_the_concurrency_allows() {
+        let passwords = Passwords::new(2);
+        let hash = passwords.hash("pw".into()).await.unwrap();
+        let mut checks = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let (passwords, hash) = (passwords.clone(), hash.clone());
+            checks.spawn(async move { passwords.verify("pw".into(), Some(hash)).await });
+        }
+        while let Some(verdict) = checks.join_next().await {
+            assert!(verdict.unwrap().unwrap());
+        }
+        assert_eq!(passwords.most_concurrent(), 2);
+    }
+
+    /// On a single-threaded runtime, other tasks keep running while a hash is
+    /// computed: it happens on the blocking pool, not on the async thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn hashing_does_not_block_the_async_thread() {
+        let passwords = Passwords::new(1);
+        let hashing = tokio::spawn({
+            let passwords = passwords.clone();
+            async move { passwords.hash("pw".into()).await }
+        });
+        let mut ticks = 0;
+        while !hashing.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            ticks += 1;
+        }
+        hashing.await.unwrap().unwrap();
+        assert!(ticks > 1, "the runtime made no progress while hashing");
     }
 
     #[tokio::test]
