@@ -79,11 +79,14 @@ impl RedisSettings {
     }
 }
 
+/// Where the service listens unless told otherwise.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address to listen on. Port 0 picks a free port.
-    #[arg(long, env = "BIND", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "BIND", default_value = DEFAULT_BIND)]
     pub bind: SocketAddr,
     /// Lifetime of a session token, in seconds.
     #[arg(
@@ -155,11 +158,16 @@ impl Settings {
             ("STATIC_DIR", self.static_dir.display().to_string()),
             ("GRACEFUL_TIMEOUT", self.graceful_timeout.to_string()),
         ];
-        lines
-            .iter()
-            .map(|(name, value)| format!("{name}={value}\n"))
-            .collect()
+        env_lines(&lines)
     }
+}
+
+/// Settings as `NAME=value` lines, the form `config check` prints.
+pub fn env_lines(settings: &[(&str, String)]) -> String {
+    settings
+        .iter()
+        .map(|(name, value)| format!("{name}={value}\n"))
+        .collect()
 }
 
 /// Replaces the password in `scheme://user:password@host/...`, or in a

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::config::DEFAULT_BIND;
+
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
     /// URL to probe; defaults to /readyz on the port of BIND, on loopback.
     #[arg(long)]
     pub url: Option<String>,
     /// The service's listen address, used to derive the default URL.
-    #[arg(long, env = "BIND", default_value = "127.0.0.1:8000", hide = true)]
+    #[arg(long, env = "BIND", default_value = DEFAULT_BIND, hide = true)]
     pub bind: SocketAddr,
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3)]

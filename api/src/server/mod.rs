@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::Settings;
+use crate::config::{env_lines, Settings};
 use crate::startup::Application;
 
 pub use master::Reload;
@@ -78,17 +78,14 @@ impl ProcessSettings {
 
     /// The settings in effect, one `NAME=value` a line.
     pub fn describe(&self) -> String {
-        [
+        env_lines(&[
             ("WORKERS", self.workers.to_string()),
             ("THREADS", self.threads().to_string()),
             ("WORKER_TIMEOUT", self.worker_timeout.to_string()),
             ("MAX_REQUESTS", self.max_requests.to_string()),
             ("MAX_REQUESTS_JITTER", self.max_requests_jitter.to_string()),
             ("NO_MASTER", self.no_master.to_string()),
-        ]
-        .iter()
-        .map(|(name, value)| format!("{name}={value}\n"))
-        .collect()
+        ])
     }
 }
 
