@@ -5,7 +5,8 @@
 #
 #   services.sh ensure-packages [postgres] [redis]
 #                                    install the servers named (and curl) if missing
-#   services.sh free-port            print a free loopback TCP port
+#   services.sh free-port [COUNT]    print a free loopback TCP port, the first of
+#                                    COUNT free ones in a row (1)
 #   services.sh pg-start DIR PORT [throwaway]
 #                                    initdb DIR (first time) and start it on 127.0.0.1:PORT;
 #                                    throwaway turns fsync off (tests only)
@@ -62,12 +63,15 @@ ensure_packages() {
 # Below the kernel's ephemeral range, where outgoing connections and port-0
 # binds take ports: a port picked there can be gone before the server binds it.
 free_port() {
-    local port low=32768
+    local count=${1:-1} port low=32768 next
     [ -r /proc/sys/net/ipv4/ip_local_port_range ] && read -r low _ </proc/sys/net/ipv4/ip_local_port_range
     [ "$low" -gt 11000 ] || die "the ephemeral port range starts too low ($low) to pick ports under it"
     for _ in $(seq 1 200); do
-        port=$((10000 + RANDOM % (low - 10000)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
+        port=$((10000 + RANDOM % (low - 10000 - count)))
+        for ((next = port; next < port + count; next++)); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$next") 2>/dev/null; then continue 2; fi
+        done
+        echo "$port"; return 0
     done
     die "no free port found"
 }
@@ -147,11 +151,11 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
     ensure-packages) ensure_packages "$@" ;;
-    free-port) free_port ;;
+    free-port) free_port "$@" ;;
     pg-bin) pg_bin || die "PostgreSQL server programs not found" ;;
     pg-start) [ $# -ge 2 ] || die "usage: pg-start DIR PORT [throwaway]"; pg_start "$@" ;;
     pg-stop) [ $# -eq 1 ] || die "usage: pg-stop DIR"; pg_stop "$@" ;;
     redis-start) [ $# -ge 2 ] || die "usage: redis-start DIR PORT [persist]"; redis_start "$@" ;;
     redis-stop) [ $# -eq 1 ] || die "usage: redis-stop DIR"; redis_stop "$@" ;;
-    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

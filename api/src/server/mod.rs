@@ -42,6 +42,11 @@ pub struct ProcessSettings {
         default_value_t = 0
     )]
     pub max_requests_jitter: u64,
+    /// Give each worker a port of its own as well, this one and the next
+    /// WORKERS-1, so that nginx can balance across workers (docs/serving.md,
+    /// "Load spread"). The shared BIND socket is served either way.
+    #[arg(long = "first-worker-port", env = "FIRST_WORKER_PORT")]
+    pub first_worker_port: Option<u16>,
     /// Serve from this one process, with no master and no workers.
     #[arg(long = "no-master", env = "NO_MASTER")]
     pub no_master: bool,
@@ -70,6 +75,11 @@ impl ProcessSettings {
         if self.threads == Some(0) {
             return Err("THREADS must be at least 1".into());
         }
+        if let Some(first) = self.first_worker_port {
+            if first == 0 || usize::from(first) + self.workers - 1 > usize::from(u16::MAX) {
+                return Err("FIRST_WORKER_PORT: the worker ports must lie in 1..=65535".into());
+            }
+        }
         if self.worker_timeout == 0 {
             return Err("WORKER_TIMEOUT must be at least 1 second".into());
         }
@@ -84,6 +94,11 @@ impl ProcessSettings {
             ("WORKER_TIMEOUT", self.worker_timeout.to_string()),
             ("MAX_REQUESTS", self.max_requests.to_string()),
             ("MAX_REQUESTS_JITTER", self.max_requests_jitter.to_string()),
+            (
+                "FIRST_WORKER_PORT",
+                self.first_worker_port
+                    .map_or_else(String::new, |port| port.to_string()),
+            ),
             ("NO_MASTER", self.no_master.to_string()),
         ])
     }

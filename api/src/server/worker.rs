@@ -1,5 +1,5 @@
 //! One worker process: the app on its own tokio runtime, accepting from the
-//! socket it inherited from the master, heartbeating down a pipe.
+//! sockets it inherited from the master, heartbeating down a pipe.
 
 use std::hash::BuildHasher;
 use std::io::Write;
@@ -45,7 +45,7 @@ pub async fn stop_signal() {
 
 /// Runs a worker until it is told to stop or has served its request budget,
 /// and returns its exit status. Called in the child right after `fork`.
-pub fn run(listener: TcpListener, heartbeat: OwnedFd, args: &ServeArgs, id: u64) -> i32 {
+pub fn run(sockets: Vec<TcpListener>, heartbeat: OwnedFd, args: &ServeArgs, id: u64) -> i32 {
     // First thing after fork: the master's handlers, inherited, would swallow
     // a stop signal that arrives before the runtime listens for it.
     let early = match EarlySignals::register() {
@@ -62,7 +62,7 @@ pub fn run(listener: TcpListener, heartbeat: OwnedFd, args: &ServeArgs, id: u64)
             return EXIT_STARTUP_FAILED;
         }
     };
-    runtime.block_on(serve(listener, heartbeat, args.clone(), id, early))
+    runtime.block_on(serve(sockets, heartbeat, args.clone(), id, early))
 }
 
 /// Stop signals received before the async handlers exist.
@@ -86,13 +86,13 @@ impl EarlySignals {
 }
 
 async fn serve(
-    listener: TcpListener,
+    sockets: Vec<TcpListener>,
     heartbeat: OwnedFd,
     args: ServeArgs,
     id: u64,
     early: EarlySignals,
 ) -> i32 {
-    let application = match Application::from_listener(listener, args.settings) {
+    let application = match Application::from_listeners(sockets, args.settings) {
         Ok(application) => application,
         Err(err) => {
             tracing::error!(worker = id, error = %err, "worker cannot start");

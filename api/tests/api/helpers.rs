@@ -111,7 +111,14 @@ pub fn service_env(database_url: &str, servers: &Servers) -> Vec<(String, String
 
 /// A free loopback port, from below the kernel's ephemeral range.
 pub fn free_port() -> u16 {
-    services_script(&["free-port"]).parse().unwrap()
+    free_ports(1)
+}
+
+/// The first of `count` free loopback ports in a row.
+pub fn free_ports(count: u16) -> u16 {
+    services_script(&["free-port", &count.to_string()])
+        .parse()
+        .unwrap()
 }
 
 /// Settings as `serve` would parse them, for the given servers.

@@ -11,7 +11,7 @@ use poem::endpoint::BoxEndpoint;
 use poem::endpoint::StaticFilesEndpoint;
 use poem::http::uri::Scheme;
 use poem::http::Method;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, EndpointExt, Request, Route, Server};
@@ -62,7 +62,7 @@ pub enum StartupError {
 
 /// A bound, not yet running server.
 pub struct Application {
-    acceptor: TcpAcceptor,
+    acceptor: BoxAcceptor,
     local_addr: SocketAddr,
     state: AppState,
     app: BoxEndpoint<'static>,
@@ -76,24 +76,36 @@ impl Application {
             .into_acceptor()
             .await
             .map_err(|source| StartupError::Bind { address, source })?;
-        Self::with_acceptor(acceptor, settings)
+        Self::with_acceptor(acceptor.boxed(), settings)
     }
 
-    /// Serves a socket bound by someone else: a worker's, inherited from the
-    /// master. Must be called inside a tokio runtime.
-    pub fn from_listener(
-        listener: std::net::TcpListener,
+    /// Serves sockets bound by someone else: a worker's, inherited from the
+    /// master (the shared one and, with worker ports, its own). Must be
+    /// called inside a tokio runtime.
+    pub fn from_listeners(
+        listeners: Vec<std::net::TcpListener>,
         settings: Settings,
     ) -> Result<Self, StartupError> {
         let address = settings.bind;
-        let acceptor = listener
-            .set_nonblocking(true)
-            .and_then(|()| TcpAcceptor::from_std(listener))
-            .map_err(|source| StartupError::Bind { address, source })?;
+        let mut acceptor: Option<BoxAcceptor> = None;
+        for listener in listeners {
+            let accepting = listener
+                .set_nonblocking(true)
+                .and_then(|()| TcpAcceptor::from_std(listener))
+                .map_err(|source| StartupError::Bind { address, source })?;
+            acceptor = Some(match acceptor {
+                Some(others) => others.combine(accepting).boxed(),
+                None => accepting.boxed(),
+            });
+        }
+        let acceptor = acceptor.ok_or_else(|| StartupError::Bind {
+            address,
+            source: io::Error::new(io::ErrorKind::InvalidInput, "no socket to serve"),
+        })?;
         Self::with_acceptor(acceptor, settings)
     }
 
-    fn with_acceptor(acceptor: TcpAcceptor, settings: Settings) -> Result<Self, StartupError> {
+    fn with_acceptor(acceptor: BoxAcceptor, settings: Settings) -> Result<Self, StartupError> {
         let local_addr = acceptor
             .local_addr()
             .first()
@@ -133,7 +145,8 @@ impl Application {
         let grace = Duration::from_secs(self.state.settings.graceful_timeout);
         let (stop_tx, stop_rx) = watch::channel(false);
         let acceptor = StopAccepting {
-            inner: self.acceptor,
+            local_addr: self.acceptor.local_addr(),
+            inner: Some(self.acceptor),
             stop: stop_rx,
         };
         let drain = async move {
@@ -154,10 +167,15 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// Stops taking connections the moment shutdown begins, `SETTLE` before poem
 /// starts draining. Draining closes every connection with no request in
 /// flight, and one accepted an instant earlier may not have sent its request
-/// yet: its client would see the connection closed. Meanwhile the shared
-/// socket's queue goes to the other workers.
+/// yet: its client would see the connection closed.
+///
+/// It also closes this process's copy of the sockets then. A socket shared
+/// with other workers goes on being served by them; one nobody else holds
+/// (a worker port given up by SIGTTOU) is closed, so clients are refused at
+/// once instead of waiting in a queue that no one reads.
 struct StopAccepting<A> {
-    inner: A,
+    inner: Option<A>,
+    local_addr: Vec<LocalAddr>,
     stop: watch::Receiver<bool>,
 }
 
@@ -165,16 +183,19 @@ impl<A: Acceptor> Acceptor for StopAccepting<A> {
     type Io = A::Io;
 
     fn local_addr(&self) -> Vec<LocalAddr> {
-        self.inner.local_addr()
+        self.local_addr.clone()
     }
 
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
-        tokio::select! {
-            biased;
-            _ = self.stop.wait_for(|stop| *stop) => {}
-            accepted = self.inner.accept() => return accepted,
+        if let Some(inner) = self.inner.as_mut() {
+            tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|stop| *stop) => {}
+                accepted = inner.accept() => return accepted,
+            }
         }
         // Shutting down: no more connections from this process.
+        self.inner = None;
         std::future::pending().await
     }
 }

@@ -1,4 +1,4 @@
-//! The master: owns the listening socket, forks workers, keeps their number
+//! The master: owns the listening sockets, forks workers, keeps their number
 //! right and acts on signals, as Gunicorn's arbiter does. It runs no async
 //! runtime and no other thread, so forking it is safe, and it reaps every
 //! child (it is a child subreaper), so it can be PID 1 in a container.
@@ -33,6 +33,10 @@ const QUICK_STOP: Duration = Duration::from_secs(2);
 struct Worker {
     id: u64,
     generation: u64,
+    /// Its place among the workers, 0..WORKERS: with FIRST_WORKER_PORT, the
+    /// port it serves besides the shared one. A reload's new worker takes
+    /// over the slot of an old one, socket and all.
+    slot: usize,
     heartbeat: std::fs::File,
     started: Instant,
     last_beat: Instant,
@@ -50,7 +54,12 @@ enum Stopping {
 }
 
 pub struct Master {
-    listener: TcpListener,
+    /// The BIND socket every worker serves; none once stopping, so that new
+    /// clients are refused rather than queued for workers that are leaving.
+    shared: Option<TcpListener>,
+    /// FIRST_WORKER_PORT + slot, one socket a slot, kept here so that it
+    /// outlives the workers serving it (a replacement takes up the queue).
+    slot_sockets: BTreeMap<usize, TcpListener>,
     args: ServeArgs,
     reload: Reload,
     signals: Signals,
@@ -70,6 +79,12 @@ impl Master {
         let listener = TcpListener::bind(address).map_err(|err| {
             std::io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
         })?;
+        let mut slot_sockets = BTreeMap::new();
+        if args.process.first_worker_port.is_some() {
+            for slot in 0..args.process.workers {
+                slot_sockets.insert(slot, bind_slot(&args, slot)?);
+            }
+        }
         let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD])?;
         // Orphans of the workers' own children come to the master to be
         // reaped, as they would to PID 1, even when the master is not PID 1.
@@ -78,6 +93,7 @@ impl Master {
         }
         tracing::info!(
             address = %listener.local_addr()?,
+            first_worker_port = args.process.first_worker_port,
             pid = std::process::id(),
             workers = args.process.workers,
             threads = args.process.threads(),
@@ -85,7 +101,8 @@ impl Master {
         );
         Ok(Master {
             target: args.process.workers,
-            listener,
+            shared: Some(listener),
+            slot_sockets,
             args,
             reload,
             signals,
@@ -140,11 +157,13 @@ impl Master {
                 let grace = Duration::from_secs(self.args.settings.graceful_timeout);
                 tracing::info!(?grace, "SIGTERM: draining workers");
                 self.stopping = Some(Stopping::Graceful(now + grace));
+                self.close_sockets();
                 self.signal_all(Signal::SIGTERM);
             }
             SIGINT | SIGQUIT => {
                 tracing::info!("SIGINT/SIGQUIT: quick shutdown");
                 self.stopping = Some(Stopping::Quick(now + QUICK_STOP));
+                self.close_sockets();
                 self.signal_all(Signal::SIGQUIT);
             }
             SIGHUP if self.stopping.is_none() => self.reload(),
@@ -154,6 +173,7 @@ impl Master {
             }
             SIGTTOU if self.stopping.is_none() => {
                 self.target = self.target.saturating_sub(1).max(1);
+                self.slot_sockets.split_off(&self.target);
                 tracing::info!(workers = self.target, "SIGTTOU: one fewer worker");
             }
             _ => {}
@@ -171,7 +191,18 @@ impl Master {
                         "BIND changed; the socket stays where it is until a restart"
                     );
                 }
+                if args.process.first_worker_port != self.args.process.first_worker_port {
+                    tracing::warn!(
+                        first_worker_port = args.process.first_worker_port,
+                        "FIRST_WORKER_PORT changed; worker ports stay as they are until a restart"
+                    );
+                }
+                let mut args = args;
+                args.process.first_worker_port = self.args.process.first_worker_port;
                 self.target = args.process.workers;
+                // Ports of slots no longer wanted close once their workers
+                // have left (they hold the last copies).
+                self.slot_sockets.split_off(&self.target);
                 self.args = args;
                 self.generation += 1;
                 tracing::info!(
@@ -187,32 +218,26 @@ impl Master {
     }
 
     fn keep_worker_count(&mut self) {
-        let current = self
+        let current: BTreeMap<usize, Pid> = self
             .workers
-            .values()
-            .filter(|w| w.generation == self.generation && !w.leaving)
-            .count();
-        if current < self.target && Instant::now() >= self.spawn_after {
-            for _ in current..self.target {
-                if let Err(err) = self.spawn() {
-                    tracing::error!(error = %err, "cannot start a worker");
+            .iter()
+            .filter(|(_, w)| w.generation == self.generation && !w.leaving)
+            .map(|(pid, w)| (w.slot, *pid))
+            .collect();
+        if current.len() < self.target && Instant::now() >= self.spawn_after {
+            let free = (0..self.target).filter(|slot| !current.contains_key(slot));
+            for slot in free.collect::<Vec<_>>() {
+                if let Err(err) = self.spawn(slot) {
+                    tracing::error!(slot, error = %err, "cannot start a worker");
                     self.note_crash();
                     break;
                 }
             }
-        } else if current > self.target {
-            // The newest go first: the oldest have warm caches and pools.
-            let extra: Vec<Pid> = self
-                .workers
-                .iter()
-                .rev()
-                .filter(|(_, w)| w.generation == self.generation && !w.leaving)
-                .take(current - self.target)
-                .map(|(pid, _)| *pid)
-                .collect();
-            for pid in extra {
-                self.retire(pid, "fewer workers wanted");
-            }
+        }
+        // The highest slots go first, and with them the newest workers: the
+        // oldest have warm caches and pools.
+        for (_, pid) in current.range(self.target..) {
+            self.retire(*pid, "fewer workers wanted");
         }
     }
 
@@ -244,7 +269,19 @@ impl Master {
         }
     }
 
-    fn spawn(&mut self) -> nix::Result<()> {
+    fn spawn(&mut self, slot: usize) -> std::io::Result<()> {
+        let Some(shared) = &self.shared else {
+            return Err(std::io::Error::other("the master is stopping"));
+        };
+        let mut sockets = vec![shared.try_clone()?];
+        if self.args.process.first_worker_port.is_some() {
+            if !self.slot_sockets.contains_key(&slot) {
+                self.slot_sockets.insert(slot, bind_slot(&self.args, slot)?);
+            }
+            if let Some(socket) = self.slot_sockets.get(&slot) {
+                sockets.push(socket.try_clone()?);
+            }
+        }
         let (beat_read, beat_write) = pipe()?;
         let flags = OFlag::from_bits_truncate(fcntl(&beat_read, FcntlArg::F_GETFL)?);
         fcntl(&beat_read, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
@@ -254,22 +291,27 @@ impl Master {
         // helper threads), so the child gets a consistent copy of it.
         match unsafe { fork() }? {
             ForkResult::Child => {
+                // Only its own sockets: a copy of another slot's would keep
+                // that port open after SIGTTOU has given it up. Likewise the
+                // other workers' heartbeat pipes.
                 drop(beat_read);
-                let code = match self.listener.try_clone() {
-                    Ok(listener) => worker::run(listener, beat_write, &self.args, id),
-                    Err(_) => worker::EXIT_STARTUP_FAILED,
-                };
+                self.shared = None;
+                self.slot_sockets.clear();
+                self.workers.clear();
+                let code = worker::run(sockets, beat_write, &self.args, id);
                 std::process::exit(code);
             }
             ForkResult::Parent { child } => {
                 drop(beat_write);
+                drop(sockets);
                 let now = Instant::now();
-                tracing::info!(pid = %child, worker = id, generation = self.generation, "worker started");
+                tracing::info!(pid = %child, worker = id, slot, generation = self.generation, "worker started");
                 self.workers.insert(
                     child,
                     Worker {
                         id,
                         generation: self.generation,
+                        slot,
                         heartbeat: std::fs::File::from(beat_read),
                         started: now,
                         last_beat: now,
@@ -368,9 +410,28 @@ impl Master {
         }
     }
 
+    /// Stopping: no new connections anywhere. The workers' copies go as they
+    /// stop accepting.
+    fn close_sockets(&mut self) {
+        self.shared = None;
+        self.slot_sockets.clear();
+    }
+
     fn signal_all(&mut self, signal: Signal) {
         for pid in self.workers.keys() {
             let _ = kill(*pid, signal);
         }
     }
+}
+
+/// The socket of a worker slot: BIND's address, FIRST_WORKER_PORT + slot.
+fn bind_slot(args: &ServeArgs, slot: usize) -> std::io::Result<TcpListener> {
+    let first = args.process.first_worker_port.unwrap_or_default();
+    let port = u16::try_from(usize::from(first) + slot)
+        .map_err(|_| std::io::Error::other(format!("no port for worker slot {slot}")))?;
+    let mut address = args.settings.bind;
+    address.set_port(port);
+    TcpListener::bind(address).map_err(|err| {
+        std::io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
+    })
 }

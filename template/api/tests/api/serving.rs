@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::helpers::{eventually, free_port, fresh_database, service_env, Servers};
+use crate::helpers::{eventually, free_port, free_ports, fresh_database, service_env, Servers};
 
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -15,6 +15,8 @@ struct Served {
     /// The master, or `unshare` running it as PID 1 of a PID namespace.
     master: Child,
     in_namespace: bool,
+    /// BIND's port, shared by every worker.
+    port: u16,
     base: String,
     /// One connection per request, as a proxy without keepalive would do:
     /// a request must never fail because the worker it reached was retired.
@@ -69,6 +71,7 @@ impl Served {
         let served = Served {
             master,
             in_namespace: !wrapper.is_empty(),
+            port,
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
@@ -86,8 +89,20 @@ impl Served {
     }
 
     async fn get(&self, path: &str) -> Option<u16> {
-        let response = self.client.get(format!("{}{path}", self.base)).send().await;
+        self.get_at(self.port, path).await
+    }
+
+    async fn get_at(&self, port: u16, path: &str) -> Option<u16> {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let response = self.client.get(url).send().await;
         response.ok().map(|r| r.status().as_u16())
+    }
+
+    /// The pid of the worker that answers on `port`.
+    async fn worker_at(&self, port: u16) -> Option<i32> {
+        let url = format!("http://127.0.0.1:{port}/__test/pid");
+        let response = self.client.get(url).send().await.ok()?;
+        response.text().await.ok()?.trim().parse().ok()
     }
 
     /// The master's pid as this test sees it (outside any namespace); none
@@ -169,6 +184,13 @@ fn stat(pid: i32) -> Option<(String, String, i32)> {
     Some((name, state, parent))
 }
 
+/// Nothing listens on `port` any more: a connection is refused at once, not
+/// queued on a socket that no one accepts from.
+fn refused(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .is_err_and(|err| err.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
 fn process_name(pid: i32) -> Option<String> {
     stat(pid).map(|(name, _, _)| name)
 }
@@ -213,16 +235,22 @@ async fn a_killed_worker_is_replaced_and_the_service_keeps_answering() {
 
 #[tokio::test]
 async fn sighup_replaces_every_worker_without_failing_a_request() {
-    let served = Served::start(2, &[]).await;
+    let first = free_ports(2);
+    let served = Served::start(2, &[("FIRST_WORKER_PORT", &first.to_string())]).await;
     let before = served.workers();
+    let ports = [served.port, first, first + 1];
     let (mut ok, mut failed) = (0, 0);
 
     served.signal(Signal::SIGHUP);
     let deadline = Instant::now() + PATIENCE;
     let mut replaced_at = None;
-    // Keep sending until the old workers have been gone for a moment.
-    while Instant::now() < deadline {
-        match served.get("/v1/hello").await {
+    // Keep sending, to the shared port and to each worker's, until the old
+    // workers have been gone for a moment.
+    for port in ports.iter().cycle() {
+        if Instant::now() > deadline {
+            break;
+        }
+        match served.get_at(*port, "/v1/hello").await {
             Some(200) => ok += 1,
             _ => failed += 1,
         }
@@ -274,6 +302,10 @@ async fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
 
     served.signal(Signal::SIGTERM);
 
+    // New clients are turned away at once while the slow request finishes.
+    let closed = eventually(Duration::from_secs(1), || async { refused(served.port) }).await;
+    assert!(closed, "still taking connections while draining");
+    assert!(!slow.is_finished());
     assert_eq!(slow.await.unwrap().ok(), Some(200), "{}", served.log());
     let status = served.exit_status(Duration::from_secs(10)).await;
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", served.log());
@@ -313,6 +345,38 @@ async fn sigttin_and_sigttou_add_and_remove_a_worker() {
     let shrunk = eventually(PATIENCE, || async { served.workers().len() == 1 }).await;
     assert!(shrunk, "SIGTTOU did not remove a worker:\n{}", served.log());
     assert_eq!(served.get("/v1/hello").await, Some(200));
+}
+
+#[tokio::test]
+async fn with_worker_ports_each_worker_has_a_port_of_its_own() {
+    let first = free_ports(2);
+    let served = Served::start(2, &[("FIRST_WORKER_PORT", &first.to_string())]).await;
+    let workers = served.workers();
+
+    let (one, two) = (
+        served.worker_at(first).await,
+        served.worker_at(first + 1).await,
+    );
+    assert!(
+        one.is_some_and(|pid| workers.contains(&pid)),
+        "{one:?} not in {workers:?}"
+    );
+    assert!(
+        two.is_some_and(|pid| workers.contains(&pid)),
+        "{two:?} not in {workers:?}"
+    );
+    assert_ne!(one, two, "both ports reached the same worker");
+    for _ in 0..5 {
+        assert_eq!(served.worker_at(first).await, one);
+        assert_eq!(served.worker_at(first + 1).await, two);
+    }
+    assert_eq!(served.get("/v1/hello").await, Some(200));
+
+    // One fewer worker: the last slot's port closes, the first keeps its worker.
+    served.signal(Signal::SIGTTOU);
+    let closed = eventually(PATIENCE, || async { refused(first + 1) }).await;
+    assert!(closed, "the given-up port is still open:\n{}", served.log());
+    assert_eq!(served.worker_at(first).await, one);
 }
 
 #[tokio::test]
