@@ -2,15 +2,41 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help run test fmt lint
+# Docker Compose v2, as the docker plugin or the standalone binary.
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+DEV := $(COMPOSE) -f compose.yaml
+PROD := $(COMPOSE) -f compose.prod.yaml --env-file .env.prod
+# Which stack `make down` and `make logs` act on: dev or prod.
+STACK ?= dev
+
+.PHONY: help dev prod down logs local local-down run test fmt lint
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-run: ## Run the service on 127.0.0.1:8000 with PostgreSQL and Redis under .local/
-	scripts/run.sh
+dev: ## Docker: the dev stack (compose.yaml, .env), rebuilt on every edit, nginx on :8080
+	$(DEV) up --build
 
-test: ## Lints and the whole test suite against throwaway PostgreSQL and Redis
+prod: ## Docker: the prod stack (compose.prod.yaml, .env.prod) in the background
+	@test -f .env.prod || { echo ".env.prod is missing"; exit 2; }
+	$(PROD) up --build --detach --wait
+
+down: ## Docker: stop a stack (STACK=dev|prod); volumes and data stay
+	$(if $(filter prod,$(STACK)),$(PROD),$(DEV)) down
+
+logs: ## Docker: follow a stack's logs (STACK=dev|prod)
+	$(if $(filter prod,$(STACK)),$(PROD),$(DEV)) logs --follow --tail=100
+
+local: ## No Docker: the whole stack from system packages, nginx on 127.0.0.1:8080
+	scripts/local.sh up
+
+local-down: ## No Docker: stop what make local started; the data stays in .local/
+	scripts/local.sh down
+
+run: ## No Docker: just the service, in the foreground, on 127.0.0.1:8000
+	scripts/local.sh run
+
+test: ## Lints and the whole test suite against throwaway servers
 	scripts/test.sh
 
 fmt: ## Format the code

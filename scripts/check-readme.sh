@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Runs the README's walkthrough exactly as written against the README's run
-# command, and checks that every output line the README shows (`# {...}`,
-# `# HTTP/...`, `# authorization: ...`; a trailing … means "starts with")
-# appears, in order. The run command gets free ports and a scratch data
-# directory through the environment, which wins over .env.local, so a
-# developer's own `make run` on port 8000 is left alone.
+# Checks the README's commands as a user runs them:
+#   1. `make local` (scripts/local.sh up), then the README's walkthrough
+#      exactly as written, through nginx: every output line the README shows
+#      (`# {...}`, `# HTTP/...`, `# authorization: ...`; a trailing … means
+#      "starts with") must appear, in order; then scripts/smoke.sh.
+#   2. `make local-down`, which must stop everything it started, and a second
+#      `make local` that still has the data the walkthrough wrote.
+#   3. `make run` (scripts/local.sh run) answers, and stops everything on
+#      SIGTERM.
+# Everything gets free ports and a scratch data directory through the
+# environment, which wins over .env.local, so a developer's own stack on the
+# usual ports is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 services=scripts/services.sh
@@ -18,29 +24,44 @@ chmod 755 "$scratch"
 # but in the scratch directory, which the postgres user can always reach.
 local_dir=$scratch/local
 export LOCAL_DIR=$(realpath --relative-to=. -m "$local_dir")
-export BIND="127.0.0.1:$("$services" free-port)"
+api_port=$("$services" free-port)
+export BIND="127.0.0.1:$api_port" API_PORT=$api_port
+export FIRST_WORKER_PORT=$("$services" free-port 2) WORKERS=2
+export NGINX_LISTEN="127.0.0.1:$("$services" free-port)"
 export DATABASE_URL="postgres://api:api@127.0.0.1:$("$services" free-port)/api"
 export REDIS_URL="redis://127.0.0.1:$("$services" free-port)/0"
 
-scripts/run.sh >"$scratch/run.log" 2>&1 &
-run_pid=$!
+fail() {
+    echo "check-readme: $*" >&2
+    for log in "$local_dir"/api.log "$local_dir"/nginx/nginx.log "$scratch"/*.log; do
+        [ -f "$log" ] && { echo "--- $log" >&2; tail -n 30 "$log" >&2; }
+    done
+    exit 1
+}
 finish() {
-    kill -TERM "$run_pid" 2>/dev/null || true
-    wait "$run_pid" 2>/dev/null || true
+    [ -n "${run_pid:-}" ] && kill -TERM "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null
+    scripts/local.sh down >/dev/null 2>&1 || true
     rm -rf "$scratch"
 }
 trap finish EXIT
 
-for _ in $(seq 1 600); do
-    curl -sf "http://$BIND/readyz" >/dev/null 2>&1 && break
-    kill -0 "$run_pid" 2>/dev/null || { cat "$scratch/run.log" >&2; echo "check-readme: the run command exited" >&2; exit 1; }
-    sleep 0.5
-done
-curl -sf "http://$BIND/readyz" >/dev/null || { cat "$scratch/run.log" >&2; echo "check-readme: service not ready" >&2; exit 1; }
+# Nothing of ours may run once stopped: the servers (their command lines
+# name the data directory) and the service and nginx (by pid).
+assert_all_stopped() {
+    local what=$1 pid
+    shift
+    for pid in "$@"; do
+        ! kill -0 "$pid" 2>/dev/null || fail "$what: pid $pid still runs after stopping"
+    done
+    if pgrep -f -- "$local_dir" >/dev/null; then
+        pgrep -af -- "$local_dir" >&2
+        fail "$what: these still run after stopping"
+    fi
+}
 
-# The only change to the block: the address the run command was given.
-output=$(bash -euo pipefail -c "${block//127.0.0.1:8000/$BIND}" 2>&1 | tr -d '\r')
-
+# 1. make local, the walkthrough, the smoke test.
+scripts/local.sh up >"$scratch/up.log" 2>&1 || fail "make local failed"
+output=$(bash -euo pipefail -c "${block//127.0.0.1:8080/$NGINX_LISTEN}" 2>&1 | tr -d '\r')
 rest=$output
 failed=0
 while IFS= read -r expected; do
@@ -51,17 +72,37 @@ while IFS= read -r expected; do
         *) echo "check-readme: expected, in order: $expected" >&2; failed=1 ;;
     esac
 done < <(grep -E '^# (\{|HTTP/|authorization:)' <<<"$block")
-
 if [ "$failed" = 1 ]; then
     printf 'check-readme: the walkthrough printed:\n%s\n' "$output" >&2
     exit 1
 fi
-# Stopping the run command stops everything it started.
+scripts/smoke.sh "http://$NGINX_LISTEN" >"$scratch/smoke.log" 2>&1 || fail "smoke test failed"
+
+# 2. make local-down stops everything; a new make local has the data.
+pids="$(cat "$local_dir/api.pid") $(cat "$local_dir/nginx/nginx.pid")"
+scripts/local.sh down >"$scratch/down.log" 2>&1 || fail "make local-down failed"
+# shellcheck disable=SC2086
+assert_all_stopped "make local-down" $pids
+scripts/local.sh up >"$scratch/up-again.log" 2>&1 || fail "make local failed the second time"
+token=$(curl -s -X POST "http://$NGINX_LISTEN/login" -H 'Content-Type: application/json' \
+    -d '{"username": "demo", "password": "demo-password"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
+kept=$(curl -s "http://$NGINX_LISTEN/getName" -H "Authorization: Bearer $token")
+# The last name written before stopping was the smoke test's.
+[ "$kept" = '{"name":"Smoke Test"}' ] || fail "the data did not survive make local-down: $kept"
+scripts/local.sh down >"$scratch/down.log" 2>&1 || fail "make local-down failed"
+
+# 3. make run: the service in the foreground; SIGTERM stops it all.
+scripts/local.sh run >"$scratch/run.log" 2>&1 &
+run_pid=$!
+for _ in $(seq 1 600); do
+    curl -sf "http://$BIND/readyz" >/dev/null 2>&1 && break
+    kill -0 "$run_pid" 2>/dev/null || fail "make run exited"
+    sleep 0.5
+done
+curl -sf "http://$BIND/v1/hello" >/dev/null || fail "make run: the service does not answer"
 kill -TERM "$run_pid"
 wait "$run_pid" 2>/dev/null || true
-if pgrep -f -- "$local_dir" >/dev/null; then
-    pgrep -af -- "$local_dir" >&2
-    echo "check-readme: the run command left these running after it stopped" >&2
-    exit 1
-fi
-echo "check-readme: README walkthrough OK ($(grep -cE '^# (\{|HTTP/|authorization:)' <<<"$block") outputs matched)"
+run_pid=
+assert_all_stopped "make run"
+
+echo "check-readme: make local, the walkthrough ($(grep -cE '^# (\{|HTTP/|authorization:)' <<<"$block") outputs matched), the smoke test, make local-down and make run OK"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Starts and stops project-local PostgreSQL and Redis servers from Debian's
 # packages, without Docker and without touching the system's own instances.
-# The test command, the run command and the outage tests all go through here.
+# The test command, make run, make local and the outage tests all go through
+# here (nginx has scripts/nginx.sh).
 #
-#   services.sh ensure-packages [postgres] [redis]
-#                                    install the servers named (and curl) if missing
+#   services.sh ensure-packages [postgres] [redis] [nginx] [python-venv]
+#                                    install what is named (and curl) if missing
 #   services.sh free-port [COUNT]    print a free loopback TCP port, the first of
 #                                    COUNT free ones in a row (1)
 #   services.sh pg-start DIR PORT [throwaway]
@@ -43,6 +44,11 @@ ensure_packages() {
         case "$want" in
             postgres) pg_bin >/dev/null || missing+=(postgresql postgresql-contrib) ;;
             redis) command -v redis-server >/dev/null || missing+=(redis-server) ;;
+            nginx)
+                command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+                command -v envsubst >/dev/null || missing+=(gettext-base)
+                ;;
+            python-venv) missing+=(python3 python3-venv python3-pip) ;;
             *) die "ensure-packages: unknown server '$want'" ;;
         esac
     done

@@ -30,6 +30,10 @@ if [ -z "${TEST_REDIS_URL:-}" ]; then
 fi
 echo "test servers: PostgreSQL ${TEST_DATABASE_URL%%\?*}, Redis $TEST_REDIS_URL"
 
+# The checkers of the deployment files (api/tests/api/deploy.rs).
+DEPLOY_TOOLS=$(scripts/deploy-tools.sh)
+export DEPLOY_TOOLS
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
 
 /// PostgreSQL connection and pool.
 #[derive(Debug, Clone, Args)]
@@ -82,6 +83,21 @@ impl RedisSettings {
 /// Where the service listens unless told otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 
+/// Proxies whose `X-Real-IP` is believed unless told otherwise: loopback and
+/// the private ranges, where nginx sits beside the service. The service
+/// itself must then be reachable only through nginx (as in compose.prod.yaml).
+pub const DEFAULT_TRUSTED_PROXIES: &str =
+    "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+
+/// Marks a value in `.env.prod` that must be replaced before going live.
+pub const PLACEHOLDER: &str = "CHANGE_ME";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -102,6 +118,18 @@ pub struct Settings {
     /// Directory served under /static.
     #[arg(long = "static-dir", env = "STATIC_DIR", default_value = "static")]
     pub static_dir: PathBuf,
+    /// Addresses (CIDR) of the proxies trusted to name the client in
+    /// X-Real-IP; anyone else's headers are ignored.
+    #[arg(
+        long = "trusted-proxies",
+        env = "TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = DEFAULT_TRUSTED_PROXIES
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+    /// `production` refuses settings still holding CHANGE_ME placeholders.
+    #[arg(long, env = "ENVIRONMENT", value_enum, default_value_t = Environment::Development)]
+    pub environment: Environment,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     #[arg(
         long = "graceful-timeout",
@@ -134,6 +162,19 @@ impl Settings {
         if self.session_ttl_seconds == 0 {
             return Err("SESSION_TTL_SECONDS must be at least 1".into());
         }
+        if self.environment == Environment::Production {
+            let secrets = [
+                ("DATABASE_URL", &self.database.url),
+                ("REDIS_URL", &self.redis.url),
+            ];
+            for (name, value) in secrets {
+                if value.contains(PLACEHOLDER) {
+                    return Err(format!(
+                        "{name} still holds the {PLACEHOLDER} placeholder; set a real value for production"
+                    ));
+                }
+            }
+        }
         self.database
             .url
             .parse::<tokio_postgres::Config>()
@@ -156,6 +197,20 @@ impl Settings {
             ("SESSION_TTL_SECONDS", self.session_ttl_seconds.to_string()),
             ("HASH_CONCURRENCY", self.hash_concurrency().to_string()),
             ("STATIC_DIR", self.static_dir.display().to_string()),
+            (
+                "TRUSTED_PROXIES",
+                self.trusted_proxies
+                    .iter()
+                    .map(IpNet::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "ENVIRONMENT",
+                self.environment
+                    .to_possible_value()
+                    .map_or_else(String::new, |value| value.get_name().to_owned()),
+            ),
             ("GRACEFUL_TIMEOUT", self.graceful_timeout.to_string()),
         ];
         env_lines(&lines)

@@ -72,7 +72,8 @@ for render_case in "orders true" "billing-service false"; do
     grep -qx "auth = $auth" "$project/template-answers.toml"
     if [ "$auth" = false ]; then
         # No sign-in means no Redis and no session code at all.
-        if grep -rniE 'redis|session' "$project/api" "$project/scripts/test.sh" "$project/scripts/run.sh" "$project/.env.local" >"$scratch/leaks"; then
+        if (cd "$project" && grep -rniE 'redis|session' api scripts/test.sh scripts/local.sh scripts/check-readme.sh scripts/smoke.sh .env .env.local .env.prod \
+            compose.yaml compose.prod.yaml nginx.conf Dockerfile .github) >"$scratch/leaks"; then
             echo "template: auth=false still mentions sign-in:" >&2; cat "$scratch/leaks" >&2; exit 1
         fi
     fi

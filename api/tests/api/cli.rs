@@ -10,7 +10,7 @@ fn cli(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
 }
 
 /// Runs the binary in `dir` with only `envs` (and PATH) in its environment.
-fn cli_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
+pub fn cli_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
     let mut child = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
         .args(args)
         .env_clear()
@@ -31,7 +31,7 @@ fn cli_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)], stdin: &s
     child.wait_with_output().unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

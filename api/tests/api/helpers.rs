@@ -16,6 +16,7 @@ use app::db;
 use app::db::users::{self, NewUser};
 use app::startup::Application;
 use clap::Parser;
+use poem::endpoint::BoxEndpoint;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
@@ -162,9 +163,22 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app on its own fresh database; `extra` are more `serve` flags.
 pub async fn spawn_app_with(servers: &Servers, extra: &[&str]) -> TestApp {
+    spawn_app_wrapped(servers, extra, |app| app).await
+}
+
+/// As [`spawn_app_with`], with the app's endpoint wrapped, e.g. in routes
+/// that show a test what the service saw of a request.
+pub async fn spawn_app_wrapped(
+    servers: &Servers,
+    extra: &[&str],
+    wrap: impl FnOnce(BoxEndpoint<'static>) -> BoxEndpoint<'static>,
+) -> TestApp {
     let database_url = fresh_database(servers).await;
     let settings = settings_for(&database_url, servers, extra);
-    let application = Application::build(settings).await.expect("the app starts");
+    let application = Application::build(settings)
+        .await
+        .expect("the app starts")
+        .wrap(wrap);
     let address = format!("http://{}", application.local_addr());
     let state = application.state().clone();
     tokio::spawn(application.run_until(std::future::pending()));

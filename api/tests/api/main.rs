@@ -2,6 +2,7 @@
 //! One test binary, so the crate is linked once; one module per area.
 
 mod cli;
+mod deploy;
 mod errors;
 mod hello;
 mod helpers;
@@ -9,6 +10,7 @@ mod login;
 mod outages;
 mod platform;
 mod profile;
+mod proxy;
 mod schema;
 mod search;
 mod serving;

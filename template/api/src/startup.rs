@@ -12,13 +12,13 @@ use poem::endpoint::StaticFilesEndpoint;
 use poem::http::uri::Scheme;
 use poem::http::Method;
 use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, TcpAcceptor, TcpListener};
-use poem::middleware::Tracing;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, EndpointExt, Request, Route, Server};
 use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::error;
+use crate::requests::RequestContext;
 use crate::routes;
 use crate::state::{AppState, StateError};
 
@@ -33,7 +33,6 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .nest("/docs", docs)
         .nest("/static", static_files(&state.settings.static_dir))
         .data(state)
-        .with(Tracing)
         .catch_all_error(error::render)
         .boxed()
 }
@@ -154,8 +153,12 @@ impl Application {
             let _ = stop_tx.send(true);
             tokio::time::sleep(SETTLE).await;
         };
+        // Outermost, around what `wrap` added too, so that every request has
+        // its id and client address and is logged once.
+        let context = RequestContext::new(&self.state.settings.trusted_proxies);
+        let app = self.app.with(context);
         Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(self.app, drain, Some(grace))
+            .run_with_graceful_shutdown(app, drain, Some(grace))
             .await
     }
 }

@@ -1,0 +1,390 @@
+//! The deployment files, checked for real without a Docker engine: the
+//! compose files by the Compose v2 CLI, the Dockerfile by hadolint and by
+//! what it must hold, the workflow against GitHub's schema, nginx.conf by
+//! nginx, and the env files against the settings the service has.
+//!
+//! The checkers come from scripts/deploy-tools.sh, which the test command
+//! runs and names in `DEPLOY_TOOLS`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::cli::{cli_in, text};
+use crate::helpers::repo_root;
+use crate::proxy::env_file;
+
+fn tool(name: &str) -> PathBuf {
+    let Ok(dir) = std::env::var("DEPLOY_TOOLS") else {
+        panic!("DEPLOY_TOOLS is not set: run the tests with `make test` (scripts/test.sh), which installs the checkers")
+    };
+    PathBuf::from(dir).join(name)
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.current_dir(repo_root()).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
+/// The compose file as Compose itself resolves it, with its env file.
+fn compose_config(file: &str, env: &str) -> Value {
+    let output = run(Command::new(tool("docker-compose"))
+        .args(["-f", file, "--env-file", env, "config", "--format", "json"])
+        .env_remove("PROD_ENV_FILE"));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn services(config: &Value) -> &serde_json::Map<String, Value> {
+    config["services"].as_object().unwrap()
+}
+
+fn published(config: &Value) -> BTreeSet<String> {
+    services(config)
+        .iter()
+        .filter(|(_, service)| service["ports"].as_array().is_some_and(|p| !p.is_empty()))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[test]
+fn the_dev_stack_waits_for_healthy_dependencies_and_mounts_the_source() {
+    let config = compose_config("compose.yaml", ".env");
+    let services = services(&config);
+
+    for (name, service) in services {
+        assert!(
+            service["healthcheck"]["test"].is_array(),
+            "{name} has no healthcheck"
+        );
+    }
+    for dependency in services["api"]["depends_on"].as_object().unwrap().values() {
+        assert_eq!(dependency["condition"], "service_healthy");
+    }
+    assert_eq!(
+        services["nginx"]["depends_on"]["api"]["condition"],
+        "service_healthy"
+    );
+    assert_eq!(services["api"]["build"]["target"], "dev");
+    let api_volumes = services["api"]["volumes"].as_array().unwrap();
+    assert!(
+        api_volumes
+            .iter()
+            .any(|v| v["type"] == "bind" && v["target"] == "/src"),
+        "the source is not mounted: {api_volumes:?}"
+    );
+    let db_volumes = services["db"]["volumes"].as_array().unwrap();
+    assert!(
+        db_volumes.iter().any(|v| v["source"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("/init.sql")
+            && v["target"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("/docker-entrypoint-initdb.d/")),
+        "init.sql is not in PostgreSQL's init directory: {db_volumes:?}"
+    );
+    // The database is published for psql on the host, on loopback only.
+    for port in services["db"]["ports"].as_array().into_iter().flatten() {
+        assert_eq!(port["host_ip"], "127.0.0.1", "{port}");
+    }
+    assert!(published(&config).contains("nginx"));
+    assert_eq!(services["api"]["environment"]["ENVIRONMENT"], "development");
+}
+
+#[test]
+fn the_prod_stack_publishes_only_nginx_and_keeps_data_and_secrets_in_place() {
+    let config = compose_config("compose.prod.yaml", ".env.prod");
+    let services = services(&config);
+
+    assert_eq!(published(&config), BTreeSet::from(["nginx".to_owned()]));
+    for (name, service) in services {
+        assert!(
+            service["healthcheck"]["test"].is_array(),
+            "{name}: no healthcheck"
+        );
+        assert_eq!(
+            service["restart"], "unless-stopped",
+            "{name}: restart policy"
+        );
+        assert!(
+            service["deploy"]["resources"]["limits"]["memory"].is_string(),
+            "{name}: no memory limit"
+        );
+        let mut volumes = service["volumes"].as_array().into_iter().flatten();
+        assert!(
+            !volumes.any(|v| v["type"] == "bind"),
+            "{name} mounts files from the host"
+        );
+    }
+    let api = &services["api"];
+    assert!(api["image"].is_string() && api["build"]["target"] == "runtime");
+    assert!(
+        api["deploy"]["replicas"].is_number(),
+        "no replicas for a Swarm"
+    );
+    assert_eq!(api["deploy"]["update_config"]["order"], "start-first");
+    assert_eq!(api["environment"]["ENVIRONMENT"], "production");
+    assert!(api["environment"]["WORKERS"].is_string());
+
+    // Data on named volumes; the databases on the internal network only.
+    let db_volumes = services["db"]["volumes"].as_array().unwrap();
+    assert!(db_volumes
+        .iter()
+        .any(|v| v["type"] == "volume" && v["target"] == "/var/lib/postgresql/data"));
+    let networks = config["networks"].as_object().unwrap();
+    let stores = services
+        .iter()
+        .filter(|(name, _)| !["api", "nginx"].contains(&name.as_str()));
+    for (store, service) in stores {
+        for network in service["networks"].as_object().unwrap().keys() {
+            assert_eq!(networks[network]["internal"], true, "{store} on {network}");
+        }
+    }
+}
+
+/// Dockerfile instructions as (stage, instruction, arguments), continuation
+/// lines joined and comments dropped.
+fn dockerfile() -> Vec<(String, String, String)> {
+    let source = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let joined = source.replace("\\\n", " ");
+    let mut stage = String::new();
+    let mut instructions = Vec::new();
+    for line in joined.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (instruction, arguments) = line.split_once(' ').unwrap_or((line, ""));
+        let instruction = instruction.to_uppercase();
+        if instruction == "FROM" {
+            stage = arguments.rsplit(' ').next().unwrap().to_owned();
+        }
+        instructions.push((stage.clone(), instruction, arguments.trim().to_owned()));
+    }
+    instructions
+}
+
+#[test]
+fn the_dockerfile_builds_in_stages_and_ships_a_small_non_root_image() {
+    let instructions = dockerfile();
+    let stages: Vec<&str> = instructions
+        .iter()
+        .filter(|(_, instruction, _)| instruction == "FROM")
+        .map(|(stage, _, _)| stage.as_str())
+        .collect();
+    assert_eq!(
+        stages,
+        ["chef", "planner", "builder", "dev", "proxy", "runtime"]
+    );
+    let runtime: Vec<_> = instructions
+        .iter()
+        .filter(|(s, _, _)| s == "runtime")
+        .collect();
+    let has = |wanted: &str| {
+        runtime
+            .iter()
+            .any(|(_, instruction, _)| instruction == wanted)
+    };
+
+    assert!(
+        runtime[0].2.contains("-slim"),
+        "runtime base: {}",
+        runtime[0].2
+    );
+    let user = runtime
+        .iter()
+        .rfind(|(_, i, _)| i == "USER")
+        .map(|(_, _, a)| a.as_str());
+    assert!(
+        user.is_some_and(|u| !u.starts_with("root") && !u.starts_with("0")),
+        "the image runs as {user:?}"
+    );
+    assert!(has("HEALTHCHECK") && has("ENTRYPOINT"));
+    let healthcheck = &runtime
+        .iter()
+        .find(|(_, i, _)| i == "HEALTHCHECK")
+        .unwrap()
+        .2;
+    assert!(healthcheck.contains("\"healthcheck\""), "{healthcheck}");
+
+    // Dependencies are cooked from the recipe before the source arrives.
+    let builder: Vec<_> = instructions
+        .iter()
+        .filter(|(s, _, _)| s == "builder")
+        .collect();
+    let cook = builder
+        .iter()
+        .position(|(_, _, a)| a.contains("cargo chef cook"));
+    let source = builder
+        .iter()
+        .position(|(_, i, a)| i == "COPY" && a == ". .");
+    assert!(
+        cook.is_some() && cook < source,
+        "no cached dependency layer"
+    );
+}
+
+#[test]
+fn everything_the_dockerfile_copies_exists_and_reaches_the_build() {
+    let ignored: Vec<String> = std::fs::read_to_string(repo_root().join(".dockerignore"))
+        .unwrap()
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.trim_end_matches('/').to_owned())
+        .collect();
+    let copies = dockerfile()
+        .into_iter()
+        .filter(|(_, i, a)| i == "COPY" && !a.starts_with("--from"));
+    let mut checked = 0;
+    for (stage, _, arguments) in copies {
+        let words: Vec<&str> = arguments
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        for source in &words[..words.len() - 1] {
+            let path = repo_root().join(source);
+            assert!(path.exists(), "{stage}: COPY {source}: no such file");
+            assert!(
+                !ignored.iter().any(|pattern| pattern == source),
+                "{stage}: COPY {source}: excluded by .dockerignore"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} sources checked");
+    for secret in [".env", ".env.*", "target", ".git"] {
+        assert!(
+            ignored.iter().any(|p| p == secret),
+            "{secret} is sent to the build"
+        );
+    }
+}
+
+#[test]
+fn hadolint_passes_the_dockerfile() {
+    run(Command::new(tool("hadolint")).args(["--no-color", "Dockerfile"]));
+}
+
+#[test]
+fn the_workflow_is_valid_for_github_actions() {
+    run(Command::new(tool("check-jsonschema")).args([
+        "--builtin-schema",
+        "vendor.github-workflows",
+        ".github/workflows/docker.yml",
+    ]));
+}
+
+#[test]
+fn nginx_accepts_its_configuration_filled_in_from_every_env_file() {
+    for name in [".env", ".env.local", ".env.prod"] {
+        let mut env: HashMap<String, String> = env_file(name);
+        // Compose's service names do not resolve here, and nginx -t looks
+        // up its upstreams.
+        env.insert("API_HOST".into(), "127.0.0.1".into());
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(repo_root().join("scripts/nginx.sh"))
+            .arg("check")
+            .arg(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&env)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{name}: {}", text(&output.stderr));
+        let rendered = std::fs::read_to_string(dir.path().join("nginx.conf")).unwrap();
+        let workers: usize = env["WORKERS"].parse().unwrap();
+        assert_eq!(
+            rendered.matches("server 127.0.0.1:").count(),
+            workers + 1,
+            "{name}: one upstream per worker and the shared port as backup"
+        );
+    }
+}
+
+fn names(settings: &str) -> BTreeSet<String> {
+    settings
+        .lines()
+        .map(|line| line.trim_start_matches("# "))
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| {
+            name.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect()
+}
+
+#[test]
+fn every_setting_is_described_in_dot_env_and_the_others_set_no_unknown_names() {
+    let dot_env = std::fs::read_to_string(repo_root().join(".env")).unwrap();
+    let described = names(&dot_env);
+
+    let checked = cli_in(
+        &repo_root(),
+        &["--env-file", ".env", "config", "check"],
+        &[],
+        "",
+    );
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    let mut settings = names(&text(&checked.stdout));
+    settings.extend(["LOG_FORMAT".to_owned(), "RUST_LOG".to_owned()]);
+    let undescribed: Vec<_> = settings.difference(&described).collect();
+    assert!(
+        undescribed.is_empty(),
+        "not described in .env: {undescribed:?}"
+    );
+
+    for other in [".env.local", ".env.prod"] {
+        let text = std::fs::read_to_string(repo_root().join(other)).unwrap();
+        let unknown: Vec<_> = names(&text).difference(&described).cloned().collect();
+        assert!(
+            unknown.is_empty(),
+            "{other} sets names .env does not describe: {unknown:?}"
+        );
+    }
+}
+
+#[test]
+fn production_refuses_the_placeholders_of_dot_env_prod() {
+    let as_shipped = &["--env-file", ".env.prod", "config", "check"];
+    let refused = cli_in(&repo_root(), as_shipped, &[], "");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("CHANGE_ME"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let serve = cli_in(&repo_root(), &["--env-file", ".env.prod", "serve"], &[], "");
+    assert!(!serve.status.success());
+    assert!(
+        text(&serve.stderr).contains("CHANGE_ME"),
+        "{}",
+        text(&serve.stderr)
+    );
+
+    // Filled in, as a deployment does it, the same file passes.
+    let prod = std::fs::read_to_string(repo_root().join(".env.prod")).unwrap();
+    let filled = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        filled.path(),
+        prod.replace("CHANGE_ME", "s3cret-from-the-vault"),
+    )
+    .unwrap();
+    let path = filled.path().display().to_string();
+    let accepted = cli_in(
+        &repo_root(),
+        &["--env-file", &path, "config", "check"],
+        &[],
+        "",
+    );
+    assert!(accepted.status.success(), "{}", text(&accepted.stderr));
+    assert!(text(&accepted.stdout).contains("ENVIRONMENT=production"));
+}

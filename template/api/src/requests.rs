@@ -1,0 +1,183 @@
+//! What the service knows about each request beyond its route: who sent it
+//! ([`ClientIp`]), which request it is ([`RequestId`]), and the one
+//! access-log line written when it is answered.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::IpNet;
+use poem::http::HeaderValue;
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// The header a request's id travels in, from nginx to the service and back
+/// to the client.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The header nginx puts the client's address in.
+pub const REAL_IP_HEADER: &str = "x-real-ip";
+
+/// The address of the client behind a request: the peer's own, or the
+/// `X-Real-IP` a trusted proxy set. Anyone else's headers are ignored, so a
+/// client cannot pass itself off as another address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// A request's id: the proxy's `X-Request-ID` when it sent a usable one,
+/// else one made here. It is in every log line of the request and in the
+/// response's `X-Request-ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// Resolves who sent `request`, given the proxies trusted to say so.
+pub fn client_ip(request: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = request.remote_addr().as_socket_addr()?.ip();
+    Some(resolve(
+        peer,
+        request.headers().get(REAL_IP_HEADER),
+        trusted,
+    ))
+}
+
+/// The peer itself, unless it is a trusted proxy naming someone else.
+fn resolve(peer: IpAddr, real_ip: Option<&HeaderValue>, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return peer;
+    }
+    real_ip
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<IpAddr>().ok())
+        .map_or(peer, |ip| ip.to_canonical())
+}
+
+/// An incoming id is kept only if it is short and plain, since it goes into
+/// logs and headers verbatim.
+fn usable_request_id(value: &HeaderValue) -> Option<String> {
+    let id = value.to_str().ok()?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    (!id.is_empty() && id.len() <= 128 && id.chars().all(plain)).then(|| id.to_owned())
+}
+
+/// Middleware, outermost: resolves the client and the request id, runs the
+/// request in a span carrying both, echoes the id, and logs one line per
+/// request.
+pub struct RequestContext {
+    trusted: Arc<[IpNet]>,
+}
+
+impl RequestContext {
+    pub fn new(trusted_proxies: &[IpNet]) -> Self {
+        RequestContext {
+            trusted: trusted_proxies.into(),
+        }
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for RequestContext {
+    type Output = RequestContextEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RequestContextEndpoint {
+            inner,
+            trusted: self.trusted.clone(),
+        }
+    }
+}
+
+pub struct RequestContextEndpoint<E> {
+    inner: E,
+    trusted: Arc<[IpNet]>,
+}
+
+impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut request: Request) -> poem::Result<Response> {
+        let started = Instant::now();
+        let id = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(usable_request_id)
+            .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+        let client = client_ip(&request, &self.trusted);
+        let span = tracing::info_span!(
+            "request",
+            request_id = %id,
+            client_ip = client.map(tracing::field::display),
+            method = %request.method(),
+            path = %request.uri().path(),
+        );
+        if let Some(ip) = client {
+            request.extensions_mut().insert(ClientIp(ip));
+        }
+        request.extensions_mut().insert(RequestId(id.clone()));
+        async move {
+            let mut response = match self.inner.call(request).await {
+                Ok(response) => response.into_response(),
+                Err(err) => err.into_response(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            tracing::info!(
+                status = response.status().as_u16(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "answered"
+            );
+            Ok(response)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(peer: &str, real_ip: Option<&str>, trusted: &[&str]) -> IpAddr {
+        let trusted: Vec<IpNet> = trusted.iter().map(|net| net.parse().unwrap()).collect();
+        let header = real_ip.map(|value| HeaderValue::from_str(value).unwrap());
+        resolve(peer.parse().unwrap(), header.as_ref(), &trusted)
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client() {
+        let client = resolved("10.1.2.3", Some("203.0.113.9"), &["10.0.0.0/8"]);
+        assert_eq!(client, ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn anyone_else_is_taken_at_their_own_address() {
+        let client = resolved("198.51.100.7", Some("203.0.113.9"), &["10.0.0.0/8"]);
+        assert_eq!(client, ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn a_garbled_header_falls_back_to_the_peer() {
+        let client = resolved("127.0.0.1", Some("not an address"), &["127.0.0.0/8"]);
+        assert_eq!(client, ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_count_as_ipv4() {
+        let client = resolved("::ffff:127.0.0.1", Some("192.0.2.1"), &["127.0.0.0/8"]);
+        assert_eq!(client, ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn only_plain_short_request_ids_are_kept() {
+        let id = |text: &str| usable_request_id(&HeaderValue::from_str(text).unwrap());
+        assert_eq!(id("4f1c-aa_09.x"), Some("4f1c-aa_09.x".into()));
+        assert_eq!(id("has space"), None);
+        assert_eq!(id("quote\"d"), None);
+        assert_eq!(id(&"a".repeat(129)), None);
+        assert_eq!(id(""), None);
+    }
+}
