@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use poem::endpoint::BoxEndpoint;
+use poem::middleware::SetHeader;
 use poem::web::Query;
 use poem::{handler, EndpointExt, Route};
 use tokio::sync::Notify;
@@ -213,7 +214,7 @@ async fn beat(pipe: OwnedFd, every: Duration, hung: Arc<AtomicBool>, stop: Arc<N
 }
 
 /// Routes the tests use to make a worker slow or stuck, to leave an orphan
-/// process, and to see the worker's pid.
+/// process, and to see the worker's pid (also in an X-Worker-Pid header).
 pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxEndpoint<'static> {
     #[derive(serde::Deserialize)]
     struct Sleep {
@@ -247,11 +248,14 @@ pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxE
         std::thread::sleep(Duration::from_secs(3600));
         "unreachable"
     });
+    // Every answer names its worker, for scripts/measure-load-spread.sh.
+    let worker = std::process::id().to_string();
     Route::new()
         .at("/__test/sleep", sleep)
         .at("/__test/pid", pid)
         .at("/__test/orphan", orphan)
         .at("/__test/hang", hang)
         .nest("/", app)
+        .with(SetHeader::new().overriding("x-worker-pid", worker))
         .boxed()
 }
