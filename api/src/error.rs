@@ -49,6 +49,12 @@ pub enum ApiError {
     /// malformed, unknown, expired or logged out.
     #[error("a valid bearer token is required")]
     Unauthenticated,
+    /// 403: signed in, but the user's role does not allow this.
+    #[error("this needs the admin role")]
+    Forbidden,
+    /// 404: the thing the path names does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// 409: the request conflicts with existing state (a taken username).
     #[error("{0}")]
     Conflict(String),
@@ -72,6 +78,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -183,6 +191,8 @@ impl ApiResponse for ApiError {
                 401,
                 "Missing, malformed, unknown, expired or logged-out bearer token; or failed login.",
             ),
+            (403, "Signed in, but the user's role does not allow this."),
+            (404, "What the path names does not exist."),
             (409, "The request conflicts with existing state."),
             (
                 422,

@@ -108,6 +108,31 @@ pub async fn set_name(
     Ok(row.map(|row| row.get(0)))
 }
 
+/// The user's role (`user` or `admin`); `None` when the user no longer exists.
+pub async fn get_role(client: &impl GenericClient, id: i64) -> Result<Option<String>, ApiError> {
+    let statement = client
+        .prepare_cached("SELECT role FROM users WHERE id = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// Sets the role in one statement; returns the username, or `None` when the
+/// user does not exist.
+pub async fn set_role(
+    client: &impl GenericClient,
+    id: i64,
+    role: &str,
+) -> Result<Option<String>, ApiError> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING username",
+        )
+        .await?;
+    let row = client.query_opt(&statement, &[&id, &role]).await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
 /// The search statement, public so tests can EXPLAIN exactly what runs. The
 /// ILIKE operand is the exact expression of `users_search_trgm_idx`.
 pub const SEARCH_SQL: &str = "SELECT id, username, name FROM users \

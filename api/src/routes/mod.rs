@@ -2,6 +2,7 @@
 //!
 //! Adding a version means adding `vN/` and one entry in [`api`].
 
+pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod profile;
@@ -21,6 +22,8 @@ pub enum ApiTags {
     Auth,
     /// The signed-in user's own profile.
     Profile,
+    /// What only admins may do.
+    Admin,
     /// Liveness and readiness probes.
     Health,
 }
@@ -28,7 +31,7 @@ pub enum ApiTags {
 /// The whole API, with its OpenAPI description.
 pub fn api() -> OpenApiService<impl OpenApi, ()> {
     OpenApiService::new(
-        (v1::Api, v2::Api, auth::Api, profile::Api, health::Api),
+        (v1::Api, v2::Api, auth::Api, profile::Api, admin::Api, health::Api),
         env!("CARGO_PKG_NAME"),
         env!("CARGO_PKG_VERSION"),
     )

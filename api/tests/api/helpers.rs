@@ -208,18 +208,23 @@ impl TestApp {
 
     /// Inserts a user with [`PASSWORD`] and returns their id.
     pub async fn create_user(&self, username: &str) -> i64 {
+        self.insert_user(username, false).await
+    }
+
+    /// Inserts an admin with [`PASSWORD`] and returns their id.
+    pub async fn create_admin(&self, username: &str) -> i64 {
+        self.insert_user(username, true).await
+    }
+
+    async fn insert_user(&self, username: &str, admin: bool) -> i64 {
         let client = self.db.get().await.unwrap();
-        users::insert(
-            &client,
-            &NewUser {
-                username,
-                name: username,
-                password_hash: password_hash(),
-                admin: false,
-            },
-        )
-        .await
-        .unwrap()
+        let user = NewUser {
+            username,
+            name: username,
+            password_hash: password_hash(),
+            admin,
+        };
+        users::insert(&client, &user).await.unwrap()
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -255,6 +260,12 @@ impl TestApp {
     /// A new user, logged in: (id, token).
     pub async fn signed_in_user(&self, username: &str) -> (i64, String) {
         let id = self.create_user(username).await;
+        (id, self.login(username).await)
+    }
+
+    /// A new admin, logged in: (id, token).
+    pub async fn signed_in_admin(&self, username: &str) -> (i64, String) {
+        let id = self.create_admin(username).await;
         (id, self.login(username).await)
     }
 

@@ -11,6 +11,7 @@ mod outages;
 mod platform;
 mod profile;
 mod proxy;
+mod roles;
 mod schema;
 mod search;
 mod serving;

@@ -39,6 +39,8 @@ async fn openapi_document_describes_exactly_the_endpoints() {
         "GET /v1/hello",
         "GET /v2/hello",
         "GET /v2/users",
+        "PUT /v2/users/{id}/role",
+        "DELETE /v2/users/{id}/sessions",
         "POST /login",
         "POST /logout",
         "POST /setName",
@@ -65,14 +67,18 @@ async fn openapi_document_declares_bearer_auth_on_protected_endpoints() {
     assert_eq!(scheme["type"], "http");
     assert_eq!(scheme["scheme"], "bearer");
     let paths = &spec["paths"];
-    for (path, method) in [
-        ("/getName", "get"),
-        ("/setName", "post"),
-        ("/logout", "post"),
-        ("/v2/users", "get"),
+    let admin = &spec["components"]["securitySchemes"]["AdminAuth"];
+    assert_eq!(admin["scheme"], "bearer");
+    for (path, method, scheme) in [
+        ("/getName", "get", "BearerAuth"),
+        ("/setName", "post", "BearerAuth"),
+        ("/logout", "post", "BearerAuth"),
+        ("/v2/users", "get", "AdminAuth"),
+        ("/v2/users/{id}/role", "put", "AdminAuth"),
+        ("/v2/users/{id}/sessions", "delete", "AdminAuth"),
     ] {
         let security = &paths[path][method]["security"];
-        assert_eq!(security[0]["BearerAuth"], serde_json::json!([]), "{path}");
+        assert_eq!(security[0][scheme], serde_json::json!([]), "{path}");
         let unauthorized = &paths[path][method]["responses"]["401"]["content"];
         assert!(
             unauthorized.get("application/problem+json").is_some(),

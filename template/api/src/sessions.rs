@@ -1,11 +1,18 @@
 //! Sessions: opaque UUID v4 tokens in Redis, each key holding its user's id
-//! and expiring on its own. One multiplexed connection serves the process.
+//! and expiring on its own, and per user a set of their tokens, so that all
+//! of a user's sessions can be ended at once (a role change, an admin's
+//! revocation). One multiplexed connection serves the process.
+//!
+//! Several keys change together, so those changes are Lua scripts, which
+//! Redis runs atomically. (They build key names inside, so this needs a
+//! single Redis, not a Redis Cluster.)
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use crate::config::RedisSettings;
@@ -50,21 +57,31 @@ impl SessionStore {
         self.ttl
     }
 
+    fn session_prefix(&self) -> String {
+        format!("{}session:", self.prefix)
+    }
+
     fn key(&self, token: Uuid) -> String {
-        format!("{}session:{}", self.prefix, token.as_hyphenated())
+        format!("{}{}", self.session_prefix(), token.as_hyphenated())
+    }
+
+    fn user_key(&self, user_id: i64) -> String {
+        format!("{}user-sessions:{user_id}", self.prefix)
     }
 
     /// Starts a session for `user_id` under a fresh token. `SET NX` means a
     /// token is only ever created here, never adopted from a client.
     pub async fn create(&self, user_id: i64) -> Result<Session, ApiError> {
         let token = Uuid::new_v4();
-        let options = redis::SetOptions::default()
-            .conditional_set(redis::ExistenceCheck::NX)
-            .with_expiration(redis::SetExpiry::EX(self.ttl.as_secs()));
+        let ttl = self.ttl.as_secs();
         let mut redis = self.redis.clone();
-        let created: bool = self
-            .bounded(redis.set_options(self.key(token), user_id, options))
-            .await?;
+        let mut call = CREATE.prepare_invoke();
+        call.key(self.key(token))
+            .key(self.user_key(user_id))
+            .arg(user_id)
+            .arg(ttl)
+            .arg(token.as_hyphenated().to_string());
+        let created: bool = self.bounded(call.invoke_async(&mut redis)).await?;
         if !created {
             // 122 random bits colliding means the RNG is broken: refuse.
             return Err(ApiError::internal("session token collision"));
@@ -82,8 +99,20 @@ impl SessionStore {
     /// Ends the session at once.
     pub async fn revoke(&self, token: Uuid) -> Result<(), ApiError> {
         let mut redis = self.redis.clone();
-        let _removed: i64 = self.bounded(redis.del(self.key(token))).await?;
+        let mut call = REVOKE.prepare_invoke();
+        call.key(self.key(token))
+            .arg(format!("{}user-sessions:", self.prefix))
+            .arg(token.as_hyphenated().to_string());
+        let _removed: i64 = self.bounded(call.invoke_async(&mut redis)).await?;
         Ok(())
+    }
+
+    /// Ends every session of `user_id` at once; returns how many there were.
+    pub async fn revoke_all(&self, user_id: i64) -> Result<u64, ApiError> {
+        let mut redis = self.redis.clone();
+        let mut call = REVOKE_ALL.prepare_invoke();
+        call.key(self.user_key(user_id)).arg(self.session_prefix());
+        self.bounded(call.invoke_async(&mut redis)).await
     }
 
     pub async fn ping(&self) -> Result<(), ApiError> {
@@ -107,6 +136,53 @@ impl SessionStore {
         }
     }
 }
+
+/// KEYS: the session, the user's set of tokens. ARGV: user id, TTL, token.
+/// The set lives as long as its longest-lived session.
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+            return 0
+        end
+        redis.call('SADD', KEYS[2], ARGV[3])
+        if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then
+            redis.call('EXPIRE', KEYS[2], ARGV[2])
+        end
+        return 1
+        ",
+    )
+});
+
+/// KEYS: the session. ARGV: the prefix of users' token sets, the token.
+static REVOKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local user_id = redis.call('GET', KEYS[1])
+        if not user_id then
+            return 0
+        end
+        redis.call('DEL', KEYS[1])
+        redis.call('SREM', ARGV[1] .. user_id, ARGV[2])
+        return 1
+        ",
+    )
+});
+
+/// KEYS: the user's set of tokens. ARGV: the prefix of session keys.
+static REVOKE_ALL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local tokens = redis.call('SMEMBERS', KEYS[1])
+        local ended = 0
+        for _, token in ipairs(tokens) do
+            ended = ended + redis.call('DEL', ARGV[1] .. token)
+        end
+        redis.call('DEL', KEYS[1])
+        return ended
+        ",
+    )
+});
 
 /// A Redis failure is an outage when the connection is at fault, else a bug.
 impl From<redis::RedisError> for ApiError {

@@ -7,7 +7,7 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::auth::BearerAuth;
+use super::auth::AdminAuth;
 use super::ApiTags;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -60,7 +60,7 @@ impl Api {
     async fn search_users(
         &self,
         state: Data<&AppState>,
-        _auth: BearerAuth,
+        _admin: AdminAuth,
         /// Text to look for; at least 3 characters (trigram search).
         #[oai(validator(min_length = 3, max_length = 100))]
         q: Query<String>,

@@ -1,4 +1,5 @@
-//! `POST /login`, `POST /logout` and the bearer scheme that guards the rest.
+//! `POST /login`, `POST /logout` and the bearer schemes that guard the rest:
+//! [`BearerAuth`] for any signed-in user, [`AdminAuth`] for admins.
 
 use poem::web::Data;
 use poem::Request;
@@ -19,12 +20,33 @@ use crate::state::AppState;
 #[oai(ty = "bearer", bearer_format = "UUID", checker = "authenticate")]
 pub struct BearerAuth(pub Session);
 
+/// A session token of an admin: no token or a bad one gets 401, anyone
+/// else's 403. The role is read from PostgreSQL on every request, so a
+/// demotion takes effect at once.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "UUID", checker = "authenticate_admin")]
+pub struct AdminAuth(pub Session);
+
+async fn authenticate_admin(req: &Request, bearer: Bearer) -> poem::Result<Session> {
+    let session = authenticate(req, bearer).await?;
+    let client = state(req)?.db.get().await.map_err(ApiError::from)?;
+    match users::get_role(&client, session.user_id).await?.as_deref() {
+        Some("admin") => Ok(session),
+        Some(_) => Err(ApiError::Forbidden.into()),
+        // A session whose user was deleted is no session at all.
+        None => Err(ApiError::Unauthenticated.into()),
+    }
+}
+
+fn state(req: &Request) -> Result<&AppState, ApiError> {
+    req.data::<AppState>()
+        .ok_or_else(|| ApiError::internal("AppState is not attached to the route"))
+}
+
 /// Resolves the bearer token to its session. A token that is not a UUID is
 /// refused without asking Redis; a Redis outage is a 503, never a pass.
 async fn authenticate(req: &Request, bearer: Bearer) -> poem::Result<Session> {
-    let state = req
-        .data::<AppState>()
-        .ok_or_else(|| ApiError::internal("AppState is not attached to the route"))?;
+    let state = state(req)?;
     let token = Uuid::try_parse(&bearer.token).map_err(|_| ApiError::Unauthenticated)?;
     match state.sessions.find(token).await? {
         Some(session) => Ok(session),

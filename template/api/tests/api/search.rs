@@ -7,7 +7,7 @@ use crate::helpers::{assert_problem, spawn_app};
 #[tokio::test]
 async fn search_matches_username_or_name_case_insensitively_with_public_fields_only() {
     let app = spawn_app().await;
-    let (_, token) = app.signed_in_user("searcher").await;
+    let (_, token) = app.signed_in_admin("searcher").await;
     app.create_user("alice").await;
     app.create_user("MALIKA").await;
     app.create_user("bob").await;
@@ -47,7 +47,7 @@ async fn search_matches_username_or_name_case_insensitively_with_public_fields_o
 #[tokio::test]
 async fn search_pages_with_a_cursor_without_gaps_or_repeats() {
     let app = spawn_app().await;
-    let (_, token) = app.signed_in_user("searcher").await;
+    let (_, token) = app.signed_in_admin("searcher").await;
     for i in 0..7 {
         app.create_user(&format!("member{i}")).await;
     }
@@ -84,7 +84,7 @@ async fn search_pages_with_a_cursor_without_gaps_or_repeats() {
 #[tokio::test]
 async fn search_treats_like_wildcards_as_text() {
     let app = spawn_app().await;
-    let (_, token) = app.signed_in_user("searcher").await;
+    let (_, token) = app.signed_in_admin("searcher").await;
     app.create_user("alice").await;
     let body: Value = app
         .get_with_token("/v2/users?q=%25%25%25", &token)
@@ -98,7 +98,7 @@ async fn search_treats_like_wildcards_as_text() {
 #[tokio::test]
 async fn search_parameters_outside_the_contract_are_400() {
     let app = spawn_app().await;
-    let (_, token) = app.signed_in_user("searcher").await;
+    let (_, token) = app.signed_in_admin("searcher").await;
     for path in [
         "/v2/users",
         "/v2/users?q=ab",

@@ -1,0 +1,114 @@
+//! What only admins may do: change a user's role, end a user's sessions.
+//! (The user search in `v2` is admin-only too.) Every operation takes
+//! [`AdminAuth`]: no token gets 401, a user's token 403.
+
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::auth::AdminAuth;
+use super::ApiTags;
+use crate::db::users;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    /// As stored in `users.role`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct SetRoleRequest {
+    pub role: Role,
+}
+
+#[derive(Debug, Object)]
+pub struct RoleChanged {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    /// How many of the user's sessions the change ended.
+    pub sessions_ended: u64,
+}
+
+#[derive(ApiResponse)]
+pub enum SessionsEnded {
+    /// Every session of the user has ended.
+    #[oai(status = 204)]
+    Ended,
+}
+
+pub struct Api;
+
+#[OpenApi(prefix_path = "/v2", tag = "ApiTags::Admin")]
+impl Api {
+    /// Change a user's role
+    ///
+    /// Ends all of the user's sessions, so that they sign in again under
+    /// the new role.
+    #[oai(path = "/users/:id/role", method = "put")]
+    async fn set_role(
+        &self,
+        state: Data<&AppState>,
+        admin: AdminAuth,
+        /// The user's id.
+        id: Path<i64>,
+        body: Json<SetRoleRequest>,
+    ) -> Result<Json<RoleChanged>, ApiError> {
+        let role = body.0.role;
+        let username = {
+            let client = state.db.get().await?;
+            users::set_role(&client, id.0, role.as_str()).await?
+        }
+        .ok_or_else(|| ApiError::NotFound(format!("no user with id {}", id.0)))?;
+        let sessions_ended = state.sessions.revoke_all(id.0).await?;
+        tracing::info!(
+            admin = admin.0.user_id,
+            user_id = id.0,
+            role = role.as_str(),
+            sessions_ended,
+            "role changed"
+        );
+        Ok(Json(RoleChanged {
+            id: id.0,
+            username,
+            role,
+            sessions_ended,
+        }))
+    }
+
+    /// End all of a user's sessions
+    #[oai(path = "/users/:id/sessions", method = "delete")]
+    async fn end_sessions(
+        &self,
+        state: Data<&AppState>,
+        admin: AdminAuth,
+        /// The user's id.
+        id: Path<i64>,
+    ) -> Result<SessionsEnded, ApiError> {
+        let exists = {
+            let client = state.db.get().await?;
+            users::get_role(&client, id.0).await?.is_some()
+        };
+        if !exists {
+            return Err(ApiError::NotFound(format!("no user with id {}", id.0)));
+        }
+        let ended = state.sessions.revoke_all(id.0).await?;
+        tracing::info!(admin = admin.0.user_id, user_id = id.0, ended, "sessions ended by an admin");
+        Ok(SessionsEnded::Ended)
+    }
+}
