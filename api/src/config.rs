@@ -111,6 +111,14 @@ pub struct Settings {
         default_value_t = 86_400
     )]
     pub session_ttl_seconds: u64,
+    /// Seconds a session may go unused before it ends (each use restarts
+    /// the count), within its lifetime.
+    #[arg(
+        long = "session-idle-seconds",
+        env = "SESSION_IDLE_SECONDS",
+        default_value_t = 3_600
+    )]
+    pub session_idle_seconds: u64,
     /// Password hashes computed at once; extra logins queue. Defaults to the
     /// number of CPUs, since each hash keeps one core busy.
     #[arg(long = "hash-concurrency", env = "HASH_CONCURRENCY")]
@@ -148,6 +156,10 @@ impl Settings {
         Duration::from_secs(self.session_ttl_seconds)
     }
 
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(self.session_idle_seconds)
+    }
+
     pub fn hash_concurrency(&self) -> usize {
         self.hash_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
@@ -161,6 +173,9 @@ impl Settings {
         }
         if self.session_ttl_seconds == 0 {
             return Err("SESSION_TTL_SECONDS must be at least 1".into());
+        }
+        if self.session_idle_seconds == 0 {
+            return Err("SESSION_IDLE_SECONDS must be at least 1".into());
         }
         if self.environment == Environment::Production {
             let secrets = [
@@ -195,6 +210,10 @@ impl Settings {
             ("REDIS_TIMEOUT_MS", self.redis.timeout_ms.to_string()),
             ("REDIS_KEY_PREFIX", self.redis.key_prefix.clone()),
             ("SESSION_TTL_SECONDS", self.session_ttl_seconds.to_string()),
+            (
+                "SESSION_IDLE_SECONDS",
+                self.session_idle_seconds.to_string(),
+            ),
             ("HASH_CONCURRENCY", self.hash_concurrency().to_string()),
             ("STATIC_DIR", self.static_dir.display().to_string()),
             (

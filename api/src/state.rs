@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 use crate::config::Settings;
 use crate::db::{self, DbSetupError};
 use crate::password::Passwords;
-use crate::sessions::SessionStore;
+use crate::sessions::{Lifetimes, SessionStore};
 
 /// Cheap to clone: every field is a handle onto shared state.
 #[derive(Clone)]
@@ -31,7 +31,13 @@ impl AppState {
     pub fn new(settings: Settings) -> Result<Self, StateError> {
         Ok(AppState {
             db: db::pool(&settings.database)?,
-            sessions: SessionStore::new(&settings.redis, settings.session_ttl())?,
+            sessions: SessionStore::new(
+                &settings.redis,
+                Lifetimes {
+                    absolute: settings.session_ttl(),
+                    idle: settings.session_idle(),
+                },
+            )?,
             passwords: Passwords::new(settings.hash_concurrency()),
             settings: Arc::new(settings),
         })

@@ -1,4 +1,4 @@
-//! `POST /login`, `POST /logout` and the bearer schemes that guard the rest:
+//! Logging in and out, my sessions, and the bearer schemes that guard the rest:
 //! [`BearerAuth`] for any signed-in user, [`AdminAuth`] for admins.
 
 use poem::web::Data;
@@ -12,7 +12,8 @@ use super::text::Text;
 use super::ApiTags;
 use crate::db::users;
 use crate::error::ApiError;
-use crate::sessions::Session;
+use crate::requests::ClientIp;
+use crate::sessions::{public_id, Session};
 use crate::state::AppState;
 
 /// A session token from `POST /login`, sent as `Authorization: Bearer <token>`.
@@ -88,6 +89,28 @@ pub enum LogoutResponse {
     LoggedOut,
 }
 
+#[derive(ApiResponse)]
+pub enum LogoutEverywhereResponse {
+    /// Every session of the user has ended, this one included.
+    #[oai(status = 204)]
+    LoggedOut,
+}
+
+/// One of my sessions. Its token is never shown, only a public id.
+#[derive(Debug, Object)]
+pub struct SessionSummary {
+    /// A short hash of the token: the session's name in logs too.
+    pub id: String,
+    /// When it began, Unix time in seconds.
+    pub created_at: u64,
+    /// When it was last used, Unix time in seconds.
+    pub last_seen_at: u64,
+    /// Where it logged in from, as nginx saw it.
+    pub client_ip: Option<String>,
+    /// This request's own session.
+    pub current: bool,
+}
+
 pub struct Api;
 
 #[OpenApi(tag = "ApiTags::Auth")]
@@ -100,6 +123,7 @@ impl Api {
     async fn login(
         &self,
         state: Data<&AppState>,
+        request: &Request,
         body: Json<LoginRequest>,
     ) -> Result<LoginResponse, ApiError> {
         let LoginRequest {
@@ -119,15 +143,17 @@ impl Api {
             (true, Some(user_id)) => user_id,
             _ => return Err(ApiError::InvalidCredentials),
         };
-        let session = state.sessions.create(user_id).await?;
-        tracing::info!(user_id, "logged in");
+        let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
+        let session = state.sessions.create(user_id, client_ip).await?;
+        let session_id = public_id(session.token);
+        tracing::info!(user_id, session = %session_id, "logged in");
         let token = session.token.as_hyphenated().to_string();
         let header = format!("Bearer {token}");
         Ok(LoginResponse::Ok(
             Json(TokenResponse {
                 token,
                 token_type: "Bearer".into(),
-                expires_in: state.sessions.ttl().as_secs(),
+                expires_in: state.sessions.expires_in().as_secs(),
             }),
             header,
         ))
@@ -144,7 +170,46 @@ impl Api {
         auth: BearerAuth,
     ) -> Result<LogoutResponse, ApiError> {
         state.sessions.revoke(auth.0.token).await?;
-        tracing::info!(user_id = auth.0.user_id, "logged out");
+        let session = public_id(auth.0.token);
+        tracing::info!(user_id = auth.0.user_id, %session, "logged out");
         Ok(LogoutResponse::LoggedOut)
+    }
+
+    /// List my sessions
+    ///
+    /// Every live session of the signed-in user, oldest first.
+    #[oai(path = "/v2/sessions", method = "get")]
+    async fn my_sessions(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+    ) -> Result<Json<Vec<SessionSummary>>, ApiError> {
+        let sessions = state.sessions.list(auth.0.user_id).await?;
+        Ok(Json(
+            sessions
+                .into_iter()
+                .map(|(token, info)| SessionSummary {
+                    id: info.id,
+                    created_at: info.created / 1000,
+                    last_seen_at: info.last_seen / 1000,
+                    client_ip: info.client_ip,
+                    current: token == auth.0.token,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Log out everywhere
+    ///
+    /// Ends every session of the signed-in user, this one included.
+    #[oai(path = "/v2/sessions", method = "delete")]
+    async fn logout_everywhere(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+    ) -> Result<LogoutEverywhereResponse, ApiError> {
+        let ended = state.sessions.revoke_all(auth.0.user_id).await?;
+        tracing::info!(user_id = auth.0.user_id, ended, "logged out everywhere");
+        Ok(LogoutEverywhereResponse::LoggedOut)
     }
 }

@@ -31,7 +31,14 @@ pub enum ApiTags {
 /// The whole API, with its OpenAPI description.
 pub fn api() -> OpenApiService<impl OpenApi, ()> {
     OpenApiService::new(
-        (v1::Api, v2::Api, auth::Api, profile::Api, admin::Api, health::Api),
+        (
+            v1::Api,
+            v2::Api,
+            auth::Api,
+            profile::Api,
+            admin::Api,
+            health::Api,
+        ),
         env!("CARGO_PKG_NAME"),
         env!("CARGO_PKG_VERSION"),
     )

@@ -1,16 +1,23 @@
-//! Sessions: opaque UUID v4 tokens in Redis, each key holding its user's id
-//! and expiring on its own, and per user a set of their tokens, so that all
-//! of a user's sessions can be ended at once (a role change, an admin's
-//! revocation). One multiplexed connection serves the process.
+//! Sessions: opaque UUID v4 tokens in Redis. Each session is a hash (its
+//! user, when it began and was last used, from where) that expires after
+//! SESSION_IDLE_SECONDS without use and at the latest SESSION_TTL_SECONDS
+//! after login. Per user a set holds their tokens, so that all of a user's
+//! sessions can be listed or ended at once. One multiplexed connection
+//! serves the process.
 //!
 //! Several keys change together, so those changes are Lua scripts, which
 //! Redis runs atomically. (They build key names inside, so this needs a
 //! single Redis, not a Redis Cluster.)
+//!
+//! Tokens never reach a log: where a session must be named, it is by
+//! [`public_id`], a hash that cannot be turned back into the token.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use blake2::{Blake2s256, Digest};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
@@ -25,18 +32,55 @@ pub struct Session {
     pub user_id: i64,
 }
 
+/// What a user may see of one of their sessions: never the token.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: String,
+    /// Unix time in milliseconds.
+    pub created: u64,
+    pub last_seen: u64,
+    pub client_ip: Option<String>,
+}
+
+/// How long sessions live.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// From login, whatever the use.
+    pub absolute: Duration,
+    /// Without a request.
+    pub idle: Duration,
+}
+
 #[derive(Clone)]
 pub struct SessionStore {
     redis: ConnectionManager,
     prefix: String,
-    ttl: Duration,
+    lifetimes: Lifetimes,
     timeout: Duration,
+}
+
+/// A session's name in logs and in `GET /v2/sessions`: 16 hex digits of a
+/// BLAKE2s hash of its token.
+pub fn public_id(token: Uuid) -> String {
+    let digest = Blake2s256::digest(token.as_bytes());
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Unix time in milliseconds: sessions begun within the same second still
+/// sort, and lifetimes end on time.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 impl SessionStore {
     /// Connects lazily: the service starts, and reports not-ready, while Redis
     /// is down, and the manager reconnects by itself when Redis returns.
-    pub fn new(settings: &RedisSettings, ttl: Duration) -> Result<Self, redis::RedisError> {
+    pub fn new(settings: &RedisSettings, lifetimes: Lifetimes) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(settings.url.as_str())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout()))
@@ -48,13 +92,14 @@ impl SessionStore {
         Ok(SessionStore {
             redis: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix: settings.key_prefix.clone(),
-            ttl,
+            lifetimes,
             timeout: settings.timeout(),
         })
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
+    /// How long a new token lives if it is not used.
+    pub fn expires_in(&self) -> Duration {
+        self.lifetimes.idle.min(self.lifetimes.absolute)
     }
 
     fn session_prefix(&self) -> String {
@@ -65,22 +110,32 @@ impl SessionStore {
         format!("{}{}", self.session_prefix(), token.as_hyphenated())
     }
 
-    fn user_key(&self, user_id: i64) -> String {
-        format!("{}user-sessions:{user_id}", self.prefix)
+    fn user_prefix(&self) -> String {
+        format!("{}user-sessions:", self.prefix)
     }
 
-    /// Starts a session for `user_id` under a fresh token. `SET NX` means a
+    fn user_key(&self, user_id: i64) -> String {
+        format!("{}{user_id}", self.user_prefix())
+    }
+
+    /// Starts a session for `user_id` under a fresh token. `HSETNX` means a
     /// token is only ever created here, never adopted from a client.
-    pub async fn create(&self, user_id: i64) -> Result<Session, ApiError> {
+    pub async fn create(
+        &self,
+        user_id: i64,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Session, ApiError> {
         let token = Uuid::new_v4();
-        let ttl = self.ttl.as_secs();
         let mut redis = self.redis.clone();
         let mut call = CREATE.prepare_invoke();
         call.key(self.key(token))
             .key(self.user_key(user_id))
             .arg(user_id)
-            .arg(ttl)
-            .arg(token.as_hyphenated().to_string());
+            .arg(self.expires_in().as_millis() as u64)
+            .arg(token.as_hyphenated().to_string())
+            .arg(now_ms())
+            .arg(client_ip.map(|ip| ip.to_string()).unwrap_or_default())
+            .arg(self.lifetimes.absolute.as_millis() as u64);
         let created: bool = self.bounded(call.invoke_async(&mut redis)).await?;
         if !created {
             // 122 random bits colliding means the RNG is broken: refuse.
@@ -89,11 +144,41 @@ impl SessionStore {
         Ok(Session { token, user_id })
     }
 
-    /// The session for `token`, if it exists and has not expired.
+    /// The session for `token`, if it exists and has not expired; using it
+    /// restarts its idle count (never past its absolute lifetime).
     pub async fn find(&self, token: Uuid) -> Result<Option<Session>, ApiError> {
         let mut redis = self.redis.clone();
-        let user_id: Option<i64> = self.bounded(redis.get(self.key(token))).await?;
+        let mut call = TOUCH.prepare_invoke();
+        call.key(self.key(token))
+            .arg(now_ms())
+            .arg(self.lifetimes.idle.as_millis() as u64)
+            .arg(self.lifetimes.absolute.as_millis() as u64);
+        let user_id: Option<i64> = self.bounded(call.invoke_async(&mut redis)).await?;
         Ok(user_id.map(|user_id| Session { token, user_id }))
+    }
+
+    /// The user's live sessions, oldest first.
+    pub async fn list(&self, user_id: i64) -> Result<Vec<(Uuid, SessionInfo)>, ApiError> {
+        let mut redis = self.redis.clone();
+        let tokens: Vec<String> = self.bounded(redis.smembers(self.user_key(user_id))).await?;
+        let mut sessions = Vec::new();
+        for token in tokens.iter().filter_map(|t| Uuid::try_parse(t).ok()) {
+            let fields: (Option<u64>, Option<u64>, Option<String>) = self
+                .bounded(redis.hmget(self.key(token), &["created", "seen", "ip"]))
+                .await?;
+            if let (Some(created), Some(last_seen), ip) = fields {
+                let client_ip = ip.filter(|ip| !ip.is_empty());
+                let info = SessionInfo {
+                    id: public_id(token),
+                    created,
+                    last_seen,
+                    client_ip,
+                };
+                sessions.push((token, info));
+            }
+        }
+        sessions.sort_by_key(|(_, info)| info.created);
+        Ok(sessions)
     }
 
     /// Ends the session at once.
@@ -101,7 +186,7 @@ impl SessionStore {
         let mut redis = self.redis.clone();
         let mut call = REVOKE.prepare_invoke();
         call.key(self.key(token))
-            .arg(format!("{}user-sessions:", self.prefix))
+            .arg(self.user_prefix())
             .arg(token.as_hyphenated().to_string());
         let _removed: i64 = self.bounded(call.invoke_async(&mut redis)).await?;
         Ok(())
@@ -137,19 +222,44 @@ impl SessionStore {
     }
 }
 
-/// KEYS: the session, the user's set of tokens. ARGV: user id, TTL, token.
-/// The set lives as long as its longest-lived session.
+/// KEYS: the session, the user's set of tokens. ARGV: user id, first TTL,
+/// token, now, client address, absolute lifetime (times in milliseconds).
+/// The set lives as long as the longest a session could.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+        if redis.call('HSETNX', KEYS[1], 'user_id', ARGV[1]) == 0 then
             return 0
         end
+        redis.call('HSET', KEYS[1], 'created', ARGV[4], 'seen', ARGV[4], 'ip', ARGV[5])
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
         redis.call('SADD', KEYS[2], ARGV[3])
-        if redis.call('TTL', KEYS[2]) < tonumber(ARGV[2]) then
-            redis.call('EXPIRE', KEYS[2], ARGV[2])
+        if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[6]) then
+            redis.call('PEXPIRE', KEYS[2], ARGV[6])
         end
         return 1
+        ",
+    )
+});
+
+/// KEYS: the session. ARGV: now, idle timeout, absolute lifetime (all in
+/// milliseconds). Returns the user id, or nil when the session is gone or
+/// past its lifetime.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local found = redis.call('HMGET', KEYS[1], 'user_id', 'created')
+        if not found[1] then
+            return false
+        end
+        local left = tonumber(found[2]) + tonumber(ARGV[3]) - tonumber(ARGV[1])
+        if left <= 0 then
+            redis.call('DEL', KEYS[1])
+            return false
+        end
+        redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+        redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[2]), left))
+        return found[1]
         ",
     )
 });
@@ -158,7 +268,7 @@ static CREATE: LazyLock<Script> = LazyLock::new(|| {
 static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local user_id = redis.call('GET', KEYS[1])
+        local user_id = redis.call('HGET', KEYS[1], 'user_id')
         if not user_id then
             return 0
         end
@@ -198,5 +308,20 @@ impl From<redis::RedisError> for ApiError {
         } else {
             ApiError::internal(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_ids_are_short_stable_and_do_not_contain_the_token() {
+        let token = Uuid::new_v4();
+        let id = public_id(token);
+        assert_eq!(id.len(), 16);
+        assert_eq!(id, public_id(token));
+        assert_ne!(id, public_id(Uuid::new_v4()));
+        assert!(!token.simple().to_string().contains(&id));
     }
 }

@@ -108,7 +108,12 @@ impl Api {
             return Err(ApiError::NotFound(format!("no user with id {}", id.0)));
         }
         let ended = state.sessions.revoke_all(id.0).await?;
-        tracing::info!(admin = admin.0.user_id, user_id = id.0, ended, "sessions ended by an admin");
+        tracing::info!(
+            admin = admin.0.user_id,
+            user_id = id.0,
+            ended,
+            "sessions ended by an admin"
+        );
         Ok(SessionsEnded::Ended)
     }
 }

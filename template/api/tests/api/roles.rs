@@ -24,8 +24,14 @@ fn call_for(method: &str, path: &str, target: i64) -> Option<(Method, String, Op
             (Method::GET, path.to_owned(), None)
         }
         ("get", "/v2/users") => (Method::GET, "/v2/users?q=target".to_owned(), None),
-        ("post", "/setName") => (Method::POST, path.to_owned(), Some(json!({ "name": "Matrix" }))),
+        ("post", "/setName") => (
+            Method::POST,
+            path.to_owned(),
+            Some(json!({ "name": "Matrix" })),
+        ),
         ("post", "/logout") => (Method::POST, path.to_owned(), None),
+        ("get", "/v2/sessions") => (Method::GET, path.to_owned(), None),
+        ("delete", "/v2/sessions") => (Method::DELETE, path.to_owned(), None),
         ("post", "/login") => (
             Method::POST,
             path.to_owned(),
@@ -41,7 +47,11 @@ fn call_for(method: &str, path: &str, target: i64) -> Option<(Method, String, Op
     })
 }
 
-async fn send(app: &TestApp, call: &(Method, String, Option<Value>), token: Option<&str>) -> reqwest::Response {
+async fn send(
+    app: &TestApp,
+    call: &(Method, String, Option<Value>),
+    token: Option<&str>,
+) -> reqwest::Response {
     let (method, path, body) = call;
     let mut request = app.client.request(method.clone(), app.url(path));
     if let Some(token) = token {
@@ -71,14 +81,22 @@ async fn every_operation_answers_401_403_or_2xx_by_role() {
                 .unwrap_or_else(|| panic!("{method} {path} is not in the role matrix"));
             let what = format!("{method} {path} ({access:?})");
             // Fresh tokens each round: logout and role changes end sessions.
-            let (_, user) = app.signed_in_user(&format!("u{}", uuid::Uuid::new_v4().simple())[..20]).await;
-            let (_, admin) = app.signed_in_admin(&format!("a{}", uuid::Uuid::new_v4().simple())[..20]).await;
+            let (_, user) = app
+                .signed_in_user(&format!("u{}", uuid::Uuid::new_v4().simple())[..20])
+                .await;
+            let (_, admin) = app
+                .signed_in_admin(&format!("a{}", uuid::Uuid::new_v4().simple())[..20])
+                .await;
             let bad = uuid::Uuid::new_v4().to_string();
 
             let anonymous = send(&app, &call, None).await;
             let forged = send(&app, &call, Some(&bad)).await;
             if access == Access::Anyone {
-                assert!(anonymous.status().is_success(), "{what}: {}", anonymous.status());
+                assert!(
+                    anonymous.status().is_success(),
+                    "{what}: {}",
+                    anonymous.status()
+                );
                 continue;
             }
             assert_unauthorized(anonymous).await;
@@ -89,10 +107,18 @@ async fn every_operation_answers_401_403_or_2xx_by_role() {
                     assert_eq!(as_user.status(), StatusCode::FORBIDDEN, "{what} as a user");
                     assert_problem(as_user, 403).await;
                 }
-                _ => assert!(as_user.status().is_success(), "{what} as a user: {}", as_user.status()),
+                _ => assert!(
+                    as_user.status().is_success(),
+                    "{what} as a user: {}",
+                    as_user.status()
+                ),
             }
             let as_admin = send(&app, &call, Some(&admin)).await;
-            assert!(as_admin.status().is_success(), "{what} as an admin: {}", as_admin.status());
+            assert!(
+                as_admin.status().is_success(),
+                "{what} as an admin: {}",
+                as_admin.status()
+            );
         }
     }
 }
@@ -169,8 +195,18 @@ async fn unknown_users_and_unknown_roles_are_refused() {
             .send()
     };
 
-    assert_problem(put_role(frank + 1000, json!({ "role": "user" })).await.unwrap(), 404).await;
-    assert_problem(put_role(frank, json!({ "role": "root" })).await.unwrap(), 400).await;
+    assert_problem(
+        put_role(frank + 1000, json!({ "role": "user" }))
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    assert_problem(
+        put_role(frank, json!({ "role": "root" })).await.unwrap(),
+        400,
+    )
+    .await;
     let extra = json!({ "role": "user", "admin": true });
     assert_problem(put_role(frank, extra).await.unwrap(), 400).await;
     let no_one = app

@@ -1,3 +1,7 @@
+use std::time::Duration;
+
+use serde_json::Value;
+
 use crate::helpers::{assert_unauthorized, spawn_app, spawn_app_with, Servers};
 
 #[tokio::test]
@@ -63,4 +67,75 @@ async fn a_session_whose_user_was_deleted_is_refused() {
         .await
         .unwrap();
     assert_unauthorized(app.get_name(&token).await).await;
+}
+
+#[tokio::test]
+async fn use_keeps_a_session_alive_until_its_lifetime_ends() {
+    let limits = ["--session-idle-seconds=2", "--session-ttl-seconds=6"];
+    let app = spawn_app_with(&Servers::shared(), &limits).await;
+    let (_, used) = app.signed_in_user("alice").await;
+    let idle = app.login("alice").await;
+
+    // Used every 1.2 s, it outlives the 2 s idle timeout...
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(app.get_name(&used).await.status(), 200);
+    }
+    // ...while the unused one has ended.
+    assert_unauthorized(app.get_name(&idle).await).await;
+
+    // Nothing outlives the lifetime, however busy.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(app.get_name(&used).await.status(), 200);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let _ = app.get_name(&used).await;
+    }
+    assert_unauthorized(app.get_name(&used).await).await;
+}
+
+#[tokio::test]
+async fn my_sessions_are_listed_without_their_tokens() {
+    let app = spawn_app().await;
+    let (_, laptop) = app.signed_in_user("alice").await;
+    let phone = app.login("alice").await;
+    let (_, other) = app.signed_in_user("bob").await;
+
+    let response = app.get_with_token("/v2/sessions", &phone).await;
+
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for token in [&laptop, &phone, &other] {
+        assert!(!text.contains(token.as_str()), "a token is listed: {text}");
+    }
+    let sessions: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(sessions.len(), 2, "{text}");
+    let current: Vec<bool> = sessions.iter().map(|s| s["current"] == true).collect();
+    assert_eq!(current, [false, true], "oldest first, this one marked");
+    for session in &sessions {
+        assert_eq!(session["id"].as_str().unwrap().len(), 16);
+        assert_eq!(session["client_ip"], "127.0.0.1");
+        assert!(session["last_seen_at"].as_u64() >= session["created_at"].as_u64());
+    }
+}
+
+#[tokio::test]
+async fn logging_out_everywhere_ends_all_my_sessions_and_no_one_elses() {
+    let app = spawn_app().await;
+    let (_, laptop) = app.signed_in_user("alice").await;
+    let phone = app.login("alice").await;
+    let (_, other) = app.signed_in_user("bob").await;
+
+    let response = app
+        .client
+        .delete(app.url("/v2/sessions"))
+        .bearer_auth(&phone)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 204);
+    assert_unauthorized(app.get_name(&laptop).await).await;
+    assert_unauthorized(app.get_name(&phone).await).await;
+    assert_eq!(app.get_name(&other).await.status(), 200);
 }
