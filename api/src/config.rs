@@ -119,6 +119,28 @@ pub struct Settings {
         default_value_t = 3_600
     )]
     pub session_idle_seconds: u64,
+    /// Requests per client address per minute, across all workers; 0 for
+    /// no limit.
+    #[arg(
+        long = "rate-limit-per-minute",
+        env = "RATE_LIMIT_PER_MINUTE",
+        default_value_t = 600
+    )]
+    pub rate_limit_per_minute: u64,
+    /// Failed logins an account may have within LOGIN_FAILURE_WINDOW_SECONDS
+    /// before further attempts get 429, from any address.
+    #[arg(
+        long = "login-max-failures",
+        env = "LOGIN_MAX_FAILURES",
+        default_value_t = 5
+    )]
+    pub login_max_failures: u64,
+    #[arg(
+        long = "login-failure-window-seconds",
+        env = "LOGIN_FAILURE_WINDOW_SECONDS",
+        default_value_t = 900
+    )]
+    pub login_failure_window_seconds: u64,
     /// Password hashes computed at once; extra logins queue. Defaults to the
     /// number of CPUs, since each hash keeps one core busy.
     #[arg(long = "hash-concurrency", env = "HASH_CONCURRENCY")]
@@ -177,6 +199,11 @@ impl Settings {
         if self.session_idle_seconds == 0 {
             return Err("SESSION_IDLE_SECONDS must be at least 1".into());
         }
+        if self.login_max_failures == 0 || self.login_failure_window_seconds == 0 {
+            return Err(
+                "LOGIN_MAX_FAILURES and LOGIN_FAILURE_WINDOW_SECONDS must be at least 1".into(),
+            );
+        }
         if self.environment == Environment::Production {
             let secrets = [
                 ("DATABASE_URL", &self.database.url),
@@ -213,6 +240,15 @@ impl Settings {
             (
                 "SESSION_IDLE_SECONDS",
                 self.session_idle_seconds.to_string(),
+            ),
+            (
+                "RATE_LIMIT_PER_MINUTE",
+                self.rate_limit_per_minute.to_string(),
+            ),
+            ("LOGIN_MAX_FAILURES", self.login_max_failures.to_string()),
+            (
+                "LOGIN_FAILURE_WINDOW_SECONDS",
+                self.login_failure_window_seconds.to_string(),
             ),
             ("HASH_CONCURRENCY", self.hash_concurrency().to_string()),
             ("STATIC_DIR", self.static_dir.display().to_string()),

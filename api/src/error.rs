@@ -55,6 +55,14 @@ pub enum ApiError {
     /// 404: the thing the path names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// 429 with `Retry-After` and `RateLimit-*`: over a rate limit of
+    /// `limit` a window, which resets in `reset` seconds.
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        limit: u64,
+        reset: u64,
+    },
     /// 409: the request conflicts with existing state (a taken username).
     #[error("{0}")]
     Conflict(String),
@@ -81,6 +89,7 @@ impl ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -129,7 +138,15 @@ impl poem::error::ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        problem_response(status, detail)
+        let mut response = problem_response(status, detail);
+        if let ApiError::TooManyRequests { limit, reset, .. } = self {
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from((*reset).max(1)));
+            headers.insert("ratelimit-limit", HeaderValue::from(*limit));
+            headers.insert("ratelimit-remaining", HeaderValue::from(0));
+            headers.insert("ratelimit-reset", HeaderValue::from(*reset));
+        }
+        response
     }
 }
 
@@ -194,6 +211,10 @@ impl ApiResponse for ApiError {
             (403, "Signed in, but the user's role does not allow this."),
             (404, "What the path names does not exist."),
             (409, "The request conflicts with existing state."),
+            (
+                429,
+                "Over a rate limit (per address, or failed logins per account); retry after `Retry-After` seconds.",
+            ),
             (
                 422,
                 "A value breaks the contract (for example an empty or over-long name).",

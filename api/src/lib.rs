@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod password;
+pub mod ratelimit;
 pub mod requests;
 pub mod routes;
 pub mod server;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::error;
+use crate::ratelimit::RequestBudget;
 use crate::requests::RequestContext;
 use crate::routes;
 use crate::state::{AppState, StateError};
@@ -32,8 +33,9 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/static", static_files(&state.settings.static_dir))
-        .data(state)
+        .data(state.clone())
         .catch_all_error(error::render)
+        .with(RequestBudget::new(state.limiter))
         .boxed()
 }
 

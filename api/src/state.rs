@@ -1,12 +1,15 @@
-//! What every request handler shares: pools, the session store, the hasher.
+//! What every request handler shares: pools, the session store, the rate
+//! limiter, the hasher.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
 use crate::config::Settings;
 use crate::db::{self, DbSetupError};
 use crate::password::Passwords;
+use crate::ratelimit::{Limits, RateLimiter};
 use crate::sessions::{Lifetimes, SessionStore};
 
 /// Cheap to clone: every field is a handle onto shared state.
@@ -14,6 +17,7 @@ use crate::sessions::{Lifetimes, SessionStore};
 pub struct AppState {
     pub db: Pool,
     pub sessions: SessionStore,
+    pub limiter: RateLimiter,
     pub passwords: Passwords,
     pub settings: Arc<Settings>,
 }
@@ -29,15 +33,22 @@ pub enum StateError {
 impl AppState {
     /// Connects to nothing yet: both PostgreSQL and Redis are reached lazily.
     pub fn new(settings: Settings) -> Result<Self, StateError> {
+        let lifetimes = Lifetimes {
+            absolute: settings.session_ttl(),
+            idle: settings.session_idle(),
+        };
+        let sessions = SessionStore::new(&settings.redis, lifetimes)?;
+        let limits = Limits {
+            per_minute: settings.rate_limit_per_minute,
+            login_failures: settings.login_max_failures,
+            login_window: Duration::from_secs(settings.login_failure_window_seconds),
+        };
+        // One Redis connection a process, shared by sessions and limits.
+        let limiter = RateLimiter::new(sessions.connection(), &settings.redis, limits);
         Ok(AppState {
             db: db::pool(&settings.database)?,
-            sessions: SessionStore::new(
-                &settings.redis,
-                Lifetimes {
-                    absolute: settings.session_ttl(),
-                    idle: settings.session_idle(),
-                },
-            )?,
+            sessions,
+            limiter,
             passwords: Passwords::new(settings.hash_concurrency()),
             settings: Arc::new(settings),
         })

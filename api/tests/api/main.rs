@@ -11,6 +11,7 @@ mod outages;
 mod platform;
 mod profile;
 mod proxy;
+mod ratelimits;
 mod roles;
 mod schema;
 mod search;

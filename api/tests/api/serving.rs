@@ -11,7 +11,7 @@ use crate::helpers::{eventually, free_port, free_ports, fresh_database, service_
 
 const PATIENCE: Duration = Duration::from_secs(15);
 
-struct Served {
+pub struct Served {
     /// The master, or `unshare` running it as PID 1 of a PID namespace.
     master: Child,
     in_namespace: bool,
@@ -20,12 +20,14 @@ struct Served {
     base: String,
     /// One connection per request, as a proxy without keepalive would do:
     /// a request must never fail because the worker it reached was retired.
-    client: reqwest::Client,
+    pub client: reqwest::Client,
     log: tempfile::NamedTempFile,
+    /// The test's own database, which the service uses.
+    pub database_url: String,
 }
 
 impl Served {
-    async fn start(workers: usize, extra: &[(&str, &str)]) -> Served {
+    pub async fn start(workers: usize, extra: &[(&str, &str)]) -> Served {
         let workers_env = workers.to_string();
         let mut env = vec![("WORKERS", workers_env.as_str())];
         env.extend_from_slice(extra);
@@ -79,6 +81,7 @@ impl Served {
                 .build()
                 .unwrap(),
             log,
+            database_url,
         };
         let up = eventually(PATIENCE, || async {
             served.workers().len() == workers && served.get("/healthz").await == Some(200)
@@ -99,7 +102,7 @@ impl Served {
     }
 
     /// The pid of the worker that answers on `port`.
-    async fn worker_at(&self, port: u16) -> Option<i32> {
+    pub async fn worker_at(&self, port: u16) -> Option<i32> {
         let url = format!("http://127.0.0.1:{port}/__test/pid");
         let response = self.client.get(url).send().await.ok()?;
         response.text().await.ok()?.trim().parse().ok()
@@ -135,7 +138,7 @@ impl Served {
             .collect()
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 

@@ -206,18 +206,30 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Caps every Redis call, including the reconnects the manager does
-    /// underneath it, so an outage is a prompt 503, never a hang.
+    /// The process's Redis connection, for others that keep state there.
+    pub fn connection(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
     async fn bounded<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => Ok(result?),
-            Err(_elapsed) => {
-                tracing::warn!(timeout = ?self.timeout, "session store did not answer in time");
-                Err(ApiError::Unavailable(Dependency::Redis))
-            }
+        bounded(self.timeout, call).await
+    }
+}
+
+/// Caps a Redis call, including the reconnects the manager does underneath
+/// it, so an outage is a prompt 503, never a hang.
+pub async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => Ok(result?),
+        Err(_elapsed) => {
+            tracing::warn!(?timeout, "Redis did not answer in time");
+            Err(ApiError::Unavailable(Dependency::Redis))
         }
     }
 }

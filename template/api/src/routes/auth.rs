@@ -118,7 +118,9 @@ impl Api {
     /// Log in
     ///
     /// Checks the password and starts a new session: every login makes a new
-    /// token. Unknown users and wrong passwords get the same 401.
+    /// token. Unknown users and wrong passwords get the same 401. After
+    /// LOGIN_MAX_FAILURES failures within LOGIN_FAILURE_WINDOW_SECONDS an
+    /// account gets 429 until the window ends, whatever the address.
     #[oai(path = "/login", method = "post")]
     async fn login(
         &self,
@@ -130,6 +132,15 @@ impl Api {
             username: Text(username),
             password: Text(password),
         } = body.0;
+        // An account with too many recent failures is not even checked, so
+        // guessing from many addresses gains nothing.
+        let standing = state.limiter.login_standing(&username).await?;
+        if standing.spent() {
+            tracing::warn!(failures = standing.used, "login refused: account throttled");
+            return Err(
+                standing.refusal("too many failed logins for this account; try again later")
+            );
+        }
         let credentials = {
             let client = state.db.get().await?;
             users::find_credentials(&client, &username).await?
@@ -141,8 +152,12 @@ impl Api {
         let verified = state.passwords.verify(password, stored_hash).await?;
         let user_id = match (verified, user_id) {
             (true, Some(user_id)) => user_id,
-            _ => return Err(ApiError::InvalidCredentials),
+            _ => {
+                state.limiter.login_failed(&username).await?;
+                return Err(ApiError::InvalidCredentials);
+            }
         };
+        state.limiter.login_succeeded(&username).await?;
         let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
         let session = state.sessions.create(user_id, client_ip).await?;
         let session_id = public_id(session.token);

@@ -1,0 +1,248 @@
+//! Rate limits, kept in Redis so that every worker and every replica shares
+//! them: a request budget per client address (fixed one-minute windows), and
+//! a failed-login throttle per account, whatever address the attempts come
+//! from.
+//!
+//! Answers carry `RateLimit-Limit`, `RateLimit-Remaining` and
+//! `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers); over a limit,
+//! 429 with `Retry-After`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use poem::http::HeaderValue;
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::config::RedisSettings;
+use crate::error::ApiError;
+use crate::requests::ClientIp;
+use crate::sessions::bounded;
+
+/// Where a client stands against a limit in the current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub limit: u64,
+    /// Counted so far in this window.
+    pub used: u64,
+    /// Seconds until the window resets.
+    pub reset: u64,
+}
+
+impl Standing {
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+
+    /// Past the limit: the request just counted is one too many.
+    pub fn over(&self) -> bool {
+        self.used > self.limit
+    }
+
+    /// Nothing left: the next one would be one too many.
+    pub fn spent(&self) -> bool {
+        self.used >= self.limit
+    }
+
+    fn headers(&self, response: &mut Response) {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("ratelimit-limit", self.limit),
+            ("ratelimit-remaining", self.remaining()),
+            ("ratelimit-reset", self.reset),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+    }
+
+    /// The 429 for a client over the limit.
+    pub fn refusal(&self, detail: &str) -> ApiError {
+        ApiError::TooManyRequests {
+            detail: detail.to_owned(),
+            limit: self.limit,
+            reset: self.reset,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests per client address per minute; 0 turns the budget off.
+    pub per_minute: u64,
+    /// Failed logins per account within `login_window`.
+    pub login_failures: u64,
+    pub login_window: Duration,
+}
+
+#[derive(Clone)]
+pub struct RateLimiter {
+    redis: ConnectionManager,
+    prefix: String,
+    limits: Limits,
+    timeout: Duration,
+}
+
+impl RateLimiter {
+    pub fn new(redis: ConnectionManager, settings: &RedisSettings, limits: Limits) -> RateLimiter {
+        RateLimiter {
+            redis,
+            prefix: settings.key_prefix.clone(),
+            limits,
+            timeout: settings.timeout(),
+        }
+    }
+
+    /// Counts one request from `ip` against its budget.
+    pub async fn request(&self, ip: IpAddr) -> Result<Standing, ApiError> {
+        let key = format!("{}rate:ip:{ip}", self.prefix);
+        let window = Duration::from_secs(60);
+        self.count(&key, self.limits.per_minute, window, 1).await
+    }
+
+    /// Where `username` stands after its failed logins so far (none added).
+    pub async fn login_standing(&self, username: &str) -> Result<Standing, ApiError> {
+        let key = self.login_key(username);
+        let limits = self.limits;
+        self.count(&key, limits.login_failures, limits.login_window, 0)
+            .await
+    }
+
+    /// Counts a failed login for `username`.
+    pub async fn login_failed(&self, username: &str) -> Result<Standing, ApiError> {
+        let key = self.login_key(username);
+        let limits = self.limits;
+        self.count(&key, limits.login_failures, limits.login_window, 1)
+            .await
+    }
+
+    /// A successful login clears the account's failures.
+    pub async fn login_succeeded(&self, username: &str) -> Result<(), ApiError> {
+        let mut redis = self.redis.clone();
+        let key = self.login_key(username);
+        let _: i64 = bounded(
+            self.timeout,
+            redis::cmd("DEL").arg(key).query_async(&mut redis),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub fn budget_enabled(&self) -> bool {
+        self.limits.per_minute > 0
+    }
+
+    fn login_key(&self, username: &str) -> String {
+        format!("{}rate:login:{}", self.prefix, username.to_lowercase())
+    }
+
+    /// Adds `add` to the window's counter (created with the window's
+    /// length) and says where the client stands.
+    async fn count(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+        add: u64,
+    ) -> Result<Standing, ApiError> {
+        let mut redis = self.redis.clone();
+        let mut call = COUNT.prepare_invoke();
+        call.key(key).arg(add).arg(window.as_millis() as u64);
+        let (count, ttl_ms): (u64, i64) =
+            bounded(self.timeout, call.invoke_async(&mut redis)).await?;
+        let reset = u64::try_from(ttl_ms).unwrap_or(0).div_ceil(1000);
+        Ok(Standing {
+            limit,
+            used: count,
+            reset,
+        })
+    }
+}
+
+/// KEYS: the counter. ARGV: how much to add, the window in milliseconds.
+/// Returns the count and the milliseconds left in the window.
+static COUNT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+        local count
+        if tonumber(ARGV[1]) > 0 then
+            count = redis.call('INCRBY', KEYS[1], ARGV[1])
+            if redis.call('PTTL', KEYS[1]) < 0 then
+                redis.call('PEXPIRE', KEYS[1], ARGV[2])
+            end
+        else
+            count = tonumber(redis.call('GET', KEYS[1]) or '0')
+        end
+        local ttl = redis.call('PTTL', KEYS[1])
+        if ttl < 0 then
+            ttl = 0
+        end
+        return {count, ttl}
+        ",
+    )
+});
+
+/// Middleware: the per-address budget on every request but the probes. If
+/// Redis is away the request goes on (the budget is a brake, not a lock;
+/// what needs Redis answers 503 by itself) and the outage is logged.
+pub struct RequestBudget {
+    limiter: RateLimiter,
+}
+
+impl RequestBudget {
+    pub fn new(limiter: RateLimiter) -> Self {
+        RequestBudget { limiter }
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for RequestBudget {
+    type Output = RequestBudgetEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RequestBudgetEndpoint {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+pub struct RequestBudgetEndpoint<E> {
+    inner: E,
+    limiter: RateLimiter,
+}
+
+impl<E: Endpoint> Endpoint for RequestBudgetEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, request: Request) -> poem::Result<Response> {
+        let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+        let ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
+        let standing = match ip {
+            Some(ip) if self.limiter.budget_enabled() && !probe => {
+                match self.limiter.request(ip).await {
+                    Ok(standing) => Some(standing),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "rate limit not checked");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut response = match standing {
+            Some(standing) if standing.over() => {
+                let refusal = standing.refusal("too many requests from this address");
+                return Ok(refusal.into_response());
+            }
+            _ => self.inner.call(request).await?.into_response(),
+        };
+        // A tighter limit the handler answered with (the login throttle)
+        // keeps its own headers.
+        if let Some(standing) =
+            standing.filter(|_| !response.headers().contains_key("ratelimit-limit"))
+        {
+            standing.headers(&mut response);
+        }
+        Ok(response)
+    }
+}
