@@ -145,6 +145,20 @@ pub struct Settings {
     /// number of CPUs, since each hash keeps one core busy.
     #[arg(long = "hash-concurrency", env = "HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+    /// Largest request body the service reads; past it, 413.
+    #[arg(
+        long = "max-body-bytes",
+        env = "MAX_BODY_BYTES",
+        default_value_t = 1_048_576
+    )]
+    pub max_body_bytes: usize,
+    /// Largest total of request header names and values; past it, 431.
+    #[arg(
+        long = "max-header-bytes",
+        env = "MAX_HEADER_BYTES",
+        default_value_t = 16_384
+    )]
+    pub max_header_bytes: usize,
     /// Directory served under /static.
     #[arg(long = "static-dir", env = "STATIC_DIR", default_value = "static")]
     pub static_dir: PathBuf,
@@ -251,6 +265,8 @@ impl Settings {
                 self.login_failure_window_seconds.to_string(),
             ),
             ("HASH_CONCURRENCY", self.hash_concurrency().to_string()),
+            ("MAX_BODY_BYTES", self.max_body_bytes.to_string()),
+            ("MAX_HEADER_BYTES", self.max_header_bytes.to_string()),
             ("STATIC_DIR", self.static_dir.display().to_string()),
             (
                 "TRUSTED_PROXIES",

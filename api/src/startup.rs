@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::error;
 use crate::ratelimit::RequestBudget;
-use crate::requests::RequestContext;
+use crate::requests::{RequestContext, SizeLimits};
 use crate::routes;
 use crate::state::{AppState, StateError};
 
@@ -33,6 +33,10 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/static", static_files(&state.settings.static_dir))
+        .with(SizeLimits {
+            max_body_bytes: state.settings.max_body_bytes,
+            max_header_bytes: state.settings.max_header_bytes,
+        })
         .data(state.clone())
         .catch_all_error(error::render)
         .with(RequestBudget::new(state.limiter))

@@ -1,13 +1,15 @@
 //! What the service knows about each request beyond its route: who sent it
 //! ([`ClientIp`]), which request it is ([`RequestId`]), and the one
-//! access-log line written when it is answered.
+//! access-log line written when it is answered; and how much it may send
+//! ([`SizeLimits`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ipnet::IpNet;
-use poem::http::HeaderValue;
+use poem::error::ReadBodyError;
+use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -131,6 +133,79 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         .instrument(span)
         .await
     }
+}
+
+/// Middleware: caps what a request may send, whatever its headers claim.
+/// Headers past `max_header_bytes` in all get 431; a body is read up to
+/// `max_body_bytes` and no further (a chunked body, or a `Content-Length`
+/// that lies, included) and past it gets 413. nginx has the same body limit
+/// in front; this one holds when the service is reached directly.
+pub struct SizeLimits {
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+}
+
+impl<E: Endpoint> Middleware<E> for SizeLimits {
+    type Output = SizeLimitsEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        SizeLimitsEndpoint {
+            inner,
+            max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
+}
+
+pub struct SizeLimitsEndpoint<E> {
+    inner: E,
+    max_body_bytes: usize,
+    max_header_bytes: usize,
+}
+
+impl<E: Endpoint> Endpoint for SizeLimitsEndpoint<E> {
+    type Output = E::Output;
+
+    async fn call(&self, mut request: Request) -> poem::Result<Self::Output> {
+        let header_bytes: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if header_bytes > self.max_header_bytes {
+            return Err(poem::Error::from_string(
+                format!(
+                    "the request headers are over {} bytes",
+                    self.max_header_bytes
+                ),
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ));
+        }
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > self.max_body_bytes) {
+            return Err(body_too_large(self.max_body_bytes));
+        }
+        let body = request
+            .take_body()
+            .into_bytes_limit(self.max_body_bytes)
+            .await
+            .map_err(|err| match err {
+                ReadBodyError::PayloadTooLarge => body_too_large(self.max_body_bytes),
+                other => other.into(),
+            })?;
+        request.set_body(body);
+        self.inner.call(request).await
+    }
+}
+
+fn body_too_large(limit: usize) -> poem::Error {
+    poem::Error::from_string(
+        format!("the request body is over {limit} bytes"),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
 }
 
 #[cfg(test)]
