@@ -418,6 +418,26 @@ impl DedicatedServices {
     pub fn stop_redis(&self) {
         services_script(&["redis-stop", &self.path("redis")]);
     }
+
+    /// Freezes Redis (SIGSTOP): its port still accepts, nothing answers.
+    pub fn pause_redis(&self) {
+        self.signal_redis(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn resume_redis(&self) {
+        self.signal_redis(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal_redis(&self, signal: nix::sys::signal::Signal) {
+        let pidfile = self.dir.path().join("redis/redis.pid");
+        let pid: i32 = std::fs::read_to_string(pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(pid > 0, "bad Redis pid {pid}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    }
 }
 
 impl Drop for DedicatedServices {

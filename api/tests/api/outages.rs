@@ -51,6 +51,30 @@ async fn redis_outage_is_a_prompt_503_and_the_service_recovers() {
 }
 
 #[tokio::test]
+async fn a_frozen_redis_is_a_prompt_503_never_a_pass_and_the_service_recovers() {
+    let services = DedicatedServices::start();
+    let app = spawn_app_with(&services.servers(), &[]).await;
+    let (_, token) = app.signed_in_user("alice").await;
+
+    services.pause_redis();
+
+    for _ in 0..3 {
+        let response = promptly("getName", app.get_name(&token)).await;
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_problem(response, 503).await;
+    }
+    let search = promptly("search", app.get_with_token("/v2/users?q=alice", &token)).await;
+    assert_problem(search, 503).await;
+
+    services.resume_redis();
+
+    assert!(
+        recovers(&app, &token).await,
+        "no recovery after Redis woke up"
+    );
+}
+
+#[tokio::test]
 async fn postgres_outage_is_a_prompt_503_and_the_service_recovers() {
     let services = DedicatedServices::start();
     let app = spawn_app_with(&services.servers(), &[]).await;

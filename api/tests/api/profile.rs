@@ -85,3 +85,41 @@ async fn each_user_sees_only_their_own_name() {
     let bobs: Value = app.get_name(&bob).await.json().await.unwrap();
     assert_eq!(bobs["name"], "bob");
 }
+
+#[tokio::test]
+async fn concurrent_set_names_each_store_their_own_value_and_leave_the_row_consistent() {
+    let app = spawn_app().await;
+    let (id, token) = app.signed_in_user("alice").await;
+    let names: Vec<String> = (0..20).map(|i| format!("Writer {i}")).collect();
+
+    let mut writers = tokio::task::JoinSet::new();
+    for name in names.clone() {
+        let request = app
+            .client
+            .post(app.url("/setName"))
+            .bearer_auth(&token)
+            .json(&json!({ "name": name }));
+        writers.spawn(async move { (name, request.send().await.unwrap()) });
+    }
+    // Each write is one atomic UPDATE ... RETURNING: each writer sees its
+    // own value stored, none another's.
+    for (name, response) in writers.join_all().await {
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["name"], name.as_str());
+    }
+
+    let last: Value = app.get_name(&token).await.json().await.unwrap();
+    let last = last["name"].as_str().unwrap().to_owned();
+    assert!(names.contains(&last), "{last}");
+    let client = app.db.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT name, updated_at >= created_at FROM users WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), last);
+    assert!(row.get::<_, bool>(1));
+}
