@@ -2,7 +2,9 @@
 //! or the framework's, becomes an RFC 9457 problem document.
 
 use poem::http::{header, HeaderValue, StatusCode};
-use poem::{Body, IntoResponse, Response};
+use std::sync::Arc;
+
+use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{ApiResponse, Object};
@@ -177,6 +179,87 @@ pub fn problem_response(status: StatusCode, detail: impl Into<String>) -> Respon
     response
 }
 
+/// The methods each documented path answers, for the `Allow` header that
+/// RFC 9110 requires on a 405. Built once from the OpenAPI document, so it
+/// cannot drift from the routes.
+#[derive(Clone, Default)]
+pub struct AllowedMethods {
+    /// Path segments (`{param}` matching any one) and their methods.
+    paths: Arc<Vec<(Vec<String>, String)>>,
+}
+
+impl AllowedMethods {
+    pub fn from_spec(spec: &str) -> Self {
+        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let Some(paths) = spec["paths"].as_object() else {
+            return AllowedMethods::default();
+        };
+        let paths = paths
+            .iter()
+            .map(|(path, operations)| {
+                let segments = path.split('/').map(str::to_owned).collect();
+                let methods: Vec<String> = operations
+                    .as_object()
+                    .map(|ops| ops.keys().map(|method| method.to_uppercase()).collect())
+                    .unwrap_or_default();
+                (segments, methods.join(", "))
+            })
+            .collect();
+        AllowedMethods {
+            paths: Arc::new(paths),
+        }
+    }
+
+    fn for_path(&self, path: &str) -> Option<&str> {
+        let parts: Vec<&str> = path.split('/').collect();
+        self.paths
+            .iter()
+            .find(|(segments, _)| {
+                segments.len() == parts.len()
+                    && segments.iter().zip(&parts).all(|(segment, part)| {
+                        segment == part || (segment.starts_with('{') && segment.ends_with('}'))
+                    })
+            })
+            .map(|(_, methods)| methods.as_str())
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for AllowedMethods {
+    type Output = AllowOn405<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        AllowOn405 {
+            inner,
+            allowed: self.clone(),
+        }
+    }
+}
+
+/// Adds `Allow` to 405 answers.
+pub struct AllowOn405<E> {
+    inner: E,
+    allowed: AllowedMethods,
+}
+
+impl<E: Endpoint> Endpoint for AllowOn405<E> {
+    type Output = Response;
+
+    async fn call(&self, request: Request) -> poem::Result<Response> {
+        let path = request.uri().path().to_owned();
+        let mut response = self.inner.call(request).await?.into_response();
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            if let Some(value) = self
+                .allowed
+                .for_path(&path)
+                .and_then(|methods| HeaderValue::from_str(methods).ok())
+            {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+        }
+        Ok(response)
+    }
+}
+
 /// Turns any error that reached the top of the app (our `ApiError`, poem's
 /// 404/405, body parse failures, a missing `Authorization` header) into a
 /// problem document. Installed once with `catch_all_error`.
@@ -219,6 +302,9 @@ impl ApiResponse for ApiError {
                 422,
                 "A value breaks the contract (for example an empty or over-long name).",
             ),
+            (413, "The body is larger than the service accepts."),
+            (415, "The body is not `application/json`."),
+            (431, "The headers are larger than the service accepts."),
             (
                 500,
                 "An unexpected failure; details are in the server log only.",

@@ -13,11 +13,11 @@ use poem::http::uri::Scheme;
 use poem::http::Method;
 use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, TcpAcceptor, TcpListener};
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Endpoint, EndpointExt, Request, Route, Server};
+use poem::{Endpoint, EndpointExt, Request, Response, Route, Server};
 use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::error;
+use crate::error::{self, AllowedMethods};
 use crate::ratelimit::RequestBudget;
 use crate::requests::{RequestContext, SizeLimits};
 use crate::routes;
@@ -26,8 +26,14 @@ use crate::state::{AppState, StateError};
 /// Every route of the service, with problem documents for every error.
 pub fn app(state: AppState) -> BoxEndpoint<'static> {
     let api = routes::api();
-    let spec = api.spec_endpoint();
+    let document = routes::openapi::document(&api.spec());
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(document.clone())
+    });
     let docs = api.swagger_ui();
+    let allowed = AllowedMethods::from_spec(&api.spec());
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
@@ -39,6 +45,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         })
         .data(state.clone())
         .catch_all_error(error::render)
+        .with(allowed)
         .with(RequestBudget::new(state.limiter))
         .boxed()
 }

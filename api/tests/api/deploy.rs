@@ -16,7 +16,7 @@ use crate::cli::{cli_in, text};
 use crate::helpers::repo_root;
 use crate::proxy::env_file;
 
-fn tool(name: &str) -> PathBuf {
+pub fn tool(name: &str) -> PathBuf {
     let Ok(dir) = std::env::var("DEPLOY_TOOLS") else {
         panic!("DEPLOY_TOOLS is not set: run the tests with `make test` (scripts/test.sh), which installs the checkers")
     };

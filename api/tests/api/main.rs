@@ -2,6 +2,7 @@
 //! One test binary, so the crate is linked once; one module per area.
 
 mod cli;
+mod contract;
 mod deploy;
 mod errors;
 mod hello;

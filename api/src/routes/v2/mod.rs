@@ -41,15 +41,15 @@ impl Api {
         /// Who to greet.
         #[oai(validator(min_length = 1, max_length = 100))]
         name: Query<Option<String>>,
-    ) -> Json<Hello> {
+    ) -> Result<Json<Hello>, ApiError> {
         let who = name.0.as_deref().unwrap_or("world");
-        Json(Hello {
+        Ok(Json(Hello {
             version: "v2".into(),
             greeting: Greeting {
                 text: format!("Hello, {who}!"),
                 language: "en".into(),
             },
-        })
+        }))
     }
 
     /// Search users
@@ -62,7 +62,7 @@ impl Api {
         state: Data<&AppState>,
         _admin: AdminAuth,
         /// Text to look for; at least 3 characters (trigram search).
-        #[oai(validator(min_length = 3, max_length = 100))]
+        #[oai(validator(min_length = 3, max_length = 100, pattern = r"^[^\x00-\x1F\x7F]*$"))]
         q: Query<String>,
         /// Page size, 1 to 100.
         #[oai(
@@ -71,7 +71,7 @@ impl Api {
         )]
         limit: Query<u32>,
         /// `next_cursor` from the previous page.
-        #[oai(validator(max_length = 64))]
+        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1F\x7F]*$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<users::UserPage>, ApiError> {
         users::search(&state, &q.0, limit.0, cursor.0.as_deref())

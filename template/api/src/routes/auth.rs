@@ -56,9 +56,10 @@ async fn authenticate(req: &Request, bearer: Bearer) -> poem::Result<Session> {
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Case-insensitive.
-    #[oai(validator(min_length = 1, max_length = 64))]
+    #[oai(validator(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F]*$"))]
     pub username: Text,
     #[oai(validator(min_length = 1, max_length = 1024))]
     pub password: Text,

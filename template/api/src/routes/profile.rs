@@ -16,7 +16,13 @@ pub const NAME_MAX_CHARS: usize = 100;
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct SetNameRequest {
-    /// Trimmed; then 1 to 100 characters, no control characters.
+    /// 1 to 100 characters, at least one of them not whitespace, none a
+    /// control character; stored trimmed.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     pub name: Text,
 }
 

@@ -17,6 +17,7 @@ pub struct UserSummary {
 pub struct UserPage {
     pub items: Vec<UserSummary>,
     /// Present when more results follow.
+    #[oai(skip_serializing_if_is_none)]
     pub next_cursor: Option<String>,
 }
 
