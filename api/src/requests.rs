@@ -246,6 +246,31 @@ mod tests {
         assert_eq!(client, ip("192.0.2.1"));
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends as X-Request-ID, what is kept (and so
+        /// logged and echoed) is short and plain, or nothing.
+        #[test]
+        fn kept_request_ids_are_always_plain(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(value) = HeaderValue::from_bytes(&raw) {
+                if let Some(id) = usable_request_id(&value) {
+                    proptest::prop_assert!(!id.is_empty() && id.len() <= 128);
+                    proptest::prop_assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+                }
+            }
+        }
+
+        /// An untrusted peer is taken at its own address, whatever header
+        /// it sends.
+        #[test]
+        fn untrusted_peers_cannot_name_another_client(peer in proptest::num::u32::ANY, header in ".{0,64}") {
+            let peer = IpAddr::from(std::net::Ipv4Addr::from(peer));
+            let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+            proptest::prop_assume!(!trusted[0].contains(&peer));
+            let value = HeaderValue::from_str(&header).ok();
+            proptest::prop_assert_eq!(resolve(peer, value.as_ref(), &trusted), peer);
+        }
+    }
+
     #[test]
     fn only_plain_short_request_ids_are_kept() {
         let id = |text: &str| usable_request_id(&HeaderValue::from_str(text).unwrap());

@@ -90,7 +90,52 @@ impl Api {
 
 #[cfg(test)]
 mod tests {
+    use poem_openapi::types::ParseFromJSON;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
     use super::*;
+
+    /// Any JSON value at all.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::hash_map(".{0,8}", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Hostile bodies are refused or accepted, never a panic; and a name
+        /// that gets through is one the rules allow.
+        #[test]
+        fn any_json_body_parses_or_is_refused_and_accepted_names_obey_the_rules(body in json()) {
+            if let Ok(request) = SetNameRequest::parse_from_json(Some(body)) {
+                if let Ok(name) = normalize_name(&request.name.0) {
+                    let chars = name.chars().count();
+                    prop_assert!((1..=NAME_MAX_CHARS).contains(&chars));
+                    prop_assert!(!name.chars().any(char::is_control));
+                    prop_assert_eq!(name.trim(), name.as_str());
+                }
+            }
+        }
+
+        #[test]
+        fn normalize_name_never_panics_and_keeps_its_promises(raw in "\\PC{0,120}|.{0,120}") {
+            if let Ok(name) = normalize_name(&raw) {
+                prop_assert!((1..=NAME_MAX_CHARS).contains(&name.chars().count()));
+                prop_assert!(!name.chars().any(char::is_control));
+            }
+        }
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {
