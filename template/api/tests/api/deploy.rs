@@ -388,3 +388,32 @@ fn production_refuses_the_placeholders_of_dot_env_prod() {
     assert!(accepted.status.success(), "{}", text(&accepted.stderr));
     assert!(text(&accepted.stdout).contains("ENVIRONMENT=production"));
 }
+
+#[test]
+fn the_security_document_names_only_tests_that_exist() {
+    let document = std::fs::read_to_string(repo_root().join("docs/security.md")).unwrap();
+    let sources: String = ["api/tests/api", "api/src", "api/src/routes"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(repo_root().join(dir)).unwrap())
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+        .collect();
+    let mut named = 0;
+    for reference in document.split('`').skip(1).step_by(2) {
+        let Some((_, name)) = reference.rsplit_once("::") else {
+            continue;
+        };
+        if name == "*"
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            continue;
+        }
+        assert!(
+            sources.contains(&format!("fn {name}(")),
+            "docs/security.md names `{reference}`, which does not exist"
+        );
+        named += 1;
+    }
+    assert!(named >= 10, "only {named} tests named");
+}
