@@ -54,6 +54,9 @@ pub enum ApiError {
     /// 403: signed in, but the user's role does not allow this.
     #[error("this needs the admin role")]
     Forbidden,
+    /// 403: a password change whose current password is wrong.
+    #[error("the current password is wrong")]
+    WrongPassword,
     /// 404: the thing the path names does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -88,7 +91,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::WrongPassword => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -291,7 +294,10 @@ impl ApiResponse for ApiError {
                 401,
                 "Missing, malformed, unknown, expired or logged-out bearer token; or failed login.",
             ),
-            (403, "Signed in, but the user's role does not allow this."),
+            (
+                403,
+                "Signed in, but the role does not allow this; or a wrong current password.",
+            ),
             (404, "What the path names does not exist."),
             (409, "The request conflicts with existing state."),
             (

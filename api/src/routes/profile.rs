@@ -1,8 +1,9 @@
-//! `GET /getName` and `POST /setName`: the signed-in user's display name.
+//! The signed-in user's own account: `GET /getName` and `POST /setName`
+//! (the display name), `POST /v2/password`.
 
 use poem::web::Data;
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::auth::BearerAuth;
 use super::text::Text;
@@ -29,6 +30,24 @@ pub struct SetNameRequest {
 #[derive(Debug, Object)]
 pub struct NameResponse {
     pub name: String,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    #[oai(validator(min_length = 1, max_length = 1024))]
+    pub current_password: Text,
+    /// 8 to 1024 characters.
+    #[oai(validator(min_length = 8, max_length = 1024))]
+    pub new_password: Text,
+}
+
+#[derive(ApiResponse)]
+pub enum PasswordChanged {
+    /// Changed. Every session of the user has ended, this one included:
+    /// log in again with the new password.
+    #[oai(status = 204)]
+    Changed,
 }
 
 /// Trims `raw` and checks it against the name rules.
@@ -85,6 +104,51 @@ impl Api {
             .await?
             .ok_or(ApiError::Unauthenticated)?;
         Ok(Json(NameResponse { name }))
+    }
+
+    /// Change my password
+    ///
+    /// Needs the current password; a wrong one counts as a failed login.
+    /// Ends all of the user's sessions, so a stolen token dies with the old
+    /// password.
+    #[oai(path = "/v2/password", method = "post")]
+    async fn change_password(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        body: Json<ChangePasswordRequest>,
+    ) -> Result<PasswordChanged, ApiError> {
+        let ChangePasswordRequest {
+            current_password: Text(current),
+            new_password: Text(new),
+        } = body.0;
+        let user_id = auth.0.user_id;
+        let (username, stored) = {
+            let client = state.db.get().await?;
+            users::get_credentials_by_id(&client, user_id)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?
+        };
+        let standing = state.limiter.login_standing(&username).await?;
+        if standing.spent() {
+            return Err(
+                standing.refusal("too many failed attempts for this account; try again later")
+            );
+        }
+        if !state.passwords.verify(current, Some(stored)).await? {
+            state.limiter.login_failed(&username).await?;
+            return Err(ApiError::WrongPassword);
+        }
+        let hash = state.passwords.hash(new).await?;
+        {
+            let client = state.db.get().await?;
+            if !users::set_password_hash(&client, user_id, &hash).await? {
+                return Err(ApiError::Unauthenticated);
+            }
+        }
+        let ended = state.sessions.revoke_all(user_id).await?;
+        tracing::info!(user_id, ended, "password changed; sessions ended");
+        Ok(PasswordChanged::Changed)
     }
 }
 

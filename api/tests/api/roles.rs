@@ -31,6 +31,14 @@ fn call_for(method: &str, path: &str, target: i64) -> Option<(Method, String, Op
         ),
         ("post", "/logout") => (Method::POST, path.to_owned(), None),
         ("get", "/v2/sessions") => (Method::GET, path.to_owned(), None),
+        ("post", "/v2/password") => (
+            Method::POST,
+            path.to_owned(),
+            Some(json!({
+                "current_password": crate::helpers::PASSWORD,
+                "new_password": "a new password",
+            })),
+        ),
         ("delete", "/v2/sessions") => (Method::DELETE, path.to_owned(), None),
         ("post", "/login") => (
             Method::POST,

@@ -108,6 +108,31 @@ pub async fn set_name(
     Ok(row.map(|row| row.get(0)))
 }
 
+/// The user's username and password hash; `None` when the user no longer
+/// exists.
+pub async fn get_credentials_by_id(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<Option<(String, String)>, ApiError> {
+    let statement = client
+        .prepare_cached("SELECT username, password_hash FROM users WHERE id = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+/// Replaces the password hash; `false` when the user no longer exists.
+pub async fn set_password_hash(
+    client: &impl GenericClient,
+    id: i64,
+    hash: &str,
+) -> Result<bool, ApiError> {
+    let statement = client
+        .prepare_cached("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+        .await?;
+    Ok(client.execute(&statement, &[&id, &hash]).await? == 1)
+}
+
 /// The user's role (`user` or `admin`); `None` when the user no longer exists.
 pub async fn get_role(client: &impl GenericClient, id: i64) -> Result<Option<String>, ApiError> {
     let statement = client

@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, assert_unauthorized, spawn_app, TestApp, PASSWORD};
 
 #[tokio::test]
 async fn get_name_starts_as_the_username() {
@@ -122,4 +122,49 @@ async fn concurrent_set_names_each_store_their_own_value_and_leave_the_row_consi
         .unwrap();
     assert_eq!(row.get::<_, String>(0), last);
     assert!(row.get::<_, bool>(1));
+}
+
+async fn change_password(
+    app: &TestApp,
+    token: &str,
+    current: &str,
+    new: &str,
+) -> reqwest::Response {
+    app.client
+        .post(app.url("/v2/password"))
+        .bearer_auth(token)
+        .json(&json!({ "current_password": current, "new_password": new }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_password_change_ends_every_session_and_only_the_new_password_works() {
+    let app = spawn_app().await;
+    let (_, laptop) = app.signed_in_user("alice").await;
+    let phone = app.login("alice").await;
+
+    let changed = change_password(&app, &phone, PASSWORD, "a much better password").await;
+
+    assert_eq!(changed.status(), 204);
+    assert_unauthorized(app.get_name(&laptop).await).await;
+    assert_unauthorized(app.get_name(&phone).await).await;
+    assert_eq!(app.post_login("alice", PASSWORD).await.status(), 401);
+    let again = app.post_login("alice", "a much better password").await;
+    assert_eq!(again.status(), 200);
+}
+
+#[tokio::test]
+async fn a_wrong_current_password_changes_nothing() {
+    let app = spawn_app().await;
+    let (_, token) = app.signed_in_user("alice").await;
+
+    let refused = change_password(&app, &token, "not my password", "a much better password").await;
+
+    assert_problem(refused, 403).await;
+    assert_eq!(app.get_name(&token).await.status(), 200);
+    assert_eq!(app.post_login("alice", PASSWORD).await.status(), 200);
+    let short = change_password(&app, &token, PASSWORD, "short").await;
+    assert_problem(short, 400).await;
 }
