@@ -17,7 +17,7 @@ pub struct Served {
     in_namespace: bool,
     /// BIND's port, shared by every worker.
     port: u16,
-    base: String,
+    pub base: String,
     /// One connection per request, as a proxy without keepalive would do:
     /// a request must never fail because the worker it reached was retired.
     pub client: reqwest::Client,

@@ -139,3 +139,64 @@ async fn logging_out_everywhere_ends_all_my_sessions_and_no_one_elses() {
     assert_unauthorized(app.get_name(&phone).await).await;
     assert_eq!(app.get_name(&other).await.status(), 200);
 }
+
+#[tokio::test]
+async fn tokens_never_reach_the_log_only_their_public_ids() {
+    let served = crate::serving::Served::start(1, &[("RUST_LOG", "debug")]).await;
+    let pool = app::db::pool(&app::config::DatabaseSettings {
+        url: served.database_url.clone(),
+        pool_size: 1,
+        timeout_ms: 2000,
+    })
+    .unwrap();
+    let hash = app::password::hash_blocking(crate::helpers::PASSWORD).unwrap();
+    let user = app::db::users::NewUser {
+        username: "alice",
+        name: "Alice",
+        password_hash: &hash,
+        admin: false,
+    };
+    app::db::users::insert(&pool.get().await.unwrap(), &user)
+        .await
+        .unwrap();
+    let base = &served.base;
+    let login: Value = served
+        .client
+        .post(format!("{base}/login"))
+        .json(&serde_json::json!({ "username": "alice", "password": crate::helpers::PASSWORD }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    for path in ["/getName", "/v2/sessions"] {
+        let response = served
+            .client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let logout = served
+        .client
+        .post(format!("{base}/logout"))
+        .bearer_auth(&token);
+    assert_eq!(logout.send().await.unwrap().status(), 204);
+
+    let log = served.log();
+    let uuid = uuid::Uuid::parse_str(&token).unwrap();
+    assert!(!log.contains(&token), "the token is in the log");
+    assert!(
+        !log.contains(&uuid.simple().to_string()),
+        "the token is in the log"
+    );
+    let public = app::sessions::public_id(uuid);
+    assert!(
+        log.contains(&public),
+        "the session's public id is not logged:\n{log}"
+    );
+}
