@@ -2,7 +2,6 @@
 //! request budget per client address, and a failed-login throttle per
 //! account from any address.
 
-use app::db::users::{self, NewUser};
 use reqwest::{Response, StatusCode};
 use serde_json::json;
 
@@ -67,18 +66,8 @@ async fn failed_logins_throttle_the_account_across_workers_and_addresses() {
         ],
     )
     .await;
-    let pool = app::db::pool(&served_database(&served.database_url)).unwrap();
-    let client = pool.get().await.unwrap();
-    let hash = app::password::hash_blocking(PASSWORD).unwrap();
-    for username in ["victim", "bystander"] {
-        let user = NewUser {
-            username,
-            name: username,
-            password_hash: &hash,
-            admin: false,
-        };
-        users::insert(&client, &user).await.unwrap();
-    }
+    served.create_user("victim").await;
+    served.create_user("bystander").await;
     let login = |port: u16, address: String, username: &'static str, password: &'static str| {
         served
             .client
@@ -117,12 +106,4 @@ async fn failed_logins_throttle_the_account_across_workers_and_addresses() {
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::OK);
-}
-
-fn served_database(url: &str) -> app::config::DatabaseSettings {
-    app::config::DatabaseSettings {
-        url: url.to_owned(),
-        pool_size: 2,
-        timeout_ms: 2000,
-    }
 }

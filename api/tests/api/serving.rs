@@ -142,6 +142,24 @@ impl Served {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// Adds a user with the tests' password to the service's database.
+    pub async fn create_user(&self, username: &str) {
+        let settings = app::config::DatabaseSettings {
+            url: self.database_url.clone(),
+            pool_size: 1,
+            timeout_ms: 2000,
+        };
+        let client = app::db::pool(&settings).unwrap().get().await.unwrap();
+        let hash = app::password::hash_blocking(crate::helpers::PASSWORD).unwrap();
+        let user = app::db::users::NewUser {
+            username,
+            name: username,
+            password_hash: &hash,
+            admin: false,
+        };
+        app::db::users::insert(&client, &user).await.unwrap();
+    }
+
     /// Waits for the master to exit, at most `limit`.
     async fn exit_status(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;

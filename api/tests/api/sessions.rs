@@ -143,22 +143,7 @@ async fn logging_out_everywhere_ends_all_my_sessions_and_no_one_elses() {
 #[tokio::test]
 async fn tokens_never_reach_the_log_only_their_public_ids() {
     let served = crate::serving::Served::start(1, &[("RUST_LOG", "debug")]).await;
-    let pool = app::db::pool(&app::config::DatabaseSettings {
-        url: served.database_url.clone(),
-        pool_size: 1,
-        timeout_ms: 2000,
-    })
-    .unwrap();
-    let hash = app::password::hash_blocking(crate::helpers::PASSWORD).unwrap();
-    let user = app::db::users::NewUser {
-        username: "alice",
-        name: "Alice",
-        password_hash: &hash,
-        admin: false,
-    };
-    app::db::users::insert(&pool.get().await.unwrap(), &user)
-        .await
-        .unwrap();
+    served.create_user("alice").await;
     let base = &served.base;
     let login: Value = served
         .client
