@@ -1,13 +1,15 @@
 //! The HTTP edge's one error type, and the one place where any failure, ours
 //! or the framework's, becomes an RFC 9457 problem document.
 
-use poem::http::{header, HeaderValue, StatusCode};
 use std::sync::Arc;
 
+use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{ApiResponse, Object};
+
+use crate::ratelimit::Standing;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -60,13 +62,11 @@ pub enum ApiError {
     /// 404: the thing the path names does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// 429 with `Retry-After` and `RateLimit-*`: over a rate limit of
-    /// `limit` a window, which resets in `reset` seconds.
+    /// 429 with `Retry-After` and `RateLimit-*`: over a rate limit.
     #[error("{detail}")]
     TooManyRequests {
-        detail: String,
-        limit: u64,
-        reset: u64,
+        detail: &'static str,
+        standing: Standing,
     },
     /// 409: the request conflicts with existing state (a taken username).
     #[error("{0}")]
@@ -144,12 +144,11 @@ impl poem::error::ResponseError for ApiError {
             other => other.to_string(),
         };
         let mut response = problem_response(status, detail);
-        if let ApiError::TooManyRequests { limit, reset, .. } = self {
+        if let ApiError::TooManyRequests { standing, .. } = self {
             let headers = response.headers_mut();
-            headers.insert(header::RETRY_AFTER, HeaderValue::from((*reset).max(1)));
-            headers.insert("ratelimit-limit", HeaderValue::from(*limit));
-            headers.insert("ratelimit-remaining", HeaderValue::from(0));
-            headers.insert("ratelimit-reset", HeaderValue::from(*reset));
+            standing.write_headers(headers);
+            let retry_after = HeaderValue::from(standing.reset.max(1));
+            headers.insert(header::RETRY_AFTER, retry_after);
         }
         response
     }

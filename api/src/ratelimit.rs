@@ -7,13 +7,14 @@
 //! `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers); over a limit,
 //! 429 with `Retry-After`.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use poem::http::HeaderValue;
+use poem::http::{HeaderMap, HeaderValue};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use redis::aio::ConnectionManager;
-use redis::Script;
+use redis::{AsyncCommands, Script};
 
 use crate::config::RedisSettings;
 use crate::error::ApiError;
@@ -45,8 +46,8 @@ impl Standing {
         self.used >= self.limit
     }
 
-    fn headers(&self, response: &mut Response) {
-        let headers = response.headers_mut();
+    /// The `RateLimit-*` headers saying where the client stands.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
         for (name, value) in [
             ("ratelimit-limit", self.limit),
             ("ratelimit-remaining", self.remaining()),
@@ -57,11 +58,10 @@ impl Standing {
     }
 
     /// The 429 for a client over the limit.
-    pub fn refusal(&self, detail: &str) -> ApiError {
+    pub fn refusal(self, detail: &'static str) -> ApiError {
         ApiError::TooManyRequests {
-            detail: detail.to_owned(),
-            limit: self.limit,
-            reset: self.reset,
+            detail,
+            standing: self,
         }
     }
 }
@@ -100,40 +100,39 @@ impl RateLimiter {
         self.count(&key, self.limits.per_minute, window, 1).await
     }
 
-    /// Where `username` stands after its failed logins so far (none added).
-    pub async fn login_standing(&self, username: &str) -> Result<Standing, ApiError> {
-        let key = self.login_key(username);
-        let limits = self.limits;
-        self.count(&key, limits.login_failures, limits.login_window, 0)
-            .await
-    }
-
-    /// Counts a failed login for `username`.
-    pub async fn login_failed(&self, username: &str) -> Result<Standing, ApiError> {
-        let key = self.login_key(username);
-        let limits = self.limits;
-        self.count(&key, limits.login_failures, limits.login_window, 1)
-            .await
-    }
-
-    /// A successful login clears the account's failures.
-    pub async fn login_succeeded(&self, username: &str) -> Result<(), ApiError> {
-        let mut redis = self.redis.clone();
-        let key = self.login_key(username);
-        let _: i64 = bounded(
-            self.timeout,
-            redis::cmd("DEL").arg(key).query_async(&mut redis),
-        )
-        .await?;
-        Ok(())
+    /// Runs `check` (a password check that yields `Some` on success) under
+    /// `username`'s failed-login throttle. While the account is throttled it
+    /// is refused unchecked, so guessing from many addresses gains nothing;
+    /// a failure is counted, and a success clears the count.
+    pub async fn password_check<T>(
+        &self,
+        username: &str,
+        check: impl Future<Output = Result<Option<T>, ApiError>>,
+    ) -> Result<Option<T>, ApiError> {
+        let key = format!("{}rate:login:{}", self.prefix, username.to_lowercase());
+        let (limit, window) = (self.limits.login_failures, self.limits.login_window);
+        let standing = self.count(&key, limit, window, 0).await?;
+        if standing.spent() {
+            tracing::warn!(
+                failures = standing.used,
+                "password check refused: account throttled"
+            );
+            return Err(
+                standing.refusal("too many failed attempts for this account; try again later")
+            );
+        }
+        let passed = check.await?;
+        if passed.is_some() {
+            let mut redis = self.redis.clone();
+            let _: i64 = bounded(self.timeout, redis.del(&key)).await?;
+        } else {
+            self.count(&key, limit, window, 1).await?;
+        }
+        Ok(passed)
     }
 
     pub fn budget_enabled(&self) -> bool {
         self.limits.per_minute > 0
-    }
-
-    fn login_key(&self, username: &str) -> String {
-        format!("{}rate:login:{}", self.prefix, username.to_lowercase())
     }
 
     /// Adds `add` to the window's counter (created with the window's
@@ -241,7 +240,7 @@ impl<E: Endpoint> Endpoint for RequestBudgetEndpoint<E> {
         if let Some(standing) =
             standing.filter(|_| !response.headers().contains_key("ratelimit-limit"))
         {
-            standing.headers(&mut response);
+            standing.write_headers(response.headers_mut());
         }
         Ok(response)
     }

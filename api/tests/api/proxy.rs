@@ -2,7 +2,6 @@
 //! by scripts/nginx.sh as make local does: what clients get through it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 
 use app::requests::{ClientIp, RequestId};
@@ -68,12 +67,9 @@ impl Drop for Nginx {
 
 /// `NAME=value` lines of one of the shipped env files.
 pub fn env_file(name: &str) -> HashMap<String, String> {
-    let path: PathBuf = repo_root().join(name);
-    let text = std::fs::read_to_string(&path).unwrap();
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split_once('='))
-        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+    dotenvy::from_path_iter(repo_root().join(name))
+        .unwrap()
+        .map(|item| item.unwrap())
         .collect()
 }
 

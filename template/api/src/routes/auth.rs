@@ -133,32 +133,23 @@ impl Api {
             username: Text(username),
             password: Text(password),
         } = body.0;
-        // An account with too many recent failures is not even checked, so
-        // guessing from many addresses gains nothing.
-        let standing = state.limiter.login_standing(&username).await?;
-        if standing.spent() {
-            tracing::warn!(failures = standing.used, "login refused: account throttled");
-            return Err(
-                standing.refusal("too many failed logins for this account; try again later")
-            );
-        }
-        let credentials = {
-            let client = state.db.get().await?;
-            users::find_credentials(&client, &username).await?
+        let check = async {
+            let credentials = {
+                let client = state.db.get().await?;
+                users::find_credentials(&client, &username).await?
+            };
+            let (user_id, stored_hash) = match credentials {
+                Some(found) => (Some(found.id), Some(found.password_hash)),
+                None => (None, None),
+            };
+            let verified = state.passwords.verify(password, stored_hash).await?;
+            Ok(user_id.filter(|_| verified))
         };
-        let (user_id, stored_hash) = match credentials {
-            Some(found) => (Some(found.id), Some(found.password_hash)),
-            None => (None, None),
-        };
-        let verified = state.passwords.verify(password, stored_hash).await?;
-        let user_id = match (verified, user_id) {
-            (true, Some(user_id)) => user_id,
-            _ => {
-                state.limiter.login_failed(&username).await?;
-                return Err(ApiError::InvalidCredentials);
-            }
-        };
-        state.limiter.login_succeeded(&username).await?;
+        let user_id = state
+            .limiter
+            .password_check(&username, check)
+            .await?
+            .ok_or(ApiError::InvalidCredentials)?;
         let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
         let session = state.sessions.create(user_id, client_ip).await?;
         let session_id = public_id(session.token);

@@ -129,16 +129,15 @@ impl Api {
                 .await?
                 .ok_or(ApiError::Unauthenticated)?
         };
-        let standing = state.limiter.login_standing(&username).await?;
-        if standing.spent() {
-            return Err(
-                standing.refusal("too many failed attempts for this account; try again later")
-            );
-        }
-        if !state.passwords.verify(current, Some(stored)).await? {
-            state.limiter.login_failed(&username).await?;
-            return Err(ApiError::WrongPassword);
-        }
+        let check = async {
+            let verified = state.passwords.verify(current, Some(stored)).await?;
+            Ok(verified.then_some(()))
+        };
+        state
+            .limiter
+            .password_check(&username, check)
+            .await?
+            .ok_or(ApiError::WrongPassword)?;
         let hash = state.passwords.hash(new).await?;
         {
             let client = state.db.get().await?;
