@@ -24,8 +24,7 @@ chmod 755 "$scratch"
 # but in the scratch directory, which the postgres user can always reach.
 local_dir=$scratch/local
 export LOCAL_DIR=$(realpath --relative-to=. -m "$local_dir")
-api_port=$("$services" free-port)
-export BIND="127.0.0.1:$api_port" API_PORT=$api_port
+export BIND="127.0.0.1:$("$services" free-port)"
 export FIRST_WORKER_PORT=$("$services" free-port 2) WORKERS=2
 export NGINX_LISTEN="127.0.0.1:$("$services" free-port)"
 export DATABASE_URL="postgres://api:api@127.0.0.1:$("$services" free-port)/api"

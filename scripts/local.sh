@@ -119,7 +119,8 @@ curl -sf "http://$BIND/readyz" >/dev/null || { tail -n 30 "$local_dir/api.log" >
 
 # nginx wants absolute paths; the settings may be relative to the project.
 NGINX_STATIC_ROOT=$(realpath "$NGINX_STATIC_ROOT")
-export NGINX_STATIC_ROOT API_HOST API_PORT WORKERS FIRST_WORKER_PORT
+# Its upstream is the service on BIND (and the worker ports beside it).
+export API_HOST=${BIND%:*} API_PORT=${BIND##*:}
 scripts/nginx.sh stop "$local_dir/nginx"
 scripts/nginx.sh start "$local_dir/nginx"
 trap - EXIT

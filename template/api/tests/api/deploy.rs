@@ -287,8 +287,12 @@ fn nginx_accepts_its_configuration_filled_in_from_every_env_file() {
     for name in [".env", ".env.local", ".env.prod"] {
         let mut env: HashMap<String, String> = env_file(name);
         // Compose's service names do not resolve here, and nginx -t looks
-        // up its upstreams.
+        // up its upstreams. Without Docker the upstream is BIND's port.
         env.insert("API_HOST".into(), "127.0.0.1".into());
+        if !env.contains_key("API_PORT") {
+            let port = env["BIND"].rsplit(':').next().unwrap().to_owned();
+            env.insert("API_PORT".into(), port);
+        }
         let dir = tempfile::tempdir().unwrap();
         let output = Command::new(repo_root().join("scripts/nginx.sh"))
             .arg("check")
