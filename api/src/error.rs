@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use poem::http::{header, HeaderValue, StatusCode};
+use poem::PathPattern;
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{ApiResponse, Object};
 
+use crate::metrics::DependencyFailed;
 use crate::ratelimit::Standing;
+use crate::requests::current_request_id;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -25,6 +28,10 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// The request's id, as in its `X-Request-ID` header and in every log
+    /// line about it: quote it when reporting a problem.
+    #[oai(skip_serializing_if_is_none)]
+    pub request_id: Option<String>,
 }
 
 /// A backing service whose outage turns into a 503.
@@ -32,6 +39,16 @@ pub struct Problem {
 pub enum Dependency {
     Postgres,
     Redis,
+}
+
+impl Dependency {
+    /// Its name in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Dependency::Postgres => "postgres",
+            Dependency::Redis => "redis",
+        }
+    }
 }
 
 impl std::fmt::Display for Dependency {
@@ -144,6 +161,9 @@ impl poem::error::ResponseError for ApiError {
             other => other.to_string(),
         };
         let mut response = problem_response(status, detail);
+        if let ApiError::Unavailable(dependency) = self {
+            response.set_data(DependencyFailed(dependency.label()));
+        }
         if let ApiError::TooManyRequests { standing, .. } = self {
             let headers = response.headers_mut();
             standing.write_headers(headers);
@@ -162,6 +182,7 @@ pub fn problem_response(status: StatusCode, detail: impl Into<String>) -> Respon
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         status: status.as_u16(),
         detail: detail.into(),
+        request_id: current_request_id(),
     };
     let body = problem.to_json_string();
     let mut response = Response::builder()
@@ -181,83 +202,96 @@ pub fn problem_response(status: StatusCode, detail: impl Into<String>) -> Respon
     response
 }
 
-/// The methods each documented path answers, for the `Allow` header that
-/// RFC 9110 requires on a 405. Built once from the OpenAPI document, so it
-/// cannot drift from the routes.
+/// The documented paths, from the OpenAPI document (so they cannot drift
+/// from the routes): their methods, for the `Allow` header that RFC 9110
+/// requires on a 405, and their templates (`/v2/users/{id}/role`), the
+/// route of the request's log line and metrics.
 #[derive(Clone, Default)]
-pub struct AllowedMethods {
-    /// Path segments (`{param}` matching any one) and their methods.
-    paths: Arc<Vec<(Vec<String>, String)>>,
+pub struct DocumentedRoutes {
+    paths: Arc<Vec<Documented>>,
 }
 
-impl AllowedMethods {
+struct Documented {
+    template: Arc<str>,
+    /// The template's segments; `{param}` matches any one.
+    segments: Vec<String>,
+    methods: String,
+}
+
+impl DocumentedRoutes {
     pub fn from_spec(spec: &str) -> Self {
         let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
         let Some(paths) = spec["paths"].as_object() else {
-            return AllowedMethods::default();
+            return DocumentedRoutes::default();
         };
         let paths = paths
             .iter()
             .map(|(path, operations)| {
-                let segments = path.split('/').map(str::to_owned).collect();
                 let methods: Vec<String> = operations
                     .as_object()
                     .map(|ops| ops.keys().map(|method| method.to_uppercase()).collect())
                     .unwrap_or_default();
-                (segments, methods.join(", "))
+                Documented {
+                    template: path.as_str().into(),
+                    segments: path.split('/').map(str::to_owned).collect(),
+                    methods: methods.join(", "),
+                }
             })
             .collect();
-        AllowedMethods {
+        DocumentedRoutes {
             paths: Arc::new(paths),
         }
     }
 
-    fn for_path(&self, path: &str) -> Option<&str> {
+    fn find(&self, path: &str) -> Option<&Documented> {
         let parts: Vec<&str> = path.split('/').collect();
-        self.paths
-            .iter()
-            .find(|(segments, _)| {
-                segments.len() == parts.len()
-                    && segments.iter().zip(&parts).all(|(segment, part)| {
-                        segment == part || (segment.starts_with('{') && segment.ends_with('}'))
-                    })
-            })
-            .map(|(_, methods)| methods.as_str())
+        let matches = |segment: &String, part: &&str| {
+            segment == part || (segment.starts_with('{') && segment.ends_with('}'))
+        };
+        self.paths.iter().find(|documented| {
+            documented.segments.len() == parts.len()
+                && documented
+                    .segments
+                    .iter()
+                    .zip(&parts)
+                    .all(|(s, p)| matches(s, p))
+        })
     }
 }
 
-impl<E: Endpoint> Middleware<E> for AllowedMethods {
-    type Output = AllowOn405<E>;
+impl<E: Endpoint> Middleware<E> for DocumentedRoutes {
+    type Output = DocumentedRoutesEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        AllowOn405 {
+        DocumentedRoutesEndpoint {
             inner,
-            allowed: self.clone(),
+            routes: self.clone(),
         }
     }
 }
 
-/// Adds `Allow` to 405 answers.
-pub struct AllowOn405<E> {
+/// Adds `Allow` to 405 answers, and names the route template.
+pub struct DocumentedRoutesEndpoint<E> {
     inner: E,
-    allowed: AllowedMethods,
+    routes: DocumentedRoutes,
 }
 
-impl<E: Endpoint> Endpoint for AllowOn405<E> {
+impl<E: Endpoint> Endpoint for DocumentedRoutesEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, request: Request) -> poem::Result<Response> {
         let path = request.uri().path().to_owned();
         let mut response = self.inner.call(request).await?.into_response();
+        let Some(documented) = self.routes.find(&path) else {
+            return Ok(response);
+        };
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-            if let Some(value) = self
-                .allowed
-                .for_path(&path)
-                .and_then(|methods| HeaderValue::from_str(methods).ok())
-            {
+            if let Ok(value) = HeaderValue::from_str(&documented.methods) {
                 response.headers_mut().insert(header::ALLOW, value);
             }
         }
+        // poem's own pattern numbers the parameters (`:param0`).
+        response.set_data(PathPattern(documented.template.clone()));
         Ok(response)
     }
 }
@@ -266,6 +300,16 @@ impl<E: Endpoint> Endpoint for AllowOn405<E> {
 /// 404/405, body parse failures, a missing `Authorization` header) into a
 /// problem document. Installed once with `catch_all_error`.
 pub async fn render(err: poem::Error) -> Response {
+    // The route that failed, for the request's log line and metrics.
+    let route = err.data::<PathPattern>().cloned();
+    let mut response = problem_for(err);
+    if let Some(route) = route {
+        response.set_data(route);
+    }
+    response
+}
+
+fn problem_for(err: poem::Error) -> Response {
     if err.is::<ApiError>() {
         return err.into_response();
     }

@@ -17,7 +17,8 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::config::RedisSettings;
-use crate::error::ApiError;
+use crate::error::{ApiError, Dependency};
+use crate::metrics::DependencyFailed;
 use crate::requests::ClientIp;
 use crate::sessions::bounded;
 
@@ -214,14 +215,16 @@ impl<E: Endpoint> Endpoint for RequestBudgetEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, request: Request) -> poem::Result<Response> {
-        let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+        let probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
         let ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
+        let mut unchecked = false;
         let standing = match ip {
             Some(ip) if self.limiter.budget_enabled() && !probe => {
                 match self.limiter.request(ip).await {
                     Ok(standing) => Some(standing),
                     Err(err) => {
                         tracing::warn!(error = %err, "rate limit not checked");
+                        unchecked = true;
                         None
                     }
                 }
@@ -241,6 +244,9 @@ impl<E: Endpoint> Endpoint for RequestBudgetEndpoint<E> {
             standing.filter(|_| !response.headers().contains_key("ratelimit-limit"))
         {
             standing.write_headers(response.headers_mut());
+        }
+        if unchecked {
+            response.set_data(DependencyFailed(Dependency::Redis.label()));
         }
         Ok(response)
     }

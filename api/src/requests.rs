@@ -1,7 +1,7 @@
 //! What the service knows about each request beyond its route: who sent it
-//! ([`ClientIp`]), which request it is ([`RequestId`]), and the one
-//! access-log line written when it is answered; and how much it may send
-//! ([`SizeLimits`]).
+//! ([`ClientIp`]), which request it is ([`RequestId`]), the one access-log
+//! line and the metrics written when it is answered; and how much it may
+//! send ([`SizeLimits`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,9 +10,12 @@ use std::time::Instant;
 use ipnet::IpNet;
 use poem::error::ReadBodyError;
 use poem::http::{header, HeaderValue, StatusCode};
+use poem::PathPattern;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
 use uuid::Uuid;
+
+use crate::metrics::{self, DependencyFailed, Metrics};
 
 /// The header a request's id travels in, from nginx to the service and back
 /// to the client.
@@ -31,6 +34,17 @@ pub struct ClientIp(pub IpAddr);
 /// response's `X-Request-ID`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
+
+tokio::task_local! {
+    /// The id of the request this task is handling, for code that has no
+    /// `Request` at hand (the problem documents).
+    static CURRENT_REQUEST_ID: RequestId;
+}
+
+/// The id of the request being handled, if any.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(|id| id.0.clone()).ok()
+}
 
 /// Resolves who sent `request`, given the proxies trusted to say so.
 pub fn client_ip(request: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
@@ -63,16 +77,18 @@ fn usable_request_id(value: &HeaderValue) -> Option<String> {
 }
 
 /// Middleware, outermost: resolves the client and the request id, runs the
-/// request in a span carrying both, echoes the id, and logs one line per
-/// request.
+/// request in a span carrying both, echoes the id, and logs and counts each
+/// request once. Handlers add to the span what only they know (the user).
 pub struct RequestContext {
     trusted: Arc<[IpNet]>,
+    metrics: Metrics,
 }
 
 impl RequestContext {
-    pub fn new(trusted_proxies: &[IpNet]) -> Self {
+    pub fn new(trusted_proxies: &[IpNet], metrics: Metrics) -> Self {
         RequestContext {
             trusted: trusted_proxies.into(),
+            metrics,
         }
     }
 }
@@ -84,6 +100,7 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
         RequestContextEndpoint {
             inner,
             trusted: self.trusted.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -91,6 +108,7 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
 pub struct RequestContextEndpoint<E> {
     inner: E,
     trusted: Arc<[IpNet]>,
+    metrics: Metrics,
 }
 
 impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
@@ -98,24 +116,29 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
 
     async fn call(&self, mut request: Request) -> poem::Result<Response> {
         let started = Instant::now();
+        let in_flight = self.metrics.start_request();
         let id = request
             .headers()
             .get(REQUEST_ID_HEADER)
             .and_then(usable_request_id)
             .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
         let client = client_ip(&request, &self.trusted);
+        let method = request.method().clone();
+        // `route` and `user_id` are filled in once known.
         let span = tracing::info_span!(
             "request",
             request_id = %id,
             client_ip = client.map(tracing::field::display),
-            method = %request.method(),
+            method = %method,
             path = %request.uri().path(),
+            route = tracing::field::Empty,
+            user_id = tracing::field::Empty,
         );
         if let Some(ip) = client {
             request.extensions_mut().insert(ClientIp(ip));
         }
         request.extensions_mut().insert(RequestId(id.clone()));
-        async move {
+        let handled = async {
             let mut response = match self.inner.call(request).await {
                 Ok(response) => response.into_response(),
                 Err(err) => err.into_response(),
@@ -123,16 +146,70 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             if let Ok(value) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
+            let route = route_of(&response);
+            let status = response.status();
+            let took = started.elapsed();
+            tracing::Span::current().record("route", &*route);
             tracing::info!(
-                status = response.status().as_u16(),
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                status = status.as_u16(),
+                elapsed_ms = took.as_secs_f64() * 1000.0,
                 "answered"
             );
+            self.count(&response, &method, route, took);
+            drop(in_flight);
             Ok(response)
-        }
-        .instrument(span)
-        .await
+        };
+        CURRENT_REQUEST_ID
+            .scope(RequestId(id.clone()), handled.instrument(span))
+            .await
     }
+}
+
+impl<E> RequestContextEndpoint<E> {
+    fn count(
+        &self,
+        response: &Response,
+        method: &poem::http::Method,
+        route: Arc<str>,
+        took: std::time::Duration,
+    ) {
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.metrics.count(&metrics::RATE_LIMITED, &route);
+        }
+        if let Some(DependencyFailed(dependency)) = response.data::<DependencyFailed>() {
+            self.metrics.count(&metrics::DEPENDENCY_ERRORS, dependency);
+        }
+        self.metrics
+            .observe_request(method, route, status.as_u16(), took);
+    }
+}
+
+/// The route template that answered (`/v2/users/{id}`, as the OpenAPI
+/// document has it: see `error::DocumentedRoutes`); [`metrics::UNMATCHED_ROUTE`]
+/// when none did.
+fn route_of(response: &Response) -> Arc<str> {
+    // A path no route takes still gets the empty pattern of the catch-all
+    // nest at the root.
+    let Some(PathPattern(pattern)) = response
+        .data::<PathPattern>()
+        .filter(|PathPattern(pattern)| !pattern.is_empty())
+    else {
+        return metrics::UNMATCHED_ROUTE.into();
+    };
+    if !pattern.contains(':') {
+        return pattern.clone();
+    }
+    // poem writes path parameters as `:name`.
+    pattern
+        .split('/')
+        .map(|segment| match segment.strip_prefix(':') {
+            Some(name) => ["{", name, "}"].concat(),
+            None => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+        .into()
 }
 
 /// Middleware: caps what a request may send, whatever its headers claim.

@@ -17,7 +17,7 @@ use poem::{Endpoint, EndpointExt, Request, Response, Route, Server};
 use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::error::{self, AllowedMethods};
+use crate::error::{self, DocumentedRoutes};
 use crate::ratelimit::RequestBudget;
 use crate::requests::{RequestContext, SizeLimits};
 use crate::routes;
@@ -25,6 +25,7 @@ use crate::state::{AppState, StateError};
 
 /// Every route of the service, with problem documents for every error.
 pub fn app(state: AppState) -> BoxEndpoint<'static> {
+    routes::auth::declare_metrics(&state.metrics);
     let api = routes::api();
     let document = routes::openapi::document(&api.spec());
     let spec = poem::endpoint::make_sync(move |_| {
@@ -33,10 +34,11 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
             .body(document.clone())
     });
     let docs = api.swagger_ui();
-    let allowed = AllowedMethods::from_spec(&api.spec());
+    let documented = DocumentedRoutes::from_spec(&api.spec());
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
+        .at("/metrics", poem::get(routes::metrics::metrics))
         .nest("/docs", docs)
         .nest("/static", static_files(&state.settings.static_dir))
         .with(SizeLimits {
@@ -45,7 +47,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         })
         .data(state.clone())
         .catch_all_error(error::render)
-        .with(allowed)
+        .with(documented)
         .with(RequestBudget::new(state.limiter))
         .boxed()
 }
@@ -168,7 +170,10 @@ impl Application {
         };
         // Outermost, around what `wrap` added too, so that every request has
         // its id and client address and is logged once.
-        let context = RequestContext::new(&self.state.settings.trusted_proxies);
+        let context = RequestContext::new(
+            &self.state.settings.trusted_proxies,
+            self.state.metrics.clone(),
+        );
         let app = self.app.with(context);
         Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, drain, Some(grace))

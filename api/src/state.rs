@@ -8,6 +8,7 @@ use deadpool_postgres::Pool;
 
 use crate::config::Settings;
 use crate::db::{self, DbSetupError};
+use crate::metrics::{Metrics, Snapshot};
 use crate::password::Passwords;
 use crate::ratelimit::{Limits, RateLimiter};
 use crate::sessions::{Lifetimes, SessionStore};
@@ -19,6 +20,7 @@ pub struct AppState {
     pub sessions: SessionStore,
     pub limiter: RateLimiter,
     pub passwords: Passwords,
+    pub metrics: Metrics,
     pub settings: Arc<Settings>,
 }
 
@@ -50,7 +52,15 @@ impl AppState {
             sessions,
             limiter,
             passwords: Passwords::new(settings.hash_concurrency()),
+            metrics: Metrics::default(),
             settings: Arc::new(settings),
         })
+    }
+
+    /// This process's metrics, with the levels read off its pools now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = self.metrics.snapshot();
+        db::pool_gauges(&self.db, &mut snapshot);
+        snapshot
     }
 }

@@ -25,7 +25,12 @@ pub fn init(format: LogFormat, filter: &str) {
     // A second init (tests start many apps in one process) is harmless.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            // The request's fields once, under "span", not twice.
+            .with_span_list(false)
+            .try_init(),
     };
     if let Some(err) = rejected {
         tracing::warn!(error = %err, "invalid log filter (RUST_LOG / --log); logging at info");

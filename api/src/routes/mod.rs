@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod profile;
 pub mod text;

@@ -18,6 +18,8 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SI
 use signal_hook::iterator::Signals;
 
 use super::{worker, ServeArgs};
+use crate::metrics::shared::SharedDir;
+use crate::metrics::{CounterFamily, Snapshot};
 
 /// Re-reads the env file and the settings, for SIGHUP.
 pub type Reload = Box<dyn FnMut() -> Result<ServeArgs, String>>;
@@ -44,7 +46,21 @@ struct Worker {
     ready: bool,
     /// Told to stop (SIGTERM sent or killed); not counted towards the target.
     leaving: bool,
+    /// Why it is being replaced, when told to stop for a reason that
+    /// counts as a restart.
+    restart: Option<&'static str>,
 }
+
+/// Workers replaced: `crash` (died), `timeout` (stopped heartbeating),
+/// `max_requests` (recycled) or `reload` (SIGHUP).
+const RESTARTS: CounterFamily = CounterFamily {
+    name: "worker_restarts_total",
+    help: "Worker processes replaced, by reason.",
+    label: "reason",
+};
+
+/// The name the master's own metrics go by in the shared directory.
+const MASTER: &str = "master";
 
 enum Stopping {
     /// SIGTERM: workers drain until the deadline, then are killed.
@@ -71,6 +87,10 @@ pub struct Master {
     spawn_after: Instant,
     stopping: Option<Stopping>,
     killed_on_deadline: bool,
+    /// Where workers leave their metrics; see `metrics::shared`.
+    metrics: SharedDir,
+    /// Counters of workers gone, and the restarts.
+    kept_metrics: Snapshot,
 }
 
 impl Master {
@@ -86,6 +106,12 @@ impl Master {
             }
         }
         let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD])?;
+        let metrics = SharedDir::create(SharedDir::default_path(std::process::id()))?;
+        let mut kept_metrics = Snapshot::default();
+        for reason in ["crash", "timeout", "max_requests", "reload"] {
+            kept_metrics.count(&RESTARTS, reason, 0);
+        }
+        metrics.publish(MASTER, &kept_metrics)?;
         // Orphans of the workers' own children come to the master to be
         // reaped, as they would to PID 1, even when the master is not PID 1.
         if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
@@ -113,6 +139,8 @@ impl Master {
             spawn_after: Instant::now(),
             stopping: None,
             killed_on_deadline: false,
+            metrics,
+            kept_metrics,
         })
     }
 
@@ -145,6 +173,9 @@ impl Master {
                 }
             }
             std::thread::sleep(TICK);
+        }
+        if let Err(err) = self.metrics.remove() {
+            tracing::warn!(error = %err, "cannot remove the metrics directory");
         }
         tracing::info!("master stopped");
         ExitCode::SUCCESS
@@ -237,7 +268,7 @@ impl Master {
         // The highest slots go first, and with them the newest workers: the
         // oldest have warm caches and pools.
         for (_, pid) in current.range(self.target..) {
-            self.retire(*pid, "fewer workers wanted");
+            self.retire(*pid, "fewer workers wanted", None);
         }
     }
 
@@ -257,13 +288,14 @@ impl Master {
             .map(|(pid, _)| *pid)
             .collect();
         for pid in old {
-            self.retire(pid, "replaced by a reload");
+            self.retire(pid, "replaced by a reload", Some("reload"));
         }
     }
 
-    fn retire(&mut self, pid: Pid, why: &str) {
+    fn retire(&mut self, pid: Pid, why: &str, restart: Option<&'static str>) {
         if let Some(worker) = self.workers.get_mut(&pid) {
             worker.leaving = true;
+            worker.restart = restart;
             tracing::info!(%pid, worker = worker.id, why, "retiring worker");
             let _ = kill(pid, Signal::SIGTERM);
         }
@@ -298,7 +330,8 @@ impl Master {
                 self.shared = None;
                 self.slot_sockets.clear();
                 self.workers.clear();
-                let code = worker::run(sockets, beat_write, &self.args, id);
+                let metrics = self.metrics.clone();
+                let code = worker::run(sockets, beat_write, metrics, &self.args, id);
                 std::process::exit(code);
             }
             ForkResult::Parent { child } => {
@@ -317,6 +350,7 @@ impl Master {
                         last_beat: now,
                         ready: false,
                         leaving: false,
+                        restart: None,
                     },
                 );
                 Ok(())
@@ -349,19 +383,40 @@ impl Master {
             tracing::debug!(%pid, how, "reaped an orphaned process");
             return;
         };
+        self.keep_metrics_of(pid);
         let lived = worker.started.elapsed();
         if worker.leaving || self.stopping.is_some() {
             tracing::info!(%pid, worker = worker.id, how, "worker exited");
+            if let Some(reason) = worker.restart.filter(|_| self.stopping.is_none()) {
+                self.count_restart(reason);
+            }
         } else if clean {
             tracing::info!(%pid, worker = worker.id, how, "worker recycled");
             self.crashes = 0;
+            self.count_restart("max_requests");
         } else {
+            self.count_restart("crash");
             tracing::warn!(%pid, worker = worker.id, how, ?lived, "worker died; replacing it");
             if lived < CRASH_WINDOW {
                 self.note_crash();
             } else {
                 self.crashes = 0;
             }
+        }
+    }
+
+    /// A gone worker's counters live on in the master's metrics.
+    fn keep_metrics_of(&mut self, pid: Pid) {
+        let gone = pid.to_string();
+        if let Err(err) = self.metrics.fold(&gone, MASTER, &mut self.kept_metrics) {
+            tracing::warn!(%pid, error = %err, "cannot keep a gone worker's metrics");
+        }
+    }
+
+    fn count_restart(&mut self, reason: &str) {
+        self.kept_metrics.count(&RESTARTS, reason, 1);
+        if let Err(err) = self.metrics.publish(MASTER, &self.kept_metrics) {
+            tracing::warn!(error = %err, "cannot publish the master's metrics");
         }
     }
 
@@ -404,6 +459,7 @@ impl Master {
             if worker.last_beat.elapsed() > timeout && !worker.leaving {
                 tracing::warn!(%pid, worker = worker.id, ?timeout, "worker killed for timeout");
                 worker.leaving = true;
+                worker.restart = Some("timeout");
                 let _ = kill(*pid, Signal::SIGKILL);
                 // Its replacement is started at once; a hang is not a crash loop.
             }

@@ -303,8 +303,9 @@ impl TestApp {
     }
 }
 
-/// Asserts `response` is an RFC 9457 problem document with `status`, and
-/// returns its body.
+/// Asserts `response` is an RFC 9457 problem document with `status` that
+/// names the request's id as its `X-Request-ID` header does, and returns its
+/// body.
 pub async fn assert_problem(response: Response, status: u16) -> Value {
     assert_eq!(
         response.status().as_u16(),
@@ -312,14 +313,19 @@ pub async fn assert_problem(response: Response, status: u16) -> Value {
         "status of {}",
         response.url()
     );
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "application/problem+json");
+    let request_id = header("x-request-id");
     let body: Value = response.json().await.unwrap();
+    assert!(!request_id.is_empty(), "no X-Request-ID: {body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
     assert_eq!(body["type"], "about:blank");
     assert_eq!(body["status"], status);
     assert!(

@@ -2,6 +2,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::{assert_problem, spawn_app, PASSWORD};
+use crate::observability::{scrape, value};
+use crate::serving::Served;
 
 #[tokio::test]
 async fn login_returns_a_fresh_uuid_v4_token_in_header_and_body() {
@@ -58,8 +60,11 @@ async fn unknown_user_and_wrong_password_get_the_same_401() {
     let unknown_user = app.post_login("mallory", PASSWORD).await;
 
     assert!(wrong_password.headers().get("authorization").is_none());
-    let wrong_password = assert_problem(wrong_password, 401).await;
-    let unknown_user = assert_problem(unknown_user, 401).await;
+    // Alike but for the request's own id.
+    let mut wrong_password = assert_problem(wrong_password, 401).await;
+    let mut unknown_user = assert_problem(unknown_user, 401).await;
+    wrong_password["request_id"].take();
+    unknown_user["request_id"].take();
     assert_eq!(wrong_password, unknown_user);
 }
 
@@ -106,4 +111,77 @@ async fn malformed_login_bodies_are_400_problems() {
     }
     let overlong = "x".repeat(2000);
     assert_problem(app.post_login("alice", &overlong).await, 400).await;
+}
+
+#[tokio::test]
+async fn logins_are_counted_by_outcome_and_routes_by_template() {
+    let app = spawn_app().await;
+    app.create_user("metered").await;
+    let before = scrape(&app.address).await;
+
+    assert_eq!(
+        app.post_login("metered", "wrong password").await.status(),
+        401
+    );
+    assert_eq!(app.post_login("metered", PASSWORD).await.status(), 200);
+    let admin_only = app.client.delete(app.url("/v2/users/42/sessions"));
+    assert_eq!(admin_only.send().await.unwrap().status(), 401);
+
+    let after = scrape(&app.address).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    let outcome = |outcome| [("outcome", outcome)];
+    assert_eq!(delta("logins_total", &outcome("invalid_credentials")), 1.0);
+    assert_eq!(delta("logins_total", &outcome("success")), 1.0);
+    assert_eq!(delta("logins_total", &outcome("throttled")), 0.0);
+    // The path's id is not a label: one series for every user.
+    let template = [("route", "/v2/users/{id}/sessions"), ("status", "401")];
+    assert_eq!(delta("http_requests_total", &template), 1.0);
+}
+
+#[tokio::test]
+async fn request_logs_name_the_user_and_never_the_token() {
+    let served = Served::start(1, &[("LOG_FORMAT", "json")]).await;
+    served.create_user("logged").await;
+    let login = served
+        .client
+        .post(format!("{}/login", served.base))
+        .json(&serde_json::json!({"username": "logged", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let token = login.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let get_name = served
+        .client
+        .get(format!("{}/getName", served.base))
+        .header("x-request-id", "named-4711")
+        .bearer_auth(&token);
+    assert_eq!(get_name.send().await.unwrap().status(), 200);
+
+    let answered = || {
+        served.log().lines().find_map(|line| {
+            let line: Value = serde_json::from_str(line).ok()?;
+            let ours = line["span"]["request_id"] == "named-4711";
+            (ours && line["message"] == "answered").then_some(line)
+        })
+    };
+    let logged = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        answered().is_some()
+    })
+    .await;
+    assert!(logged, "{}", served.log());
+    let line = answered().unwrap();
+    assert_eq!(line["span"]["route"], "/getName");
+    assert!(
+        line["span"]["user_id"].as_i64().is_some_and(|id| id > 0),
+        "{line}"
+    );
+    assert!(
+        !served.log().contains(&token),
+        "a session token reached the log"
+    );
 }

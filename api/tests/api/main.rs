@@ -8,6 +8,7 @@ mod errors;
 mod hello;
 mod helpers;
 mod login;
+mod observability;
 mod outages;
 mod platform;
 mod profile;

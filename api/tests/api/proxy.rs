@@ -254,6 +254,41 @@ async fn request_ids_are_passed_through_or_made_and_echoed() {
     let seen: Value = made.json().await.unwrap();
     assert_eq!(seen["request_id"], echoed.as_str());
     assert_eq!(echoed.len(), 32, "nginx's $request_id: {echoed}");
+
+    // One that could break a header or a log line is replaced, not passed on.
+    let unusable = app
+        .client
+        .get(app.url("/probe/seen"))
+        .header("x-request-id", "evil\" id")
+        .send()
+        .await
+        .unwrap();
+    let replaced = unusable.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(replaced.len(), 32, "{replaced}");
+    let seen: Value = unusable.json().await.unwrap();
+    assert_eq!(seen["request_id"], replaced.as_str());
+}
+
+#[tokio::test]
+async fn problem_documents_carry_the_request_id_whoever_answers() {
+    let proxied = spawn_behind_nginx(&[]).await;
+    let app = &proxied.app;
+    // The service's own 404, and nginx's (it answers /metrics itself).
+    for path in ["/v1/no-such-thing", "/metrics"] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("x-request-id", "problem-4711")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-request-id"], "problem-4711");
+        let problem = assert_problem(response, 404).await;
+        assert_eq!(problem["request_id"], "problem-4711", "{path}");
+    }
 }
 
 #[tokio::test]

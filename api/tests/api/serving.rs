@@ -22,6 +22,9 @@ pub struct Served {
     /// a request must never fail because the worker it reached was retired.
     pub client: reqwest::Client,
     log: tempfile::NamedTempFile,
+    /// The service's TMPDIR, where the master keeps the workers' metrics:
+    /// gone with the test even when the master is killed.
+    _tmp: tempfile::TempDir,
     /// The test's own database, which the service uses.
     pub database_url: String,
 }
@@ -55,6 +58,7 @@ impl Served {
         let database_url = fresh_database(&servers).await;
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
         let master = command
             .arg("serve")
             .env_clear()
@@ -63,6 +67,7 @@ impl Served {
             .env("BIND", format!("127.0.0.1:{port}"))
             .env("THREADS", "1")
             .env("TEST_HOOKS", "true")
+            .env("TMPDIR", tmp.path())
             .envs(env.iter().copied())
             .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
@@ -81,6 +86,7 @@ impl Served {
                 .build()
                 .unwrap(),
             log,
+            _tmp: tmp,
             database_url,
         };
         let up = eventually(PATIENCE, || async {
@@ -95,7 +101,7 @@ impl Served {
         self.get_at(self.port, path).await
     }
 
-    async fn get_at(&self, port: u16, path: &str) -> Option<u16> {
+    pub async fn get_at(&self, port: u16, path: &str) -> Option<u16> {
         let url = format!("http://127.0.0.1:{port}{path}");
         let response = self.client.get(url).send().await;
         response.ok().map(|r| r.status().as_u16())
@@ -126,7 +132,7 @@ impl Served {
     }
 
     /// The master's live worker processes, oldest first.
-    fn workers(&self) -> Vec<i32> {
+    pub fn workers(&self) -> Vec<i32> {
         let Some(master) = self.master_pid() else {
             return Vec::new();
         };

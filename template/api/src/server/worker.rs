@@ -17,7 +17,9 @@ use poem::{handler, EndpointExt, Route};
 use tokio::sync::Notify;
 
 use super::ServeArgs;
+use crate::metrics::shared::SharedDir;
 use crate::startup::Application;
+use crate::state::AppState;
 
 /// Exit status of a worker that could not start (bad settings, no socket).
 pub const EXIT_STARTUP_FAILED: i32 = 3;
@@ -46,7 +48,13 @@ pub async fn stop_signal() {
 
 /// Runs a worker until it is told to stop or has served its request budget,
 /// and returns its exit status. Called in the child right after `fork`.
-pub fn run(sockets: Vec<TcpListener>, heartbeat: OwnedFd, args: &ServeArgs, id: u64) -> i32 {
+pub fn run(
+    sockets: Vec<TcpListener>,
+    heartbeat: OwnedFd,
+    metrics: SharedDir,
+    args: &ServeArgs,
+    id: u64,
+) -> i32 {
     // First thing after fork: the master's handlers, inherited, would swallow
     // a stop signal that arrives before the runtime listens for it.
     let early = match EarlySignals::register() {
@@ -63,7 +71,14 @@ pub fn run(sockets: Vec<TcpListener>, heartbeat: OwnedFd, args: &ServeArgs, id: 
             return EXIT_STARTUP_FAILED;
         }
     };
-    runtime.block_on(serve(sockets, heartbeat, args.clone(), id, early))
+    let worker = Worker {
+        sockets,
+        heartbeat,
+        metrics,
+        args: args.clone(),
+        id,
+    };
+    runtime.block_on(serve(worker, early))
 }
 
 /// Stop signals received before the async handlers exist.
@@ -86,13 +101,24 @@ impl EarlySignals {
     }
 }
 
-async fn serve(
+/// What a worker is given by the master.
+struct Worker {
     sockets: Vec<TcpListener>,
     heartbeat: OwnedFd,
+    /// Where workers leave their metrics for each other.
+    metrics: SharedDir,
     args: ServeArgs,
     id: u64,
-    early: EarlySignals,
-) -> i32 {
+}
+
+async fn serve(worker: Worker, early: EarlySignals) -> i32 {
+    let Worker {
+        sockets,
+        heartbeat,
+        metrics,
+        args,
+        id,
+    } = worker;
     let application = match Application::from_listeners(sockets, args.settings) {
         Ok(application) => application,
         Err(err) => {
@@ -115,7 +141,20 @@ async fn serve(
     let beat_every = (args.process.worker_timeout() / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(1));
     tokio::spawn(beat(heartbeat, beat_every, hung, stop.clone()));
+    let state = application.state().clone();
+    let owner = std::process::id().to_string();
+    state.metrics.share_through(metrics.clone(), owner.clone());
+    let publishing = tokio::spawn(publish_metrics(
+        state.clone(),
+        metrics.clone(),
+        owner.clone(),
+    ));
     let result = application.run_until(stopped(stop, early)).await;
+    // The last word: what was counted since the last publish.
+    publishing.abort();
+    if let Err(err) = metrics.publish(&owner, &state.snapshot()) {
+        tracing::warn!(worker = id, error = %err, "cannot publish final metrics");
+    }
     match result {
         Ok(()) => 0,
         Err(err) => {
@@ -185,6 +224,23 @@ async fn stopped(stop: Arc<Notify>, early: EarlySignals) {
         _ = stop.notified() => {}
         _ = interrupt.recv() => std::process::exit(0),
         _ = quit.recv() => std::process::exit(0),
+    }
+}
+
+/// How stale another worker's numbers in a scrape can be.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Leaves this worker's metrics where the others' scrapes find them.
+async fn publish_metrics(state: AppState, dir: SharedDir, owner: String) {
+    let mut ticks = tokio::time::interval(PUBLISH_EVERY);
+    loop {
+        ticks.tick().await;
+        let snapshot = state.snapshot();
+        let (dir, owner) = (dir.clone(), owner.clone());
+        let published = tokio::task::spawn_blocking(move || dir.publish(&owner, &snapshot)).await;
+        if let Ok(Err(err)) = published {
+            tracing::warn!(error = %err, "cannot publish metrics");
+        }
     }
 }
 

@@ -42,6 +42,45 @@ fn compose_config(file: &str, env: &str) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// As [`compose_config`], with the optional services of `profile` too.
+fn compose_profile(file: &str, env: &str, profile: &str) -> Value {
+    let output = run(Command::new(tool("docker-compose"))
+        .args(["-f", file, "--env-file", env, "--profile", profile])
+        .args(["config", "--format", "json"])
+        .env_remove("PROD_ENV_FILE"));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn the_optional_profiles_add_monitoring_to_prod_and_a_database_ui_to_dev() {
+    let prod = compose_profile("compose.prod.yaml", ".env.prod", "monitoring");
+    let monitoring = services(&prod);
+    for name in ["prometheus", "grafana"] {
+        assert_eq!(monitoring[name]["profiles"][0], "monitoring", "{name}");
+        assert!(monitoring[name]["healthcheck"]["test"].is_array(), "{name}");
+    }
+    // Grafana on the server's loopback only; Prometheus not published.
+    let grafana_ports = monitoring["grafana"]["ports"].as_array().unwrap();
+    assert!(grafana_ports.iter().all(|p| p["host_ip"] == "127.0.0.1"));
+    assert!(monitoring["prometheus"]["ports"].is_null());
+    let mounts = monitoring["grafana"]["volumes"].to_string();
+    assert!(mounts.contains("monitoring/grafana/dashboards"), "{mounts}");
+    // Without the profile, neither runs.
+    let plain = compose_config("compose.prod.yaml", ".env.prod");
+    assert!(!services(&plain).contains_key("prometheus"));
+
+    let dev = compose_profile("compose.yaml", ".env", "admin");
+    let pgadmin = &services(&dev)["pgadmin"];
+    let ports = pgadmin["ports"].as_array().unwrap();
+    assert!(
+        ports.iter().all(|p| p["host_ip"] == "127.0.0.1"),
+        "{ports:?}"
+    );
+    let servers = repo_root().join("pgadmin/servers.json");
+    let servers: Value = serde_json::from_str(&std::fs::read_to_string(servers).unwrap()).unwrap();
+    assert_eq!(servers["Servers"]["1"]["Host"], "db");
+}
+
 fn services(config: &Value) -> &serde_json::Map<String, Value> {
     config["services"].as_object().unwrap()
 }
