@@ -49,7 +49,7 @@ impl Snapshot {
 /// without a check that needed it (the per-address rate limit).
 pub const DEPENDENCY_ERRORS: CounterFamily = CounterFamily {
     name: "dependency_errors_total",
-    help: "Requests during which PostgreSQL or Redis failed or did not answer in time.",
+    help: "Requests during which a dependency failed or did not answer in time.",
     label: "dependency",
 };
 

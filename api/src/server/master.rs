@@ -106,7 +106,14 @@ impl Master {
             }
         }
         let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD])?;
-        let metrics = SharedDir::create(SharedDir::default_path(std::process::id()))?;
+        let metrics_dir = SharedDir::default_path(std::process::id());
+        let metrics = SharedDir::create(metrics_dir.clone()).map_err(|err| {
+            let shown = metrics_dir.display();
+            std::io::Error::new(
+                err.kind(),
+                format!("cannot make {shown} for metrics: {err}"),
+            )
+        })?;
         let mut kept_metrics = Snapshot::default();
         for reason in ["crash", "timeout", "max_requests", "reload"] {
             kept_metrics.count(&RESTARTS, reason, 0);
