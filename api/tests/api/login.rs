@@ -2,7 +2,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::{assert_problem, spawn_app, PASSWORD};
-use crate::observability::{scrape, value};
+use crate::observability::{answered_line, scrape, value};
 use crate::serving::Served;
 
 #[tokio::test]
@@ -162,19 +162,7 @@ async fn request_logs_name_the_user_and_never_the_token() {
         .bearer_auth(&token);
     assert_eq!(get_name.send().await.unwrap().status(), 200);
 
-    let answered = || {
-        served.log().lines().find_map(|line| {
-            let line: Value = serde_json::from_str(line).ok()?;
-            let ours = line["span"]["request_id"] == "named-4711";
-            (ours && line["message"] == "answered").then_some(line)
-        })
-    };
-    let logged = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
-        answered().is_some()
-    })
-    .await;
-    assert!(logged, "{}", served.log());
-    let line = answered().unwrap();
+    let line = answered_line(&served, "named-4711").await;
     assert_eq!(line["span"]["route"], "/getName");
     assert!(
         line["span"]["user_id"].as_i64().is_some_and(|id| id > 0),

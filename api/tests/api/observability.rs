@@ -78,6 +78,25 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The JSON `answered` line of the request `request_id` in `served`'s log,
+/// waiting a moment for it to be written.
+pub async fn answered_line(served: &Served, request_id: &str) -> Value {
+    let find = || {
+        served.log().lines().find_map(|line| {
+            let line: Value = serde_json::from_str(line).ok()?;
+            let ours = line["span"]["request_id"] == request_id;
+            (ours && line["message"] == "answered").then_some(line)
+        })
+    };
+    let logged = eventually(Duration::from_secs(5), || async { find().is_some() }).await;
+    assert!(
+        logged,
+        "no answered line for {request_id}:\n{}",
+        served.log()
+    );
+    find().unwrap()
+}
+
 pub async fn scrape(base: &str) -> Vec<Sample> {
     let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -190,19 +209,7 @@ async fn request_logs_are_json_lines_with_id_route_status_and_latency() {
         .header("x-request-id", "observed-4711");
     assert_eq!(request.send().await.unwrap().status(), 200);
 
-    let answered = || {
-        served.log().lines().find_map(|line| {
-            let line: Value = serde_json::from_str(line).ok()?;
-            (line["message"] == "answered" && line["span"]["request_id"] == "observed-4711")
-                .then_some(line)
-        })
-    };
-    assert!(
-        eventually(Duration::from_secs(5), || async { answered().is_some() }).await,
-        "{}",
-        served.log()
-    );
-    let line = answered().unwrap();
+    let line = answered_line(&served, "observed-4711").await;
     assert_eq!(line["level"], "INFO");
     assert_eq!(line["status"], 200);
     assert!(

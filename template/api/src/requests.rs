@@ -197,19 +197,7 @@ fn route_of(response: &Response) -> Arc<str> {
     else {
         return metrics::UNMATCHED_ROUTE.into();
     };
-    if !pattern.contains(':') {
-        return pattern.clone();
-    }
-    // poem writes path parameters as `:name`.
-    pattern
-        .split('/')
-        .map(|segment| match segment.strip_prefix(':') {
-            Some(name) => ["{", name, "}"].concat(),
-            None => segment.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-        .into()
+    pattern.clone()
 }
 
 /// Middleware: caps what a request may send, whatever its headers claim.
