@@ -8,8 +8,10 @@ DEV := $(COMPOSE) -f compose.yaml
 PROD := $(COMPOSE) -f compose.prod.yaml --env-file .env.prod
 # Which stack `make down` and `make logs` act on: dev or prod.
 STACK ?= dev
+# The service's binary is named after its package.
+PACKAGE := $(shell sed -nE 's/^name = "(.*)"$$/\1/p' api/Cargo.toml | head -n 1)
 
-.PHONY: help dev prod down logs local local-down run test fmt lint
+.PHONY: help dev prod down logs local local-down run test fmt lint openapi api-compat version
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +40,15 @@ run: ## No Docker: just the service, in the foreground, on 127.0.0.1:8000
 
 test: ## Lints and the whole test suite against throwaway servers
 	scripts/test.sh
+
+openapi: ## Rewrite openapi/ from the code: the OpenAPI documents, reviewed and committed with it
+	cargo run --quiet --bin $(PACKAGE) -- openapi write
+
+api-compat: ## Breaking API changes since a git ref: make api-compat [REF=main]
+	scripts/api-compat.sh $(or $(REF),main)
+
+version: ## Add an API version: make version NEW=v3
+	scripts/new-version.sh "$(NEW)"
 
 fmt: ## Format the code
 	cargo fmt --all

@@ -219,9 +219,8 @@ struct Documented {
 }
 
 impl DocumentedRoutes {
-    pub fn from_spec(spec: &str) -> Self {
-        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
-        let Some(paths) = spec["paths"].as_object() else {
+    pub fn from_document(document: &serde_json::Value) -> Self {
+        let Some(paths) = document["paths"].as_object() else {
             return DocumentedRoutes::default();
         };
         let paths = paths

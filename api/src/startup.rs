@@ -18,29 +18,33 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::error::{self, DocumentedRoutes};
+use crate::openapi::{self, DocumentError, Documents};
 use crate::ratelimit::RequestBudget;
 use crate::requests::{RequestContext, SizeLimits};
 use crate::routes;
 use crate::state::{AppState, StateError};
+use crate::versions::{self, DeprecationHeaders};
 
 /// Every route of the service, with problem documents for every error.
-pub fn app(state: AppState) -> BoxEndpoint<'static> {
+/// `policy` is the versions' deprecation policy, `versions::POLICY` but in
+/// tests; a mistake in it fails here, at start.
+pub fn app(state: AppState, policy: &str) -> Result<BoxEndpoint<'static>, DocumentError> {
     routes::auth::declare_metrics(&state.metrics);
     let api = routes::api();
-    let document = routes::openapi::document(&api.spec());
-    let spec = poem::endpoint::make_sync(move |_| {
-        Response::builder()
-            .content_type("application/json; charset=utf-8")
-            .body(document.clone())
-    });
-    let docs = api.swagger_ui();
-    let documented = DocumentedRoutes::from_spec(&api.spec());
-    Route::new()
+    let documents = Documents::build(&api.spec(), policy)?;
+    let docs = routes::docs::page(&api.swagger_ui_html(), &documents);
+    let documented = DocumentedRoutes::from_document(documents.combined());
+    let deprecations = DeprecationHeaders::new(documents.policy().clone());
+    let mut route = Route::new()
         .nest("/", api)
-        .at("/openapi.json", spec)
+        .at("/openapi.json", json(documents.combined()))
         .at("/metrics", poem::get(routes::metrics::metrics))
         .nest("/docs", docs)
-        .nest("/static", static_files(&state.settings.static_dir))
+        .nest("/static", static_files(&state.settings.static_dir));
+    for (version, document) in documents.versions() {
+        route = route.at(["/", version, "/openapi.json"].concat(), json(document));
+    }
+    let app = route
         .with(SizeLimits {
             max_body_bytes: state.settings.max_body_bytes,
             max_header_bytes: state.settings.max_header_bytes,
@@ -48,8 +52,20 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .data(state.clone())
         .catch_all_error(error::render)
         .with(documented)
+        .with(deprecations)
         .with(RequestBudget::new(state.limiter))
-        .boxed()
+        .boxed();
+    Ok(app)
+}
+
+/// Serves an OpenAPI document as `make openapi` writes it.
+fn json(document: &serde_json::Value) -> impl Endpoint {
+    let body = openapi::render(document);
+    poem::get(poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(body.clone())
+    }))
 }
 
 /// Files under `dir`. poem's endpoint answers only GET; HEAD is served as
@@ -67,6 +83,8 @@ fn static_files(dir: &Path) -> impl Endpoint {
 pub enum StartupError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Documents(#[from] DocumentError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -85,12 +103,18 @@ pub struct Application {
 impl Application {
     /// Binds `settings.bind` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_policy(settings, versions::POLICY).await
+    }
+
+    /// As [`Application::build`], with another deprecation policy than
+    /// `api/versions.toml`: tests deprecate versions this way.
+    pub async fn build_with_policy(settings: Settings, policy: &str) -> Result<Self, StartupError> {
         let address = settings.bind;
         let acceptor = TcpListener::bind(address)
             .into_acceptor()
             .await
             .map_err(|source| StartupError::Bind { address, source })?;
-        Self::with_acceptor(acceptor.boxed(), settings)
+        Self::with_acceptor(acceptor.boxed(), settings, policy)
     }
 
     /// Serves sockets bound by someone else: a worker's, inherited from the
@@ -116,10 +140,14 @@ impl Application {
             address,
             source: io::Error::new(io::ErrorKind::InvalidInput, "no socket to serve"),
         })?;
-        Self::with_acceptor(acceptor, settings)
+        Self::with_acceptor(acceptor, settings, versions::POLICY)
     }
 
-    fn with_acceptor(acceptor: BoxAcceptor, settings: Settings) -> Result<Self, StartupError> {
+    fn with_acceptor(
+        acceptor: BoxAcceptor,
+        settings: Settings,
+        policy: &str,
+    ) -> Result<Self, StartupError> {
         let local_addr = acceptor
             .local_addr()
             .first()
@@ -128,7 +156,7 @@ impl Application {
         let state = AppState::new(settings)?;
         // Built here, not in `run_until`, so a broken route table or OpenAPI
         // description fails the start instead of the first request.
-        let app = app(state.clone());
+        let app = app(state.clone(), policy)?;
         Ok(Application {
             acceptor,
             local_addr,

@@ -3,7 +3,8 @@
 #   1. drift: the repository root is exactly the default render;
 #   2. names: invalid project names fail with a clear message;
 #   3. renders: two names, both values of `auth`, each built and its own
-#      `make test` passed (against its own throwaway PostgreSQL and Redis);
+#      `make test` passed (against its own throwaway PostgreSQL and Redis),
+#      the one without sign-in after `make version NEW=v3`;
 #   4. upgrades: re-rendering from a project's template-answers.toml
 #      reproduces it;
 #   5. make new, and a render from a git URL, work too.
@@ -77,13 +78,25 @@ for render_case in "orders true" "billing-service false"; do
             echo "template: auth=false still mentions sign-in:" >&2; cat "$scratch/leaks" >&2; exit 1
         fi
     fi
+    pristine=$project
+    if [ "$auth" = false ]; then
+        # Adding a version is one command, and the project still builds and
+        # passes its tests, now with v3 served and documented.
+        step "make version NEW=v3 in $name"
+        pristine=$scratch/$name-pristine
+        cp -a "$project" "$pristine"
+        (cd "$project" && make --no-print-directory version NEW=v3 >/dev/null)
+        grep -q '"/v3/hello"' "$project/openapi/v3.json"
+        grep -qx 'pub mod v3;' "$project/api/src/routes/mod.rs"
+        echo "v3 added: api/src/routes/v3/, openapi/v3.json"
+    fi
     (cd "$project" && make test)
 
     step "re-render $name from its template-answers.toml"
     mkdir "$scratch/$name-again"
     env -u RUST_BACKTRACE cargo generate --path "$template_dir" --name "$name" \
         --values-file "$project/template-answers.toml" --destination "$scratch/$name-again" --vcs none --silent >/dev/null
-    diff -r -x target -x .local -x Cargo.lock "$scratch/$name-again/$name" "$project"
+    diff -r -x target -x .local -x Cargo.lock "$scratch/$name-again/$name" "$pristine"
     echo "same answers, same project"
 done
 step "make new, and generating from a git URL with template as the subfolder"

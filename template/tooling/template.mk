@@ -13,3 +13,10 @@ check-template: ## Drift check, name checks, and renders built and tested
 
 # The template's checks are part of this repository's test command.
 test: check-template
+
+# The template's copies of the OpenAPI documents, for both values of auth,
+# are rewritten with the root's.
+openapi: template-openapi
+.PHONY: template-openapi
+template-openapi:
+	template/tooling/openapi.sh

@@ -1,6 +1,7 @@
 //! The command line. Each subcommand takes only the settings it uses.
 
 mod healthcheck;
+mod openapi;
 mod users;
 
 use std::error::Error;
@@ -53,6 +54,11 @@ pub enum Command {
     },
     /// Exit 0 if the service's /readyz answers 200 (for container healthchecks).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// The OpenAPI documents: write them, or check changes for breakage.
+    Openapi {
+        #[command(subcommand)]
+        command: openapi::OpenapiCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +164,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
             print!("{}{}", args.settings.describe(), args.process.describe());
         }
         Command::Healthcheck(args) => return Ok(healthcheck::run(args).await),
+        Command::Openapi { command } => return openapi::run(command),
     }
     Ok(ExitCode::SUCCESS)
 }

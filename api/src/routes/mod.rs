@@ -1,12 +1,13 @@
 //! The HTTP API: one `#[OpenApi]` area a module, one module a version.
 //!
-//! Adding a version means adding `vN/` and one entry in [`api`].
+//! `make version NEW=v3` adds a version: `v3/`, with its module, tag and
+//! entry in [`api`] here (scripts/new-version.sh; docs/versioning.md).
 
 pub mod admin;
 pub mod auth;
+pub mod docs;
 pub mod health;
 pub mod metrics;
-pub mod openapi;
 pub mod profile;
 pub mod text;
 pub mod v1;

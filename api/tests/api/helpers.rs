@@ -166,6 +166,11 @@ pub async fn spawn_app_with(servers: &Servers, extra: &[&str]) -> TestApp {
     spawn_app_wrapped(servers, extra, |app| app).await
 }
 
+/// Starts the app with `policy` in place of `api/versions.toml`.
+pub async fn spawn_app_with_policy(policy: &str) -> TestApp {
+    spawn(&Servers::shared(), &[], policy, |app| app).await
+}
+
 /// As [`spawn_app_with`], with the app's endpoint wrapped, e.g. in routes
 /// that show a test what the service saw of a request.
 pub async fn spawn_app_wrapped(
@@ -173,9 +178,18 @@ pub async fn spawn_app_wrapped(
     extra: &[&str],
     wrap: impl FnOnce(BoxEndpoint<'static>) -> BoxEndpoint<'static>,
 ) -> TestApp {
+    spawn(servers, extra, app::versions::POLICY, wrap).await
+}
+
+async fn spawn(
+    servers: &Servers,
+    extra: &[&str],
+    policy: &str,
+    wrap: impl FnOnce(BoxEndpoint<'static>) -> BoxEndpoint<'static>,
+) -> TestApp {
     let database_url = fresh_database(servers).await;
     let settings = settings_for(&database_url, servers, extra);
-    let application = Application::build(settings)
+    let application = Application::build_with_policy(settings, policy)
         .await
         .expect("the app starts")
         .wrap(wrap);

@@ -19,3 +19,4 @@ mod schema;
 mod search;
 mod serving;
 mod sessions;
+mod versioning;

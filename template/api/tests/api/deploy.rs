@@ -313,11 +313,12 @@ fn hadolint_passes_the_dockerfile() {
 }
 
 #[test]
-fn the_workflow_is_valid_for_github_actions() {
+fn the_workflows_are_valid_for_github_actions() {
     run(Command::new(tool("check-jsonschema")).args([
         "--builtin-schema",
         "vendor.github-workflows",
         ".github/workflows/docker.yml",
+        ".github/workflows/api-compat.yml",
     ]));
 }
 
