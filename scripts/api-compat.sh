@@ -16,8 +16,10 @@ fi
 
 base=$(mktemp -d -t api-compat-XXXXXX)
 trap 'rm -rf "$base"' EXIT
+# Paths relative to this directory, so that a service in a subdirectory of a
+# larger repository works too.
 git ls-tree --name-only "$ref" -- openapi/ | while read -r path; do
-    git show "$ref:$path" >"$base/${path##*/}"
+    git show "$ref:./$path" >"$base/${path##*/}"
 done
 if [ -z "$(ls -A "$base")" ]; then
     echo "api-compat: $ref has no openapi/ documents, so nothing to compare"

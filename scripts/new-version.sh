@@ -11,11 +11,12 @@ if ! [[ "$new" =~ ^v[1-9][0-9]*$ ]]; then
     exit 2
 fi
 routes=api/src/routes
-latest=$(find "$routes" -mindepth 1 -maxdepth 1 -type d -name 'v[0-9]*' -printf '%f\n' | sort -V | tail -n 1)
+latest=$(for dir in "$routes"/v[0-9]*/; do [ -d "$dir" ] && basename "$dir" | tr -d v; done | sort -n | tail -n 1)
 if [ -z "$latest" ]; then
     echo "version: no api/src/routes/vN/ to follow" >&2
     exit 1
 fi
+latest=v$latest
 if [ "${new#v}" -le "${latest#v}" ]; then
     echo "version: $new must be newer than $latest, the latest" >&2
     exit 2

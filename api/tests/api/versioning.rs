@@ -56,12 +56,7 @@ async fn the_served_documents_are_the_committed_ones() {
     let combined = document(&app, "/openapi.json").await;
     let versions: BTreeSet<String> = paths(&combined)
         .iter()
-        .filter_map(|path| {
-            path.split('/')
-                .nth(1)
-                .filter(|s| s.starts_with('v'))
-                .map(str::to_owned)
-        })
+        .filter_map(|path| app::versions::version_of(path).map(str::to_owned))
         .collect();
     let mut expected: Vec<String> = versions.iter().map(|v| format!("{v}.json")).collect();
     expected.push("openapi.json".into());
