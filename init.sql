@@ -29,3 +29,19 @@ CREATE UNIQUE INDEX IF NOT EXISTS users_username_lower_key ON users (lower(usern
 -- The expression must match the query's exactly for the planner to use it.
 CREATE INDEX IF NOT EXISTS users_search_trgm_idx
     ON users USING gin ((username || ' ' || name) gin_trgm_ops);
+
+-- The transactional outbox (api/src/events/): each change's event, written
+-- in the change's own transaction. The relay moves rows to the Redis stream
+-- in id order and deletes them, so the table is empty but while Redis is
+-- away. No foreign key: an event outlives what it describes.
+CREATE TABLE IF NOT EXISTS outbox (
+    -- The primary key's index serves the relay (ORDER BY id LIMIT n, and
+    -- DELETE ... WHERE id = ANY($1)).
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- For consumers to drop the copies that at-least-once delivery may bring.
+    event_id    uuid        NOT NULL,
+    type        text        NOT NULL,
+    user_id     bigint      NOT NULL,
+    data        jsonb       NOT NULL,
+    occurred_at timestamptz NOT NULL DEFAULT now()
+);

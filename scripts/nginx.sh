@@ -11,7 +11,8 @@
 #
 # The environment: API_HOST, API_PORT, FIRST_WORKER_PORT and WORKERS (for
 # the envsh), and the NGINX_* settings nginx.conf names (all described in
-# .env).
+# .env). NGINX_CONF_FILE names another file to fill in than nginx.conf (the
+# tests enable its commented examples this way).
 set -euo pipefail
 
 die() { echo "nginx.sh: $*" >&2; exit 1; }
@@ -23,7 +24,7 @@ render() {
     # shellcheck source=../nginx/15-api-upstreams.envsh
     . "$root/nginx/15-api-upstreams.envsh"
     names=$(env | sed -n 's/^\(NGINX_[A-Z0-9_]*\)=.*/${\1}/p' | tr '\n' ' ')
-    envsubst "$names" <"$root/nginx.conf" >"$out"
+    envsubst "$names" <"${NGINX_CONF_FILE:-$root/nginx.conf}" >"$out"
     missing=$(grep -o '\${NGINX_[A-Z0-9_]*}' "$out" | sort -u | tr '\n' ' ' || true)
     [ -z "$missing" ] || die "not set: $missing"
 }
@@ -78,5 +79,5 @@ case "$cmd" in
     check) [ $# -eq 1 ] || die "usage: check DIR"; check "$1" ;;
     start) [ $# -eq 1 ] || die "usage: start DIR"; start "$1" ;;
     stop) [ $# -eq 1 ] || die "usage: stop DIR"; stop "$1" ;;
-    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::error::{self, DocumentedRoutes};
+use crate::events::relay::Relay;
 use crate::openapi::{self, DocumentError, Documents};
 use crate::ratelimit::RequestBudget;
 use crate::requests::{RequestContext, SizeLimits};
@@ -203,9 +204,14 @@ impl Application {
             self.state.metrics.clone(),
         );
         let app = self.app.with(context);
-        Server::new_with_acceptor(acceptor)
+        // Events move to Redis while the app serves, and stop with it (an
+        // unfinished batch is sent again later: at least once).
+        let relay = tokio::spawn(Relay::new(&self.state).run());
+        let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, drain, Some(grace))
-            .await
+            .await;
+        relay.abort();
+        served
     }
 }
 

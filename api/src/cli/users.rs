@@ -32,14 +32,14 @@ pub async fn add(args: AddUserArgs) -> Result<(), Box<dyn Error>> {
     let password = read_password()?;
     let hash = tokio::task::spawn_blocking(move || password::hash_blocking(&password)).await??;
     let pool = db::pool(&args.database)?;
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
     let new_user = users::NewUser {
         username: &args.username,
         name: &name,
         password_hash: &hash,
         admin: args.admin,
     };
-    let id = users::insert(&client, &new_user).await?;
+    let id = users::create(&mut client, &new_user).await?;
     println!("created user {} (id {id})", args.username);
     Ok(())
 }

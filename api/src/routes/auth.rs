@@ -12,6 +12,7 @@ use super::text::Text;
 use super::ApiTags;
 use crate::db::users;
 use crate::error::ApiError;
+use crate::events::{self, Event};
 use crate::metrics::{CounterFamily, Metrics};
 use crate::requests::ClientIp;
 use crate::sessions::{public_id, Session};
@@ -119,6 +120,23 @@ pub enum LoginResponse {
 }
 
 #[derive(ApiResponse)]
+pub enum VerifyResponse {
+    /// A live session: whose it is, in headers for nginx to pass on.
+    #[oai(status = 200)]
+    Verified(
+        /// The user's id.
+        #[oai(header = "X-User-Id")]
+        String,
+        /// The user's username (ASCII letters, digits, `_`, `.`, `-`).
+        #[oai(header = "X-User-Name")]
+        String,
+        /// `user` or `admin`.
+        #[oai(header = "X-User-Role")]
+        String,
+    ),
+}
+
+#[derive(ApiResponse)]
 pub enum LogoutResponse {
     /// The token is dead from now on; the user's other sessions live on.
     #[oai(status = 204)]
@@ -181,8 +199,37 @@ impl Api {
     ) -> Result<LogoutResponse, ApiError> {
         state.sessions.revoke(auth.0.token).await?;
         let session = public_id(auth.0.token);
+        let event = Event::LoggedOut {
+            user_id: auth.0.user_id,
+            session: Some(&session),
+        };
+        record_now(&state, &event).await?;
         tracing::info!(user_id = auth.0.user_id, %session, "logged out");
         Ok(LogoutResponse::LoggedOut)
+    }
+
+    /// Verify a session (forward auth)
+    ///
+    /// For nginx's `auth_request` in front of other services (nginx.conf has
+    /// an example; nginx refuses this path to clients): 200 with who the
+    /// bearer token belongs to, else 401. Each call counts as a use of the
+    /// session, as any request with it does.
+    #[oai(path = "/auth/verify", method = "get")]
+    async fn verify(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+    ) -> Result<VerifyResponse, ApiError> {
+        let client = state.db.get().await?;
+        // A session whose user was deleted is no session at all.
+        let (username, role) = users::get_identity(&client, auth.0.user_id)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok(VerifyResponse::Verified(
+            auth.0.user_id.to_string(),
+            username,
+            role,
+        ))
     }
 
     /// List my sessions
@@ -219,6 +266,11 @@ impl Api {
         auth: BearerAuth,
     ) -> Result<LogoutEverywhereResponse, ApiError> {
         let ended = state.sessions.revoke_all(auth.0.user_id).await?;
+        let event = Event::LoggedOut {
+            user_id: auth.0.user_id,
+            session: None,
+        };
+        record_now(&state, &event).await?;
         tracing::info!(user_id = auth.0.user_id, ended, "logged out everywhere");
         Ok(LogoutEverywhereResponse::LoggedOut)
     }
@@ -254,6 +306,15 @@ async fn log_in(
     let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
     let session = state.sessions.create(user_id, client_ip).await?;
     let session_id = public_id(session.token);
+    let event = Event::LoggedIn {
+        user_id,
+        session: &session_id,
+    };
+    if let Err(err) = record_now(state, &event).await {
+        // No login without its event: undo it (the token was never shown).
+        let _ = state.sessions.revoke(session.token).await;
+        return Err(err);
+    }
     tracing::Span::current().record("user_id", user_id);
     tracing::info!(user_id, session = %session_id, "logged in");
     let token = session.token.as_hyphenated().to_string();
@@ -266,4 +327,12 @@ async fn log_in(
         }),
         header,
     ))
+}
+
+/// Records the event of a change already made in Redis (logins and logouts
+/// change no PostgreSQL row, so there is no transaction to share).
+async fn record_now(state: &AppState, event: &Event<'_>) -> Result<(), ApiError> {
+    let client = state.db.get().await?;
+    events::record(&client, event).await?;
+    Ok(())
 }

@@ -8,7 +8,7 @@ use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Servers};
 async fn unknown_paths_are_404_problems() {
     let app = spawn_app().await;
     assert_problem(app.get("/nope").await, 404).await;
-    assert_problem(app.get("/v3/hello").await, 404).await;
+    assert_problem(app.get("/v999/hello").await, 404).await;
 }
 
 #[tokio::test]

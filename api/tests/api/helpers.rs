@@ -231,14 +231,14 @@ impl TestApp {
     }
 
     async fn insert_user(&self, username: &str, admin: bool) -> i64 {
-        let client = self.db.get().await.unwrap();
+        let mut client = self.db.get().await.unwrap();
         let user = NewUser {
             username,
             name: username,
             password_hash: password_hash(),
             admin,
         };
-        users::insert(&client, &user).await.unwrap()
+        users::create(&mut client, &user).await.unwrap()
     }
 
     pub async fn get(&self, path: &str) -> Response {

@@ -5,6 +5,8 @@ mod cli;
 mod contract;
 mod deploy;
 mod errors;
+mod events;
+mod forward_auth;
 mod hello;
 mod helpers;
 mod login;

@@ -155,7 +155,7 @@ impl Served {
             pool_size: 1,
             timeout_ms: 2000,
         };
-        let client = app::db::pool(&settings).unwrap().get().await.unwrap();
+        let mut client = app::db::pool(&settings).unwrap().get().await.unwrap();
         let hash = app::password::hash_blocking(crate::helpers::PASSWORD).unwrap();
         let user = app::db::users::NewUser {
             username,
@@ -163,7 +163,7 @@ impl Served {
             password_hash: &hash,
             admin: false,
         };
-        app::db::users::insert(&client, &user).await.unwrap();
+        app::db::users::create(&mut client, &user).await.unwrap();
     }
 
     /// Waits for the master to exit, at most `limit`.

@@ -1,8 +1,9 @@
 //! Queries on `users`. Statements are prepared once per connection and cached.
 
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Client, GenericClient};
 
 use crate::error::ApiError;
+use crate::events::{self, Event};
 
 /// What login needs to check a password.
 pub struct Credentials {
@@ -62,22 +63,33 @@ pub async fn find_credentials(
     }))
 }
 
-pub async fn insert(client: &impl GenericClient, user: &NewUser<'_>) -> Result<i64, ApiError> {
+/// Creates the user and its `user.created` event, in one transaction.
+pub async fn create(client: &mut Client, user: &NewUser<'_>) -> Result<i64, ApiError> {
     let role = if user.admin { "admin" } else { "user" };
-    let statement = client
+    let transaction = client.transaction().await?;
+    let statement = transaction
         .prepare_cached(
             "INSERT INTO users (username, name, password_hash, role) \
              VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .await?;
-    let row = client
+    let row = transaction
         .query_one(
             &statement,
             &[&user.username, &user.name, &user.password_hash, &role],
         )
         .await
         .map_err(map_constraint)?;
-    Ok(row.get(0))
+    let user_id = row.get(0);
+    let event = Event::UserCreated {
+        user_id,
+        username: user.username,
+        name: user.name,
+        role,
+    };
+    events::record(&transaction, &event).await?;
+    transaction.commit().await?;
+    Ok(user_id)
 }
 
 /// `None` when the user no longer exists.
@@ -89,23 +101,35 @@ pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<Str
     Ok(row.map(|row| row.get(0)))
 }
 
-/// Sets the name in one atomic statement and returns what was stored;
-/// `None` when the user no longer exists.
+/// Sets the name and records its `user.name_changed` event, in one
+/// transaction; returns what was stored, or `None` when the user no longer
+/// exists.
 pub async fn set_name(
-    client: &impl GenericClient,
+    client: &mut Client,
     id: i64,
     name: &str,
 ) -> Result<Option<String>, ApiError> {
-    let statement = client
+    let transaction = client.transaction().await?;
+    let statement = transaction
         .prepare_cached(
             "UPDATE users SET name = $2, updated_at = now() WHERE id = $1 RETURNING name",
         )
         .await?;
-    let row = client
+    let row = transaction
         .query_opt(&statement, &[&id, &name])
         .await
         .map_err(map_constraint)?;
-    Ok(row.map(|row| row.get(0)))
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let stored: String = row.get(0);
+    let event = Event::NameChanged {
+        user_id: id,
+        name: &stored,
+    };
+    events::record(&transaction, &event).await?;
+    transaction.commit().await?;
+    Ok(Some(stored))
 }
 
 /// The user's username and password hash; `None` when the user no longer
@@ -131,6 +155,18 @@ pub async fn set_password_hash(
         .prepare_cached("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
         .await?;
     Ok(client.execute(&statement, &[&id, &hash]).await? == 1)
+}
+
+/// The user's username and role; `None` when the user no longer exists.
+pub async fn get_identity(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<Option<(String, String)>, ApiError> {
+    let statement = client
+        .prepare_cached("SELECT username, role FROM users WHERE id = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
 }
 
 /// The user's role (`user` or `admin`); `None` when the user no longer exists.

@@ -99,8 +99,8 @@ impl Api {
         body: Json<SetNameRequest>,
     ) -> Result<Json<NameResponse>, ApiError> {
         let name = normalize_name(&body.0.name.0)?;
-        let client = state.db.get().await?;
-        let name = users::set_name(&client, auth.0.user_id, &name)
+        let mut client = state.db.get().await?;
+        let name = users::set_name(&mut client, auth.0.user_id, &name)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
         Ok(Json(NameResponse { name }))

@@ -20,9 +20,10 @@ enum Access {
 fn call_for(method: &str, path: &str, target: i64) -> Option<(Method, String, Option<Value>)> {
     let target_path = |template: &str| template.replace("{id}", &target.to_string());
     Some(match (method, path) {
-        ("get", "/v1/hello" | "/v2/hello" | "/healthz" | "/readyz" | "/getName") => {
-            (Method::GET, path.to_owned(), None)
-        }
+        (
+            "get",
+            "/v1/hello" | "/v2/hello" | "/healthz" | "/readyz" | "/getName" | "/auth/verify",
+        ) => (Method::GET, path.to_owned(), None),
         ("get", "/v2/users") => (Method::GET, "/v2/users?q=target".to_owned(), None),
         ("post", "/setName") => (
             Method::POST,

@@ -1,0 +1,180 @@
+//! Events for other services: each change, committed, ends up on the Redis
+//! stream through the outbox, even when Redis was away when it was made.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use app::db::users;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{spawn_app, spawn_app_with, DedicatedServices, TestApp};
+
+/// One stream entry, as a consumer reads it.
+#[derive(Debug)]
+struct Entry {
+    event_id: String,
+    kind: String,
+    user_id: i64,
+    data: Value,
+    fields: HashMap<String, String>,
+}
+
+async fn stream(app: &TestApp) -> Vec<Entry> {
+    let key = format!("{}events", app.settings.redis.key_prefix);
+    let mut redis = app.redis.get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, flat)| {
+            let fields: HashMap<String, String> = flat
+                .chunks(2)
+                .map(|pair| (pair[0].clone(), pair[1].clone()))
+                .collect();
+            Entry {
+                event_id: fields["event_id"].clone(),
+                kind: fields["type"].clone(),
+                user_id: fields["user_id"].parse().unwrap(),
+                data: serde_json::from_str(&fields["data"]).unwrap(),
+                fields,
+            }
+        })
+        .collect()
+}
+
+/// The stream once it holds `count` entries (or what it holds after 15 s).
+async fn stream_of(app: &TestApp, count: usize) -> Vec<Entry> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let entries = stream(app).await;
+        if entries.len() >= count || Instant::now() > deadline {
+            return entries;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn waiting_in_outbox(app: &TestApp) -> i64 {
+    let client = app.db.get().await.unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM outbox", &[])
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+fn assert_unique_ids(entries: &[Entry]) {
+    let ids: HashSet<&str> = entries.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), entries.len(), "an event id repeats");
+    for id in ids {
+        assert_eq!(Uuid::parse_str(id).unwrap().get_version_num(), 4);
+    }
+}
+
+#[tokio::test]
+async fn every_kind_of_change_is_published_in_order() {
+    let app = spawn_app().await;
+    let (id, token) = app.signed_in_user("ada").await;
+    let renamed = app
+        .post_set_name(&token, &json!({ "name": "Ada L." }))
+        .await;
+    assert_eq!(renamed.status(), StatusCode::OK);
+    assert_eq!(
+        app.post_logout(&token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    let entries = stream_of(&app, 4).await;
+
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "user.created",
+            "user.logged_in",
+            "user.name_changed",
+            "user.logged_out"
+        ]
+    );
+    assert!(entries.iter().all(|e| e.user_id == id));
+    assert_eq!(entries[0].data["username"], "ada");
+    assert_eq!(entries[0].data["role"], "user");
+    assert_eq!(entries[2].data, json!({ "user_id": id, "name": "Ada L." }));
+    // Logins and logouts name the session by its public id, never the token.
+    let session = entries[1].data["session"].as_str().unwrap();
+    assert_eq!(entries[3].data["session"], session);
+    for entry in &entries {
+        assert!(!entry.fields.values().any(|v| v.contains(&token)));
+        assert!(entry.fields["occurred_at"].ends_with('Z'));
+    }
+    assert_unique_ids(&entries);
+    assert_eq!(
+        waiting_in_outbox(&app).await,
+        0,
+        "relayed events stay in the outbox"
+    );
+}
+
+#[tokio::test]
+async fn names_changed_while_redis_is_down_all_arrive_once_it_is_back() {
+    let services = DedicatedServices::start();
+    let app = spawn_app_with(&services.servers(), &[]).await;
+    let (id, token) = app.signed_in_user("ada").await;
+    let first = app.post_set_name(&token, &json!({ "name": "Ada 0" })).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(stream_of(&app, 3).await.len(), 3);
+
+    services.stop_redis();
+    // No request can sign in now; the service's own writes go on, through
+    // the same function /setName uses, from several tasks at once.
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let pool = app.db.clone();
+        writers.push(tokio::spawn(async move {
+            let mut client = pool.get().await.unwrap();
+            for i in 0..10 {
+                let name = format!("Ada {writer}-{i}");
+                users::set_name(&mut client, id, &name).await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(
+        waiting_in_outbox(&app).await,
+        40,
+        "the events wait in the outbox"
+    );
+
+    services.start_redis();
+
+    let entries = stream_of(&app, 43).await;
+    assert_eq!(entries.len(), 43, "events lost: {entries:#?}");
+    assert_unique_ids(&entries);
+    let names: Vec<&str> = entries[3..]
+        .iter()
+        .map(|e| {
+            assert_eq!(e.kind, "user.name_changed");
+            e.data["name"].as_str().unwrap()
+        })
+        .collect();
+    // Each writer's changes arrive in the order it made them.
+    for writer in 0..4 {
+        let own: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with(&format!("Ada {writer}-")))
+            .collect();
+        let expected: Vec<String> = (0..10).map(|i| format!("Ada {writer}-{i}")).collect();
+        assert_eq!(own, expected);
+    }
+    assert_eq!(waiting_in_outbox(&app).await, 0);
+}

@@ -1,0 +1,136 @@
+//! Events for other services: users created, names changed, logins and
+//! logouts, on a Redis stream (`{REDIS_KEY_PREFIX}events`), through a
+//! transactional outbox. docs/architecture.md shows a consumer.
+//!
+//! A change and its event are written in one PostgreSQL transaction
+//! ([`record`] with the change's transaction), so there is never one without
+//! the other. The [`relay`] moves events from the `outbox` table to the
+//! stream in order and deletes them once Redis has them; while Redis is away
+//! they wait in the table. Delivery is at least once: a relay stopped between
+//! the two sends a batch again, with the same `event_id`s, for consumers to
+//! drop. Logins and logouts change Redis, not PostgreSQL: their event is
+//! written right after the change, and a login whose event cannot be written
+//! is undone.
+
+pub mod relay;
+
+use deadpool_postgres::GenericClient;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// The stream's key, after `REDIS_KEY_PREFIX`.
+pub const STREAM: &str = "events";
+
+/// A state change other services may care about.
+#[derive(Clone, Debug)]
+pub enum Event<'a> {
+    UserCreated {
+        user_id: i64,
+        username: &'a str,
+        name: &'a str,
+        role: &'a str,
+    },
+    NameChanged {
+        user_id: i64,
+        name: &'a str,
+    },
+    /// `session` is the session's public id, never its token.
+    LoggedIn {
+        user_id: i64,
+        session: &'a str,
+    },
+    /// `session: None` when every session of the user ended.
+    LoggedOut {
+        user_id: i64,
+        session: Option<&'a str>,
+    },
+}
+
+impl Event<'_> {
+    /// The `type` field on the stream.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::UserCreated { .. } => "user.created",
+            Event::NameChanged { .. } => "user.name_changed",
+            Event::LoggedIn { .. } => "user.logged_in",
+            Event::LoggedOut { .. } => "user.logged_out",
+        }
+    }
+
+    pub fn user_id(&self) -> i64 {
+        match self {
+            Event::UserCreated { user_id, .. }
+            | Event::NameChanged { user_id, .. }
+            | Event::LoggedIn { user_id, .. }
+            | Event::LoggedOut { user_id, .. } => *user_id,
+        }
+    }
+
+    /// The `data` field on the stream, as JSON.
+    pub fn data(&self) -> Value {
+        match self {
+            Event::UserCreated {
+                user_id,
+                username,
+                name,
+                role,
+            } => json!({ "user_id": user_id, "username": username, "name": name, "role": role }),
+            Event::NameChanged { user_id, name } => json!({ "user_id": user_id, "name": name }),
+            Event::LoggedIn { user_id, session } => {
+                json!({ "user_id": user_id, "session": session })
+            }
+            Event::LoggedOut { user_id, session } => json!({
+                "user_id": user_id,
+                "session": session,
+                "all_sessions": session.is_none(),
+            }),
+        }
+    }
+}
+
+/// Adds `event` to the outbox through `client`: the transaction of the
+/// change it describes. Returns the event's id.
+pub async fn record(client: &impl GenericClient, event: &Event<'_>) -> Result<Uuid, ApiError> {
+    let id = Uuid::new_v4();
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO outbox (event_id, type, user_id, data) VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[&id, &event.kind(), &event.user_id(), &event.data()],
+        )
+        .await?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_say_what_changed_and_never_carry_a_token() {
+        let created = Event::UserCreated {
+            user_id: 7,
+            username: "ada",
+            name: "Ada",
+            role: "user",
+        };
+        assert_eq!(created.kind(), "user.created");
+        assert_eq!(created.data()["username"], "ada");
+        let everywhere = Event::LoggedOut {
+            user_id: 7,
+            session: None,
+        };
+        assert_eq!(everywhere.data()["all_sessions"], true);
+        let login = Event::LoggedIn {
+            user_id: 7,
+            session: "3f9a01b2",
+        };
+        assert_eq!(login.data(), json!({ "user_id": 7, "session": "3f9a01b2" }));
+    }
+}
