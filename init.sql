@@ -21,6 +21,10 @@ CREATE TABLE IF NOT EXISTS users (
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
 
+-- Counts changes of name: the name cache in Redis keeps only the newest
+-- (api/src/names.rs). Added this way so older databases get it too.
+ALTER TABLE users ADD COLUMN IF NOT EXISTS name_version bigint NOT NULL DEFAULT 0;
+
 -- Serves POST /login (WHERE lower(username) = lower($1)) and makes usernames
 -- unique regardless of case; its name is mapped to "username taken".
 CREATE UNIQUE INDEX IF NOT EXISTS users_username_lower_key ON users (lower(username));

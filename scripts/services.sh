@@ -4,7 +4,7 @@
 # The test command, make run, make local and the outage tests all go through
 # here (nginx has scripts/nginx.sh).
 #
-#   services.sh ensure-packages [postgres] [redis] [nginx] [python-venv] [prometheus]
+#   services.sh ensure-packages [postgres] [redis] [nginx] [python-venv] [prometheus] [wrk]
 #                                    install what is named (and curl) if missing
 #   services.sh free-port [COUNT]    print a free loopback TCP port, the first of
 #                                    COUNT free ones in a row (1)
@@ -53,6 +53,8 @@ ensure_packages() {
             # Debian also starts its own Prometheus on :9090; the tests run
             # theirs on free ports and leave it alone.
             prometheus) command -v promtool >/dev/null || missing+=(prometheus) ;;
+            # The HTTP load generator of make bench.
+            wrk) command -v wrk >/dev/null || missing+=(wrk) ;;
             *) die "ensure-packages: unknown server '$want'" ;;
         esac
     done

@@ -2,7 +2,8 @@
 # The test command (`make test`): installs what is missing, starts throwaway
 # PostgreSQL and Redis on free loopback ports unless TEST_DATABASE_URL and
 # TEST_REDIS_URL point at servers already, runs the lints, the whole test
-# suite and the README walkthrough, and stops what it started.
+# suite, the README walkthrough and a smoke run of make bench, and stops
+# what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,3 +39,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 scripts/check-readme.sh
+# make bench as a smoke run, a second a figure: it must work and every
+# request must succeed; its speed is never judged here.
+scripts/bench.sh --smoke

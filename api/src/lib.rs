@@ -7,6 +7,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod names;
 pub mod openapi;
 pub mod password;
 pub mod ratelimit;

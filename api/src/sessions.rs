@@ -24,12 +24,16 @@ use uuid::Uuid;
 
 use crate::config::RedisSettings;
 use crate::error::{ApiError, Dependency};
+use crate::names;
 
 /// An authenticated request's session.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Session {
     pub token: Uuid,
     pub user_id: i64,
+    /// The user's name as cached ([`crate::names`]) when the session was
+    /// checked, read in the same round trip: `/getName` needs no other.
+    pub cached_name: Option<String>,
 }
 
 /// What a user may see of one of their sessions: never the token.
@@ -141,7 +145,11 @@ impl SessionStore {
             // 122 random bits colliding means the RNG is broken: refuse.
             return Err(ApiError::internal("session token collision"));
         }
-        Ok(Session { token, user_id })
+        Ok(Session {
+            token,
+            user_id,
+            cached_name: None,
+        })
     }
 
     /// The session for `token`, if it exists and has not expired; using it
@@ -152,9 +160,15 @@ impl SessionStore {
         call.key(self.key(token))
             .arg(now_ms())
             .arg(self.lifetimes.idle.as_millis() as u64)
-            .arg(self.lifetimes.absolute.as_millis() as u64);
-        let user_id: Option<i64> = self.bounded(call.invoke_async(&mut redis)).await?;
-        Ok(user_id.map(|user_id| Session { token, user_id }))
+            .arg(self.lifetimes.absolute.as_millis() as u64)
+            .arg(names::key_prefix(&self.prefix));
+        let found: Option<(i64, Option<String>)> =
+            self.bounded(call.invoke_async(&mut redis)).await?;
+        Ok(found.map(|(user_id, cached_name)| Session {
+            token,
+            user_id,
+            cached_name,
+        }))
     }
 
     /// The user's live sessions, oldest first.
@@ -255,8 +269,9 @@ static CREATE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// KEYS: the session. ARGV: now, idle timeout, absolute lifetime (all in
-/// milliseconds). Returns the user id, or nil when the session is gone or
-/// past its lifetime.
+/// milliseconds), the prefix of cached names. Returns the user id and their
+/// cached name (or nil), or nil when the session is gone or past its
+/// lifetime.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -271,7 +286,7 @@ static TOUCH: LazyLock<Script> = LazyLock::new(|| {
         end
         redis.call('HSET', KEYS[1], 'seen', ARGV[1])
         redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[2]), left))
-        return found[1]
+        return {found[1], redis.call('HGET', ARGV[4] .. found[1], 'name')}
         ",
     )
 });

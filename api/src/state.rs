@@ -1,5 +1,5 @@
 //! What every request handler shares: pools, the session store, the rate
-//! limiter, the hasher.
+//! limiter, the name cache, the hasher.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use deadpool_postgres::Pool;
 use crate::config::Settings;
 use crate::db::{self, DbSetupError};
 use crate::metrics::{Metrics, Snapshot};
+use crate::names::NameCache;
 use crate::password::Passwords;
 use crate::ratelimit::{Limits, RateLimiter};
 use crate::sessions::{Lifetimes, SessionStore};
@@ -19,6 +20,7 @@ pub struct AppState {
     pub db: Pool,
     pub sessions: SessionStore,
     pub limiter: RateLimiter,
+    pub names: NameCache,
     pub passwords: Passwords,
     pub metrics: Metrics,
     pub settings: Arc<Settings>,
@@ -45,12 +47,14 @@ impl AppState {
             login_failures: settings.login_max_failures,
             login_window: Duration::from_secs(settings.login_failure_window_seconds),
         };
-        // One Redis connection a process, shared by sessions and limits.
+        // One Redis connection a process, shared by sessions, limits and names.
         let limiter = RateLimiter::new(sessions.connection(), &settings.redis, limits);
+        let names = NameCache::new(sessions.connection(), &settings.redis);
         Ok(AppState {
             db: db::pool(&settings.database)?,
             sessions,
             limiter,
+            names,
             passwords: Passwords::new(settings.hash_concurrency()),
             metrics: Metrics::default(),
             settings: Arc::new(settings),

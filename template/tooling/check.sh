@@ -73,7 +73,7 @@ for render_case in "orders true" "billing-service false"; do
     grep -qx "auth = $auth" "$project/template-answers.toml"
     if [ "$auth" = false ]; then
         # No sign-in means no Redis and no session code at all.
-        if (cd "$project" && grep -rniE 'redis|session' api scripts/test.sh scripts/local.sh scripts/check-readme.sh scripts/smoke.sh .env .env.local .env.prod \
+        if (cd "$project" && grep -rniE 'redis|session' api scripts/test.sh scripts/local.sh scripts/bench.sh scripts/check-readme.sh scripts/smoke.sh .env .env.local .env.prod \
             compose.yaml compose.prod.yaml nginx.conf Dockerfile .github) >"$scratch/leaks"; then
             echo "template: auth=false still mentions sign-in:" >&2; cat "$scratch/leaks" >&2; exit 1
         fi

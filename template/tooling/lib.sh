@@ -6,7 +6,9 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 template_dir=$repo_root/template
 
 # Files at the repository root that are not rendered from the template.
-root_only=(template CONTRIBUTING.md)
+# The benchmark figures are this machine's and this project's: a new project makes
+# its own with make bench.
+root_only=(template CONTRIBUTING.md docs/benchmarks.md docs/benchmarks.json docs/benchmarks-notes.md)
 
 ensure_cargo_generate() {
     if ! cargo generate --version 2>/dev/null | grep -q "$CARGO_GENERATE_VERSION"; then

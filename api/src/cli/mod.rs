@@ -71,6 +71,8 @@ pub enum DbCommand {
 pub enum UsersCommand {
     /// Create a user; the password is read from stdin (one line) or prompted.
     Add(users::AddUserArgs),
+    /// Time one password verification (ms, one core): what bounds logins.
+    HashTime(users::HashTimeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +159,9 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
         Command::Users {
             command: UsersCommand::Add(args),
         } => users::add(args).await?,
+        Command::Users {
+            command: UsersCommand::HashTime(args),
+        } => users::hash_time(args).await?,
         Command::Config {
             command: ConfigCommand::Check(args),
         } => {

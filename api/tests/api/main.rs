@@ -10,6 +10,7 @@ mod forward_auth;
 mod hello;
 mod helpers;
 mod login;
+mod name_cache;
 mod observability;
 mod outages;
 mod platform;

@@ -98,6 +98,20 @@ pub fn hash_blocking(password: &str) -> Result<String, ApiError> {
         .map_err(ApiError::internal)
 }
 
+/// How long one verification takes on this machine, on one core: the median
+/// of `samples` runs. It bounds login throughput (`make bench` reports it).
+pub fn verification_time(samples: usize) -> Result<std::time::Duration, ApiError> {
+    let stored = hash_blocking("a password of no consequence")?;
+    let mut times = Vec::with_capacity(samples.max(1));
+    for _ in 0..samples.max(1) {
+        let started = std::time::Instant::now();
+        verify_blocking("a password of no consequence", &stored)?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
 fn verify_blocking(password: &str, stored: &str) -> Result<bool, ApiError> {
     // The parameters come from the stored PHC string, so hashes made with
     // older settings keep verifying after the constants above change.

@@ -1,4 +1,5 @@
-//! `users add`: the way accounts come to exist.
+//! `users add`, the way accounts come to exist; `users hash-time`, what
+//! checking a password costs here.
 
 use std::error::Error;
 use std::io::{BufRead, IsTerminal};
@@ -25,6 +26,21 @@ pub struct AddUserArgs {
     pub admin: bool,
     #[command(flatten)]
     pub database: DatabaseSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct HashTimeArgs {
+    /// Verifications to time; the median is printed.
+    #[arg(long, default_value_t = 15)]
+    pub samples: usize,
+}
+
+/// Prints one password verification's time in milliseconds, on one core.
+pub async fn hash_time(args: HashTimeArgs) -> Result<(), Box<dyn Error>> {
+    let time =
+        tokio::task::spawn_blocking(move || password::verification_time(args.samples)).await??;
+    println!("{:.2}", time.as_secs_f64() * 1000.0);
+    Ok(())
 }
 
 pub async fn add(args: AddUserArgs) -> Result<(), Box<dyn Error>> {

@@ -92,27 +92,33 @@ pub async fn create(client: &mut Client, user: &NewUser<'_>) -> Result<i64, ApiE
     Ok(user_id)
 }
 
+/// A name as stored, with its version: how many times it has changed.
+pub struct Name {
+    pub name: String,
+    pub version: i64,
+}
+
 /// `None` when the user no longer exists.
-pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<String>, ApiError> {
+pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<Name>, ApiError> {
     let statement = client
-        .prepare_cached("SELECT name FROM users WHERE id = $1")
+        .prepare_cached("SELECT name, name_version FROM users WHERE id = $1")
         .await?;
     let row = client.query_opt(&statement, &[&id]).await?;
-    Ok(row.map(|row| row.get(0)))
+    Ok(row.map(|row| Name {
+        name: row.get(0),
+        version: row.get(1),
+    }))
 }
 
 /// Sets the name and records its `user.name_changed` event, in one
-/// transaction; returns what was stored, or `None` when the user no longer
-/// exists.
-pub async fn set_name(
-    client: &mut Client,
-    id: i64,
-    name: &str,
-) -> Result<Option<String>, ApiError> {
+/// transaction; returns what was stored and its new version, or `None` when
+/// the user no longer exists.
+pub async fn set_name(client: &mut Client, id: i64, name: &str) -> Result<Option<Name>, ApiError> {
     let transaction = client.transaction().await?;
     let statement = transaction
         .prepare_cached(
-            "UPDATE users SET name = $2, updated_at = now() WHERE id = $1 RETURNING name",
+            "UPDATE users SET name = $2, name_version = name_version + 1, updated_at = now() \
+             WHERE id = $1 RETURNING name, name_version",
         )
         .await?;
     let row = transaction
@@ -122,10 +128,13 @@ pub async fn set_name(
     let Some(row) = row else {
         return Ok(None);
     };
-    let stored: String = row.get(0);
+    let stored = Name {
+        name: row.get(0),
+        version: row.get(1),
+    };
     let event = Event::NameChanged {
         user_id: id,
-        name: &stored,
+        name: &stored.name,
     };
     events::record(&transaction, &event).await?;
     transaction.commit().await?;

@@ -80,12 +80,27 @@ impl Api {
         state: Data<&AppState>,
         auth: BearerAuth,
     ) -> Result<Json<NameResponse>, ApiError> {
-        let client = state.db.get().await?;
-        // A session whose user was deleted is no session at all.
-        let name = users::get_name(&client, auth.0.user_id)
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-        Ok(Json(NameResponse { name }))
+        let user_id = auth.0.user_id;
+        // Read with the session, in the same round trip to Redis.
+        if let Some(name) = auth.0.cached_name {
+            return Ok(Json(NameResponse { name }));
+        }
+        // The lease before the read: a change committed after it revokes it.
+        let lease = state.names.lease(user_id).await?;
+        let stored = {
+            let client = state.db.get().await?;
+            // A session whose user was deleted is no session at all.
+            users::get_name(&client, user_id)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?
+        };
+        if let Some(lease) = lease {
+            state
+                .names
+                .fill(lease, &stored.name, stored.version)
+                .await?;
+        }
+        Ok(Json(NameResponse { name: stored.name }))
     }
 
     /// Set my name
@@ -99,11 +114,18 @@ impl Api {
         body: Json<SetNameRequest>,
     ) -> Result<Json<NameResponse>, ApiError> {
         let name = normalize_name(&body.0.name.0)?;
-        let mut client = state.db.get().await?;
-        let name = users::set_name(&mut client, auth.0.user_id, &name)
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-        Ok(Json(NameResponse { name }))
+        let stored = {
+            let mut client = state.db.get().await?;
+            users::set_name(&mut client, auth.0.user_id, &name)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?
+        };
+        // Answered only once the cache cannot give the name this replaced.
+        state
+            .names
+            .changed(auth.0.user_id, &stored.name, stored.version)
+            .await?;
+        Ok(Json(NameResponse { name: stored.name }))
     }
 
     /// Change my password

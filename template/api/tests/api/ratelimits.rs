@@ -2,6 +2,9 @@
 //! request budget per client address, and a failed-login throttle per
 //! account from any address.
 
+use std::net::IpAddr;
+
+use app::ratelimit::{Limits, RateLimiter};
 use reqwest::{Response, StatusCode};
 use serde_json::json;
 
@@ -106,4 +109,57 @@ async fn failed_logins_throttle_the_account_across_workers_and_addresses() {
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn budgets_reserved_in_chunks_never_let_an_address_past_its_limit() {
+    // Two workers' limiters on one Redis, with a budget big enough to be
+    // reserved in chunks (a twentieth: 10 at a time).
+    let app = spawn_app_with(&Servers::shared(), &["--rate-limit-per-minute=200"]).await;
+    let redis = redis::aio::ConnectionManager::new(app.redis.clone())
+        .await
+        .unwrap();
+    let limits = Limits {
+        per_minute: 200,
+        login_failures: 5,
+        login_window: std::time::Duration::from_secs(60),
+    };
+    let workers = [
+        RateLimiter::new(redis.clone(), &app.settings.redis, limits),
+        RateLimiter::new(redis, &app.settings.redis, limits),
+    ];
+    let ip: IpAddr = "203.0.113.7".parse().unwrap();
+
+    let mut allowed = 0;
+    let mut last_used = 0;
+    for turn in 0..400 {
+        let standing = workers[turn % 2].request(ip).await.unwrap();
+        if standing.over() {
+            assert_eq!(standing.remaining(), 0);
+            continue;
+        }
+        allowed += 1;
+        assert!(standing.used <= 200, "{standing:?}");
+        assert!(standing.used > 0);
+        last_used = last_used.max(standing.used);
+    }
+    // Never past the limit; early by at most the credit one worker held.
+    assert!(allowed <= 200, "{allowed} allowed");
+    assert!(allowed >= 190, "only {allowed} allowed");
+    assert!(last_used <= 200);
+
+    // A small budget stays exact: counted one request at a time.
+    let small = Limits {
+        per_minute: 5,
+        ..limits
+    };
+    let redis = redis::aio::ConnectionManager::new(app.redis.clone())
+        .await
+        .unwrap();
+    let limiter = RateLimiter::new(redis, &app.settings.redis, small);
+    let other: IpAddr = "203.0.113.8".parse().unwrap();
+    for used in 1..=5 {
+        assert_eq!(limiter.request(other).await.unwrap().used, used);
+    }
+    assert!(limiter.request(other).await.unwrap().over());
 }
