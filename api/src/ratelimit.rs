@@ -1,6 +1,7 @@
 //! Rate limits, kept in Redis so that every worker and every replica shares
-//! them: a request budget per client address (fixed one-minute windows), and
-//! a failed-login throttle per account, whatever address the attempts come
+//! them: a request budget per client address (fixed one-minute windows,
+//! reserved by each process in chunks, see [`RateLimiter::request`]), and a
+//! failed-login throttle per account, whatever address the attempts come
 //! from.
 //!
 //! Answers carry `RateLimit-Limit`, `RateLimit-Remaining` and

@@ -11,6 +11,7 @@ use std::time::Duration;
 use app::names::NameCache;
 use serde_json::{json, Value};
 
+use crate::events::stream_of;
 use crate::helpers::{spawn_app, TestApp};
 
 const WRITERS: usize = 4;
@@ -23,37 +24,17 @@ async fn name(app: &TestApp, token: &str) -> String {
     body["name"].as_str().unwrap().to_owned()
 }
 
-/// Every name the user was given, in the order the changes committed.
+/// Every name the user was given, in the order the changes committed (the
+/// event stream's order), after the user's creation and login.
 async fn commit_order(app: &TestApp, changes: usize) -> Vec<String> {
-    let key = format!("{}events", app.settings.redis.key_prefix);
-    let mut redis = app.redis.get_multiplexed_async_connection().await.unwrap();
-    for _ in 0..300 {
-        let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-            .arg(&key)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        let names: Vec<String> = entries
-            .iter()
-            .filter_map(|(_, fields)| {
-                let fields: HashMap<&str, &str> = fields
-                    .chunks(2)
-                    .map(|pair| (pair[0].as_str(), pair[1].as_str()))
-                    .collect();
-                (fields["type"] == "user.name_changed").then(|| {
-                    let data: Value = serde_json::from_str(fields["data"]).unwrap();
-                    data["name"].as_str().unwrap().to_owned()
-                })
-            })
-            .collect();
-        if names.len() >= changes {
-            return names;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the name changes did not all reach the event stream");
+    let entries = stream_of(app, 2 + changes).await;
+    let names: Vec<String> = entries
+        .iter()
+        .filter(|entry| entry.kind == "user.name_changed")
+        .map(|entry| entry.data["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), changes, "name changes missing from the stream");
+    names
 }
 
 #[tokio::test]

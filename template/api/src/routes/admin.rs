@@ -59,7 +59,8 @@ impl Api {
     /// Change a user's role
     ///
     /// Ends all of the user's sessions, so that they sign in again under
-    /// the new role.
+    /// the new role. Not one's own (409): an admin cannot lock themselves
+    /// out, or leave the service with no admin by mistake.
     #[oai(path = "/users/:id/role", method = "put")]
     async fn set_role(
         &self,
@@ -69,6 +70,11 @@ impl Api {
         id: Path<i64>,
         body: Json<SetRoleRequest>,
     ) -> Result<Json<RoleChanged>, ApiError> {
+        if id.0 == admin.0.user_id {
+            return Err(ApiError::Conflict(
+                "admins cannot change their own role; another admin can".into(),
+            ));
+        }
         let role = body.0.role;
         let username = {
             let client = state.db.get().await?;

@@ -13,15 +13,16 @@ use crate::helpers::{spawn_app, spawn_app_with, DedicatedServices, TestApp};
 
 /// One stream entry, as a consumer reads it.
 #[derive(Debug)]
-struct Entry {
-    event_id: String,
-    kind: String,
-    user_id: i64,
-    data: Value,
-    fields: HashMap<String, String>,
+pub struct Entry {
+    pub event_id: String,
+    pub kind: String,
+    pub user_id: i64,
+    pub data: Value,
+    pub fields: HashMap<String, String>,
 }
 
-async fn stream(app: &TestApp) -> Vec<Entry> {
+/// The app's event stream, from the start.
+pub async fn stream(app: &TestApp) -> Vec<Entry> {
     let key = format!("{}events", app.settings.redis.key_prefix);
     let mut redis = app.redis.get_multiplexed_async_connection().await.unwrap();
     let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
@@ -50,7 +51,7 @@ async fn stream(app: &TestApp) -> Vec<Entry> {
 }
 
 /// The stream once it holds `count` entries (or what it holds after 15 s).
-async fn stream_of(app: &TestApp, count: usize) -> Vec<Entry> {
+pub async fn stream_of(app: &TestApp, count: usize) -> Vec<Entry> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let entries = stream(app).await;

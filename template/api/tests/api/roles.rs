@@ -241,3 +241,22 @@ async fn the_role_cannot_be_set_through_set_name() {
     let refused = app.get_with_token("/v2/users?q=grace", &token).await;
     assert_problem(refused, 403).await;
 }
+
+#[tokio::test]
+async fn an_admin_cannot_change_their_own_role() {
+    let app = spawn_app().await;
+    let (boss, token) = app.signed_in_admin("boss").await;
+    let response = app
+        .client
+        .put(app.url(&format!("/v2/users/{boss}/role")))
+        .bearer_auth(&token)
+        .json(&json!({ "role": "user" }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 409).await;
+
+    // Still an admin, still signed in.
+    let search = app.get_with_token("/v2/users?q=boss", &token).await;
+    assert_eq!(search.status(), 200);
+}
