@@ -14,7 +14,9 @@
 //!   dropped. (Memcache's leases, as Facebook described them.)
 //!
 //! So an entry is either absent or at least as new as every change that has
-//! answered, and readers never see a name go back.
+//! answered: a read that begins after a change answered never gets an older
+//! name. (While a change is under way, before it answers, a read may give
+//! the name before it or the one after.)
 
 use std::sync::LazyLock;
 use std::time::Duration;
