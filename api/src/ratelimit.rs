@@ -110,6 +110,11 @@ enum Take {
     CountOne,
 }
 
+/// Whole seconds, rounded up: `RateLimit-Reset` and `Retry-After`.
+fn seconds(left: Duration) -> u64 {
+    left.as_millis().div_ceil(1000) as u64
+}
+
 /// Addresses held, past which finished ones are swept out.
 const CREDITS_KEPT: usize = 10_000;
 
@@ -134,20 +139,24 @@ impl RateLimiter {
     /// has not used. Small budgets (under 40) are counted one by one.
     pub async fn request(&self, ip: IpAddr) -> Result<Standing, ApiError> {
         let limit = self.limits.per_minute;
+        let reserve = match self.take(ip, limit) {
+            Take::Spent(standing) => return Ok(standing),
+            Take::CountOne => false,
+            Take::Reserve => true,
+        };
         let key = format!("{}rate:ip:{ip}", self.prefix);
         let window = Duration::from_secs(60);
-        let chunk = match self.take(ip, limit) {
-            Take::Spent(standing) => return Ok(standing),
-            Take::CountOne => return self.count(&key, limit, window, 1).await,
-            Take::Reserve => (limit / 20).max(1),
-        };
+        if !reserve {
+            return self.count(&key, limit, window, 1).await;
+        }
+        let chunk = (limit / 20).max(1);
         let reserved = self.add(&key, window, chunk).await;
         let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
         credits.remove(&ip);
         let (reserved, window_left) = reserved?;
         let before = reserved.saturating_sub(chunk);
         let granted = limit.saturating_sub(before).min(chunk);
-        let reset = window_left.as_millis().div_ceil(1000) as u64;
+        let reset = seconds(window_left);
         if granted == 0 {
             // Over: the refusal says so, and nothing is held.
             return Ok(Standing {
@@ -193,7 +202,7 @@ impl RateLimiter {
                 Take::Spent(Standing {
                     limit,
                     used: *used_when_spent - *left,
-                    reset: (*window_ends - now).as_millis().div_ceil(1000) as u64,
+                    reset: seconds(*window_ends - now),
                 })
             }
             // A reservation abandoned (its request cancelled) expires.
@@ -253,7 +262,7 @@ impl RateLimiter {
         Ok(Standing {
             limit,
             used: count,
-            reset: window_left.as_millis().div_ceil(1000) as u64,
+            reset: seconds(window_left),
         })
     }
 

@@ -59,6 +59,8 @@ pub struct Lifetimes {
 pub struct SessionStore {
     redis: ConnectionManager,
     prefix: String,
+    /// Where cached names are, read along with each session check.
+    names: String,
     lifetimes: Lifetimes,
     timeout: Duration,
 }
@@ -96,6 +98,7 @@ impl SessionStore {
         Ok(SessionStore {
             redis: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix: settings.key_prefix.clone(),
+            names: names::key_prefix(&settings.key_prefix),
             lifetimes,
             timeout: settings.timeout(),
         })
@@ -161,7 +164,7 @@ impl SessionStore {
             .arg(now_ms())
             .arg(self.lifetimes.idle.as_millis() as u64)
             .arg(self.lifetimes.absolute.as_millis() as u64)
-            .arg(names::key_prefix(&self.prefix));
+            .arg(&self.names);
         let found: Option<(i64, Option<String>)> =
             self.bounded(call.invoke_async(&mut redis)).await?;
         Ok(found.map(|(user_id, cached_name)| Session {

@@ -236,9 +236,8 @@ impl<E: Endpoint> Endpoint for DeprecationHeadersEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, request: Request) -> poem::Result<Response> {
-        let deprecation = version_of(request.uri().path())
-            .and_then(|version| self.versions.deprecation(version))
-            .cloned();
+        let deprecation =
+            version_of(request.uri().path()).and_then(|version| self.versions.deprecation(version));
         let mut response = self.inner.call(request).await?.into_response();
         if let Some(deprecation) = deprecation {
             for (name, value) in deprecation.headers() {

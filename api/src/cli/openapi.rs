@@ -125,8 +125,7 @@ fn report(scope: &str, old: &Value, new: &Value) -> usize {
 
 /// Whether every operation in a document was flagged deprecated.
 fn fully_deprecated(document: &Value) -> bool {
-    let items = document["paths"].as_object().into_iter().flatten();
-    let mut operations = items
+    let mut operations = openapi::paths(document)
         .flat_map(|(_, item)| openapi::operations(item))
         .peekable();
     operations.peek().is_some() && operations.all(|(_, operation)| operation["deprecated"] == true)

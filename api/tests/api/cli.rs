@@ -11,12 +11,19 @@ fn cli(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
 
 /// Runs the binary in `dir` with only `envs` (and PATH) in its environment.
 pub fn cli_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
-    let mut child = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+    let mut command = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))));
+    command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(envs.iter().copied())
-        .current_dir(dir)
+        .current_dir(dir);
+    run_with_input(&mut command, stdin)
+}
+
+/// Runs `command` to the end with `input` on its stdin.
+pub fn run_with_input(command: &mut Command, input: &str) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -26,7 +33,7 @@ pub fn cli_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)], stdin
         .stdin
         .take()
         .unwrap()
-        .write_all(stdin.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
 }

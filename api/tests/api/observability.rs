@@ -3,12 +3,12 @@
 //! monitoring stack's own configuration.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::cli::run_with_input;
 use crate::deploy::tool;
 use crate::helpers::{eventually, free_port, free_ports, repo_root, spawn_app};
 use crate::serving::Served;
@@ -40,19 +40,7 @@ pub fn parse(text: &str) -> Vec<Sample> {
 
 /// Runs `command` with `input` on stdin; its stdout, or why it failed.
 fn feed(command: &mut Command, input: &str) -> Result<String, String> {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_with_input(command, input);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if output.status.success() {
         Ok(stdout)

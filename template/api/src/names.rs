@@ -44,7 +44,9 @@ pub fn key_prefix(redis_prefix: &str) -> String {
 #[derive(Clone)]
 pub struct NameCache {
     redis: ConnectionManager,
-    prefix: String,
+    /// Key prefixes of the entries and of their leases.
+    entries: String,
+    leases: String,
     timeout: Duration,
 }
 
@@ -58,20 +60,22 @@ impl NameCache {
     pub fn new(redis: ConnectionManager, settings: &RedisSettings) -> Self {
         NameCache {
             redis,
-            prefix: settings.key_prefix.clone(),
+            entries: key_prefix(&settings.key_prefix),
+            leases: [settings.key_prefix.as_str(), "name-lease:"].concat(),
             timeout: settings.timeout(),
         }
     }
 
     fn key(&self, user_id: i64) -> String {
-        [key_prefix(&self.prefix).as_str(), &user_id.to_string()].concat()
+        [self.entries.as_str(), &user_id.to_string()].concat()
     }
 
     fn lease_key(&self, user_id: i64) -> String {
-        [self.prefix.as_str(), "name-lease:", &user_id.to_string()].concat()
+        [self.leases.as_str(), &user_id.to_string()].concat()
     }
 
-    /// The cached name, if any.
+    /// The cached name, if any. (`/getName` has it from the session check,
+    /// read in the same script; this reads it alone.)
     pub async fn get(&self, user_id: i64) -> Result<Option<String>, ApiError> {
         let mut redis = self.redis.clone();
         let mut command = redis::cmd("HGET");

@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::{operations, schema_name};
+use super::{operations, paths, schema_name};
 
 /// One breaking change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,10 +57,6 @@ pub fn breaking_changes(old: &Value, new: &Value) -> Vec<Breaking> {
         }
     }
     diff.found
-}
-
-fn paths(document: &Value) -> impl Iterator<Item = (&String, &Value)> {
-    document["paths"].as_object().into_iter().flatten()
 }
 
 /// A path with its parameters' names left out: `/users/{}`.

@@ -143,7 +143,8 @@ pub fn versions_in(document: &Value) -> Vec<String> {
     versions
 }
 
-fn paths(document: &Value) -> impl Iterator<Item = (&String, &Value)> {
+/// Each path of a document, with its path item.
+pub fn paths(document: &Value) -> impl Iterator<Item = (&String, &Value)> {
     document["paths"].as_object().into_iter().flatten()
 }
 
