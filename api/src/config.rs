@@ -5,80 +5,13 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
-/// PostgreSQL connection and pool.
-#[derive(Debug, Clone, Args)]
-pub struct DatabaseSettings {
-    /// PostgreSQL URL, e.g. postgres://api:secret@127.0.0.1:5432/api
-    #[arg(
-        id = "database_url",
-        long = "database-url",
-        env = "DATABASE_URL",
-        value_name = "DATABASE_URL"
-    )]
-    pub url: String,
-    /// Connections kept by this process's pool.
-    #[arg(
-        long = "database-pool-size",
-        env = "DATABASE_POOL_SIZE",
-        default_value_t = 16
-    )]
-    pub pool_size: usize,
-    /// How long to wait for a pooled connection, a new connection or a
-    /// connection check before answering 503.
-    #[arg(
-        id = "database_timeout_ms",
-        long = "database-timeout-ms",
-        env = "DATABASE_TIMEOUT_MS",
-        default_value_t = 2000
-    )]
-    pub timeout_ms: u64,
-}
-
-impl DatabaseSettings {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-}
-
-/// Redis, which holds sessions.
-#[derive(Debug, Clone, Args)]
-pub struct RedisSettings {
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0
-    #[arg(
-        id = "redis_url",
-        long = "redis-url",
-        env = "REDIS_URL",
-        value_name = "REDIS_URL"
-    )]
-    pub url: String,
-    /// Connect and response timeout; past it a request answers 503.
-    #[arg(
-        id = "redis_timeout_ms",
-        long = "redis-timeout-ms",
-        env = "REDIS_TIMEOUT_MS",
-        default_value_t = 1000
-    )]
-    pub timeout_ms: u64,
-    /// Prefix of every key this service writes, so services can share a
-    /// Redis. Defaults to the service's name and a colon.
-    #[arg(
-        long = "redis-key-prefix",
-        env = "REDIS_KEY_PREFIX",
-        default_value = concat!(env!("CARGO_PKG_NAME"), ":")
-    )]
-    pub key_prefix: String,
-}
-
-impl RedisSettings {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-}
+use crate::modules;
+use crate::storage::postgres::DatabaseSettings;
+use crate::storage::redis::RedisSettings;
 
 /// Where the service listens unless told otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
@@ -104,21 +37,6 @@ pub struct Settings {
     /// Address to listen on. Port 0 picks a free port.
     #[arg(long, env = "BIND", default_value = DEFAULT_BIND)]
     pub bind: SocketAddr,
-    /// Lifetime of a session token, in seconds.
-    #[arg(
-        long = "session-ttl-seconds",
-        env = "SESSION_TTL_SECONDS",
-        default_value_t = 86_400
-    )]
-    pub session_ttl_seconds: u64,
-    /// Seconds a session may go unused before it ends (each use restarts
-    /// the count), within its lifetime.
-    #[arg(
-        long = "session-idle-seconds",
-        env = "SESSION_IDLE_SECONDS",
-        default_value_t = 3_600
-    )]
-    pub session_idle_seconds: u64,
     /// Requests per client address per minute, across all workers; 0 for
     /// no limit.
     #[arg(
@@ -127,24 +45,6 @@ pub struct Settings {
         default_value_t = 600
     )]
     pub rate_limit_per_minute: u64,
-    /// Failed logins an account may have within LOGIN_FAILURE_WINDOW_SECONDS
-    /// before further attempts get 429, from any address.
-    #[arg(
-        long = "login-max-failures",
-        env = "LOGIN_MAX_FAILURES",
-        default_value_t = 5
-    )]
-    pub login_max_failures: u64,
-    #[arg(
-        long = "login-failure-window-seconds",
-        env = "LOGIN_FAILURE_WINDOW_SECONDS",
-        default_value_t = 900
-    )]
-    pub login_failure_window_seconds: u64,
-    /// Password hashes computed at once; extra logins queue. Defaults to the
-    /// number of CPUs, since each hash keeps one core busy.
-    #[arg(long = "hash-concurrency", env = "HASH_CONCURRENCY")]
-    pub hash_concurrency: Option<usize>,
     /// Largest request body the service reads; past it, 413.
     #[arg(
         long = "max-body-bytes",
@@ -185,38 +85,16 @@ pub struct Settings {
     pub database: DatabaseSettings,
     #[command(flatten)]
     pub redis: RedisSettings,
+    /// The feature modules' own settings (`crate::modules`).
+    #[command(flatten)]
+    pub modules: modules::Settings,
 }
 
 impl Settings {
-    pub fn session_ttl(&self) -> Duration {
-        Duration::from_secs(self.session_ttl_seconds)
-    }
-
-    pub fn session_idle(&self) -> Duration {
-        Duration::from_secs(self.session_idle_seconds)
-    }
-
-    pub fn hash_concurrency(&self) -> usize {
-        self.hash_concurrency
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
-            .max(1)
-    }
-
     /// Rejects settings that would parse but cannot work.
     pub fn validate(&self) -> Result<(), String> {
         if self.database.pool_size == 0 {
             return Err("DATABASE_POOL_SIZE must be at least 1".into());
-        }
-        if self.session_ttl_seconds == 0 {
-            return Err("SESSION_TTL_SECONDS must be at least 1".into());
-        }
-        if self.session_idle_seconds == 0 {
-            return Err("SESSION_IDLE_SECONDS must be at least 1".into());
-        }
-        if self.login_max_failures == 0 || self.login_failure_window_seconds == 0 {
-            return Err(
-                "LOGIN_MAX_FAILURES and LOGIN_FAILURE_WINDOW_SECONDS must be at least 1".into(),
-            );
         }
         if self.environment == Environment::Production {
             let secrets = [
@@ -237,12 +115,12 @@ impl Settings {
             .map_err(|err| format!("DATABASE_URL is not a PostgreSQL URL: {err}"))?;
         redis::Client::open(self.redis.url.as_str())
             .map_err(|err| format!("REDIS_URL is not a Redis URL: {err}"))?;
-        Ok(())
+        self.modules.validate()
     }
 
     /// The settings in effect, one `NAME=value` a line, with passwords masked.
     pub fn describe(&self) -> String {
-        let lines = [
+        let mut lines = vec![
             ("BIND", self.bind.to_string()),
             ("DATABASE_URL", redact_url(&self.database.url)),
             ("DATABASE_POOL_SIZE", self.database.pool_size.to_string()),
@@ -250,21 +128,10 @@ impl Settings {
             ("REDIS_URL", redact_url(&self.redis.url)),
             ("REDIS_TIMEOUT_MS", self.redis.timeout_ms.to_string()),
             ("REDIS_KEY_PREFIX", self.redis.key_prefix.clone()),
-            ("SESSION_TTL_SECONDS", self.session_ttl_seconds.to_string()),
-            (
-                "SESSION_IDLE_SECONDS",
-                self.session_idle_seconds.to_string(),
-            ),
             (
                 "RATE_LIMIT_PER_MINUTE",
                 self.rate_limit_per_minute.to_string(),
             ),
-            ("LOGIN_MAX_FAILURES", self.login_max_failures.to_string()),
-            (
-                "LOGIN_FAILURE_WINDOW_SECONDS",
-                self.login_failure_window_seconds.to_string(),
-            ),
-            ("HASH_CONCURRENCY", self.hash_concurrency().to_string()),
             ("MAX_BODY_BYTES", self.max_body_bytes.to_string()),
             ("MAX_HEADER_BYTES", self.max_header_bytes.to_string()),
             ("STATIC_DIR", self.static_dir.display().to_string()),
@@ -284,6 +151,7 @@ impl Settings {
             ),
             ("GRACEFUL_TIMEOUT", self.graceful_timeout.to_string()),
         ];
+        lines.extend(self.modules.describe());
         env_lines(&lines)
     }
 }

@@ -13,6 +13,7 @@ use poem_openapi::{ApiResponse, Object};
 use crate::metrics::DependencyFailed;
 use crate::ratelimit::Standing;
 use crate::requests::current_request_id;
+use crate::storage::{BoxError, Dependency, StorageError};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -34,48 +35,19 @@ pub struct Problem {
     pub request_id: Option<String>,
 }
 
-/// A backing service whose outage turns into a 503.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dependency {
-    Postgres,
-    Redis,
-}
-
-impl Dependency {
-    /// Its name in metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Dependency::Postgres => "postgres",
-            Dependency::Redis => "redis",
-        }
-    }
-}
-
-impl std::fmt::Display for Dependency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Dependency::Postgres => "the database",
-            Dependency::Redis => "the session store",
-        })
-    }
-}
-
-/// Every way a request can fail in our own code. Each variant names its status.
+/// Every way a request can fail in our own code. Each variant names its
+/// status; modules turn their own errors into one of these at the edge.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 401: login failed. Identical for unknown users and wrong passwords.
-    #[error("invalid username or password")]
-    InvalidCredentials,
-    /// 401 with `WWW-Authenticate: Bearer`: the bearer token is missing,
-    /// malformed, unknown, expired or logged out.
-    #[error("a valid bearer token is required")]
-    Unauthenticated,
-    /// 403: signed in, but the user's role does not allow this.
-    #[error("this needs the admin role")]
-    Forbidden,
-    /// 403: a password change whose current password is wrong.
-    #[error("the current password is wrong")]
-    WrongPassword,
+    /// 401, with `WWW-Authenticate` naming the scheme that would pass.
+    #[error("{detail}")]
+    Unauthorized {
+        detail: &'static str,
+        challenge: &'static str,
+    },
+    /// 403: known, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// 404: the thing the path names does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -94,21 +66,21 @@ pub enum ApiError {
     /// 503 with `Retry-After`: a dependency did not answer in time.
     #[error("{0} is unavailable, try again shortly")]
     Unavailable(Dependency),
-    /// 500: a bug or an unexpected failure. Logged in full, never detailed to
-    /// the client.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// 500: a bug or an unexpected failure. Logged in full, with its causes,
+    /// and never detailed to the client.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
 }
 
 impl ApiError {
-    pub fn internal(err: impl std::fmt::Display) -> Self {
-        ApiError::Internal(err.to_string())
+    pub fn internal(err: impl Into<BoxError>) -> Self {
+        ApiError::Internal(err.into())
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidCredentials | ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden | ApiError::WrongPassword => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -119,31 +91,33 @@ impl ApiError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for ApiError {
-    fn from(err: deadpool_postgres::PoolError) -> Self {
-        use deadpool_postgres::PoolError;
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> Self {
         match err {
-            // Timeouts and failed connects are the database being away.
-            PoolError::Timeout(_) | PoolError::Backend(_) | PoolError::PostCreateHook(_) => {
-                tracing::warn!(error = %err, "database pool could not hand out a connection");
-                ApiError::Unavailable(Dependency::Postgres)
-            }
-            PoolError::Closed | PoolError::NoRuntimeSpecified => ApiError::internal(err),
+            // The storage layer has logged the outage.
+            StorageError::Unavailable { dependency, .. } => ApiError::Unavailable(dependency),
+            failed @ StorageError::Failed(_) => ApiError::Internal(failed.into()),
         }
     }
 }
 
-impl From<tokio_postgres::Error> for ApiError {
-    fn from(err: tokio_postgres::Error) -> Self {
-        // A server-side error (SQLSTATE) is ours to explain; anything else is the
-        // connection going away under us, which is an outage, not a bug.
-        if err.as_db_error().is_some() {
-            ApiError::internal(err)
-        } else {
-            tracing::warn!(error = %err, "database connection failed mid-request");
-            ApiError::Unavailable(Dependency::Postgres)
-        }
+/// Handlers borrow connections with `?`.
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        StorageError::from(err).into()
     }
+}
+
+/// `err` and its causes, outermost first: `a: b: c`.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl poem::error::ResponseError for ApiError {
@@ -154,28 +128,36 @@ impl poem::error::ResponseError for ApiError {
     fn as_response(&self) -> Response {
         let status = self.status();
         let detail = match self {
-            ApiError::Internal(message) => {
-                tracing::error!(error = %message, "request failed with an internal error");
+            ApiError::Internal(_) => {
+                tracing::error!(error = %chain(self), "request failed with an internal error");
                 "the server failed to handle this request".to_owned()
             }
             other => other.to_string(),
         };
         let mut response = problem_response(status, detail);
-        if let ApiError::Unavailable(dependency) = self {
-            response.set_data(DependencyFailed(dependency.label()));
-        }
-        if let ApiError::TooManyRequests { standing, .. } = self {
-            let headers = response.headers_mut();
-            standing.write_headers(headers);
-            let retry_after = HeaderValue::from(standing.reset.max(1));
-            headers.insert(header::RETRY_AFTER, retry_after);
+        match self {
+            ApiError::Unavailable(dependency) => {
+                response.set_data(DependencyFailed(dependency.label()));
+            }
+            ApiError::Unauthorized { challenge, .. } => {
+                let challenge = HeaderValue::from_static(challenge);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            ApiError::TooManyRequests { standing, .. } => {
+                let headers = response.headers_mut();
+                standing.write_headers(headers);
+                let retry_after = HeaderValue::from(standing.reset.max(1));
+                headers.insert(header::RETRY_AFTER, retry_after);
+            }
+            _ => {}
         }
         response
     }
 }
 
-/// Builds the problem document for `status`, with the headers its status
-/// promises (`WWW-Authenticate` on 401, `Retry-After` on 503).
+/// Builds the problem document for `status`, with `Retry-After` on a 503.
 pub fn problem_response(status: StatusCode, detail: impl Into<String>) -> Response {
     let problem = Problem {
         kind: "about:blank".to_owned(),
@@ -189,12 +171,8 @@ pub fn problem_response(status: StatusCode, detail: impl Into<String>) -> Respon
         .status(status)
         .content_type(PROBLEM_JSON)
         .body(Body::from_string(body));
-    let headers = response.headers_mut();
-    if status == StatusCode::UNAUTHORIZED {
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(
+        response.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from_static(RETRY_AFTER_SECONDS),
         );
@@ -297,8 +275,7 @@ impl<E: Endpoint> Endpoint for DocumentedRoutesEndpoint<E> {
 }
 
 /// Turns any error that reached the top of the app (our `ApiError`, poem's
-/// 404/405, body parse failures, a missing `Authorization` header) into a
-/// problem document. Installed once with `catch_all_error`.
+/// 404/405, body parse failures) into a problem document. Installed once with `catch_all_error`.
 pub async fn render(err: poem::Error) -> Response {
     // The route that failed, for the request's log line and metrics.
     let route = err.data::<PathPattern>().cloned();
@@ -317,8 +294,6 @@ fn problem_for(err: poem::Error) -> Response {
     let detail = if status.is_server_error() {
         tracing::error!(error = %err, %status, "request failed");
         "the server failed to handle this request".to_owned()
-    } else if status == StatusCode::UNAUTHORIZED {
-        ApiError::Unauthenticated.to_string()
     } else {
         err.to_string()
     };
@@ -333,19 +308,13 @@ impl ApiResponse for ApiError {
                 400,
                 "The request is malformed (unparseable JSON, wrong types, missing fields).",
             ),
-            (
-                401,
-                "Missing, malformed, unknown, expired or logged-out bearer token; or failed login.",
-            ),
-            (
-                403,
-                "Signed in, but the role does not allow this; or a wrong current password.",
-            ),
+            (401, "The credentials are missing or not valid."),
+            (403, "The credentials are valid, but do not allow this."),
             (404, "What the path names does not exist."),
             (409, "The request conflicts with existing state."),
             (
                 429,
-                "Over a rate limit (per address, or failed logins per account); retry after `Retry-After` seconds.",
+                "Over a rate limit; retry after `Retry-After` seconds.",
             ),
             (
                 422,
@@ -360,7 +329,7 @@ impl ApiResponse for ApiError {
             ),
             (
                 503,
-                "PostgreSQL or Redis did not answer in time; retry after `Retry-After` seconds.",
+                "A backing service did not answer in time; retry after `Retry-After` seconds.",
             ),
         ];
         MetaResponses {

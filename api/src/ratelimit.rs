@@ -1,29 +1,23 @@
 //! Rate limits, kept in Redis so that every worker and every replica shares
-//! them: a request budget per client address (fixed one-minute windows,
-//! reserved by each process in chunks, see [`RateLimiter::request`]), and a
-//! failed-login throttle per account, whatever address the attempts come
-//! from.
+//! them: fixed-window [`Counters`] that any module may count against, and
+//! the request budget per client address built on them (one-minute windows,
+//! reserved by each process in chunks, see [`RateLimiter::request`]; the
+//! middleware that applies it is in `budget.rs`).
 //!
 //! Answers carry `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers); over a limit,
 //! 429 with `Retry-After`.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use poem::http::{HeaderMap, HeaderValue};
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use crate::config::RedisSettings;
-use crate::error::{ApiError, Dependency};
-use crate::metrics::DependencyFailed;
-use crate::requests::ClientIp;
-use crate::sessions::bounded;
+use crate::storage::redis::Redis;
+use crate::storage::StorageError;
 
 /// Where a client stands against a limit in the current window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,30 +54,73 @@ impl Standing {
             headers.insert(name, HeaderValue::from(value));
         }
     }
+}
 
-    /// The 429 for a client over the limit.
-    pub fn refusal(self, detail: &'static str) -> ApiError {
-        ApiError::TooManyRequests {
-            detail,
-            standing: self,
-        }
+/// Fixed-window counters in Redis: each key counts up from its first use
+/// and is gone when its window ends.
+#[derive(Clone)]
+pub struct Counters {
+    redis: Redis,
+}
+
+impl Counters {
+    pub fn new(redis: Redis) -> Self {
+        Counters { redis }
+    }
+
+    /// The service's prefix before `name`, for this module's keys.
+    pub fn key_prefix(&self, name: &str) -> String {
+        self.redis.key_prefix(name)
+    }
+
+    /// Adds `add` to the window's counter (created with the window's
+    /// length) and says where the client stands.
+    pub async fn count(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+        add: u64,
+    ) -> Result<Standing, StorageError> {
+        let (count, window_left) = self.add(key, window, add).await?;
+        Ok(Standing {
+            limit,
+            used: count,
+            reset: seconds(window_left),
+        })
+    }
+
+    /// Ends the counter's window now.
+    pub async fn clear(&self, key: &str) -> Result<(), StorageError> {
+        let mut redis = self.redis.connection();
+        let _: i64 = self.redis.bounded(redis.del(key)).await?;
+        Ok(())
+    }
+
+    /// Adds `add` to the window's counter; returns the count and the time
+    /// left in the window.
+    async fn add(
+        &self,
+        key: &str,
+        window: Duration,
+        add: u64,
+    ) -> Result<(u64, Duration), StorageError> {
+        let mut redis = self.redis.connection();
+        let mut call = COUNT.prepare_invoke();
+        call.key(key).arg(add).arg(window.as_millis() as u64);
+        let (count, ttl_ms): (u64, i64) = self.redis.bounded(call.invoke_async(&mut redis)).await?;
+        let window_left = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+        Ok((count, window_left))
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Requests per client address per minute; 0 turns the budget off.
-    pub per_minute: u64,
-    /// Failed logins per account within `login_window`.
-    pub login_failures: u64,
-    pub login_window: Duration,
-}
-
+/// The request budget per client address.
 #[derive(Clone)]
 pub struct RateLimiter {
-    redis: ConnectionManager,
+    counters: Counters,
+    /// Requests per client address per minute; 0 turns the budget off.
+    per_minute: u64,
     prefix: String,
-    limits: Limits,
     timeout: Duration,
     credits: Arc<Mutex<HashMap<IpAddr, Held>>>,
 }
@@ -119,12 +156,12 @@ fn seconds(left: Duration) -> u64 {
 const CREDITS_KEPT: usize = 10_000;
 
 impl RateLimiter {
-    pub fn new(redis: ConnectionManager, settings: &RedisSettings, limits: Limits) -> RateLimiter {
+    pub fn new(redis: Redis, per_minute: u64) -> RateLimiter {
         RateLimiter {
-            redis,
-            prefix: settings.key_prefix.clone(),
-            limits,
-            timeout: settings.timeout(),
+            prefix: redis.key_prefix("rate:ip:"),
+            timeout: redis.timeout(),
+            counters: Counters::new(redis),
+            per_minute,
             credits: Arc::default(),
         }
     }
@@ -137,20 +174,20 @@ impl RateLimiter {
     /// count is of what was reserved, so no address ever gets past its limit;
     /// it may be refused a little early while another worker holds credit it
     /// has not used. Small budgets (under 40) are counted one by one.
-    pub async fn request(&self, ip: IpAddr) -> Result<Standing, ApiError> {
-        let limit = self.limits.per_minute;
+    pub async fn request(&self, ip: IpAddr) -> Result<Standing, StorageError> {
+        let limit = self.per_minute;
         let reserve = match self.take(ip, limit) {
             Take::Spent(standing) => return Ok(standing),
             Take::CountOne => false,
             Take::Reserve => true,
         };
-        let key = format!("{}rate:ip:{ip}", self.prefix);
+        let key = format!("{}{ip}", self.prefix);
         let window = Duration::from_secs(60);
         if !reserve {
-            return self.count(&key, limit, window, 1).await;
+            return self.counters.count(&key, limit, window, 1).await;
         }
         let chunk = (limit / 20).max(1);
-        let reserved = self.add(&key, window, chunk).await;
+        let reserved = self.counters.add(&key, window, chunk).await;
         let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
         credits.remove(&ip);
         let (reserved, window_left) = reserved?;
@@ -214,73 +251,8 @@ impl RateLimiter {
         }
     }
 
-    /// Runs `check` (a password check that yields `Some` on success) under
-    /// `username`'s failed-login throttle. While the account is throttled it
-    /// is refused unchecked, so guessing from many addresses gains nothing;
-    /// a failure is counted, and a success clears the count.
-    pub async fn password_check<T>(
-        &self,
-        username: &str,
-        check: impl Future<Output = Result<Option<T>, ApiError>>,
-    ) -> Result<Option<T>, ApiError> {
-        let key = format!("{}rate:login:{}", self.prefix, username.to_lowercase());
-        let (limit, window) = (self.limits.login_failures, self.limits.login_window);
-        let standing = self.count(&key, limit, window, 0).await?;
-        if standing.spent() {
-            tracing::warn!(
-                failures = standing.used,
-                "password check refused: account throttled"
-            );
-            return Err(
-                standing.refusal("too many failed attempts for this account; try again later")
-            );
-        }
-        let passed = check.await?;
-        if passed.is_some() {
-            let mut redis = self.redis.clone();
-            let _: i64 = bounded(self.timeout, redis.del(&key)).await?;
-        } else {
-            self.count(&key, limit, window, 1).await?;
-        }
-        Ok(passed)
-    }
-
     pub fn budget_enabled(&self) -> bool {
-        self.limits.per_minute > 0
-    }
-
-    /// Adds `add` to the window's counter (created with the window's
-    /// length) and says where the client stands.
-    async fn count(
-        &self,
-        key: &str,
-        limit: u64,
-        window: Duration,
-        add: u64,
-    ) -> Result<Standing, ApiError> {
-        let (count, window_left) = self.add(key, window, add).await?;
-        Ok(Standing {
-            limit,
-            used: count,
-            reset: seconds(window_left),
-        })
-    }
-
-    /// Adds `add` to the window's counter; returns the count and the time
-    /// left in the window.
-    async fn add(
-        &self,
-        key: &str,
-        window: Duration,
-        add: u64,
-    ) -> Result<(u64, Duration), ApiError> {
-        let mut redis = self.redis.clone();
-        let mut call = COUNT.prepare_invoke();
-        call.key(key).arg(add).arg(window.as_millis() as u64);
-        let (count, ttl_ms): (u64, i64) =
-            bounded(self.timeout, call.invoke_async(&mut redis)).await?;
-        let window_left = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
-        Ok((count, window_left))
+        self.per_minute > 0
     }
 }
 
@@ -306,73 +278,3 @@ static COUNT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         ",
     )
 });
-
-/// Middleware: the per-address budget on every request but the probes. If
-/// Redis is away the request goes on (the budget is a brake, not a lock;
-/// what needs Redis answers 503 by itself) and the outage is logged.
-pub struct RequestBudget {
-    limiter: RateLimiter,
-}
-
-impl RequestBudget {
-    pub fn new(limiter: RateLimiter) -> Self {
-        RequestBudget { limiter }
-    }
-}
-
-impl<E: Endpoint> Middleware<E> for RequestBudget {
-    type Output = RequestBudgetEndpoint<E>;
-
-    fn transform(&self, inner: E) -> Self::Output {
-        RequestBudgetEndpoint {
-            inner,
-            limiter: self.limiter.clone(),
-        }
-    }
-}
-
-pub struct RequestBudgetEndpoint<E> {
-    inner: E,
-    limiter: RateLimiter,
-}
-
-impl<E: Endpoint> Endpoint for RequestBudgetEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, request: Request) -> poem::Result<Response> {
-        let probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
-        let ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
-        let mut unchecked = false;
-        let standing = match ip {
-            Some(ip) if self.limiter.budget_enabled() && !probe => {
-                match self.limiter.request(ip).await {
-                    Ok(standing) => Some(standing),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "rate limit not checked");
-                        unchecked = true;
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        let mut response = match standing {
-            Some(standing) if standing.over() => {
-                let refusal = standing.refusal("too many requests from this address");
-                return Ok(refusal.into_response());
-            }
-            _ => self.inner.call(request).await?.into_response(),
-        };
-        // A tighter limit the handler answered with (the login throttle)
-        // keeps its own headers.
-        if let Some(standing) =
-            standing.filter(|_| !response.headers().contains_key("ratelimit-limit"))
-        {
-            standing.write_headers(response.headers_mut());
-        }
-        if unchecked {
-            response.set_data(DependencyFailed(Dependency::Redis.label()));
-        }
-        Ok(response)
-    }
-}

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use poem::endpoint::BoxEndpoint;
@@ -16,21 +17,26 @@ use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, EndpointExt, Request, Response, Route, Server};
 use tokio::sync::watch;
 
+use crate::budget::RequestBudget;
 use crate::config::Settings;
 use crate::error::{self, DocumentedRoutes};
-use crate::events::relay::Relay;
+use crate::extension::{Extensions, Shared};
+use crate::modules;
 use crate::openapi::{self, DocumentError, Documents};
-use crate::ratelimit::RequestBudget;
 use crate::requests::{RequestContext, SizeLimits};
 use crate::routes;
 use crate::state::{AppState, StateError};
 use crate::versions::{self, DeprecationHeaders};
 
-/// Every route of the service, with problem documents for every error.
-/// `policy` is the versions' deprecation policy, `versions::POLICY` but in
-/// tests; a mistake in it fails here, at start.
-pub fn app(state: AppState, policy: &str) -> Result<BoxEndpoint<'static>, DocumentError> {
-    routes::auth::declare_metrics(&state.metrics);
+/// Every route of the service, the modules' included, with problem
+/// documents for every error. `policy` is the versions' deprecation policy,
+/// `versions::POLICY` but in tests; a mistake in it fails here, at start.
+pub fn app(
+    state: AppState,
+    settings: &Settings,
+    extensions: &mut Extensions,
+    policy: &str,
+) -> Result<BoxEndpoint<'static>, DocumentError> {
     let api = routes::api();
     let documents = Documents::build(&api.spec(), policy)?;
     let docs = routes::docs::page(&api.swagger_ui_html(), &documents);
@@ -41,16 +47,19 @@ pub fn app(state: AppState, policy: &str) -> Result<BoxEndpoint<'static>, Docume
         .at("/openapi.json", json(documents.combined()))
         .at("/metrics", poem::get(routes::metrics::metrics))
         .nest("/docs", docs)
-        .nest("/static", static_files(&state.settings.static_dir));
+        .nest("/static", static_files(&settings.static_dir));
     for (version, document) in documents.versions() {
         route = route.at(["/", version, "/openapi.json"].concat(), json(document));
     }
-    let app = route
+    let routes = route
         .with(SizeLimits {
-            max_body_bytes: state.settings.max_body_bytes,
-            max_header_bytes: state.settings.max_header_bytes,
+            max_body_bytes: settings.max_body_bytes,
+            max_header_bytes: settings.max_header_bytes,
         })
         .data(state.clone())
+        .boxed();
+    let app = extensions
+        .wrap(routes)
         .catch_all_error(error::render)
         .with(documented)
         .with(deprecations)
@@ -98,6 +107,9 @@ pub struct Application {
     acceptor: BoxAcceptor,
     local_addr: SocketAddr,
     state: AppState,
+    settings: Arc<Settings>,
+    extensions: Extensions,
+    shared: Shared,
     app: BoxEndpoint<'static>,
 }
 
@@ -154,14 +166,23 @@ impl Application {
             .first()
             .and_then(|addr| addr.as_socket_addr().copied())
             .unwrap_or(settings.bind);
-        let state = AppState::new(settings)?;
+        let state = AppState::new(
+            &settings.database,
+            &settings.redis,
+            settings.rate_limit_per_minute,
+        )?;
+        let mut extensions = Extensions::default();
+        modules::install(&settings.modules, &state, &mut extensions);
         // Built here, not in `run_until`, so a broken route table or OpenAPI
         // description fails the start instead of the first request.
-        let app = app(state.clone(), policy)?;
+        let app = app(state.clone(), &settings, &mut extensions, policy)?;
         Ok(Application {
             acceptor,
             local_addr,
             state,
+            settings: Arc::new(settings),
+            shared: extensions.shared(),
+            extensions,
             app,
         })
     }
@@ -182,10 +203,20 @@ impl Application {
         &self.state
     }
 
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// What the modules made reachable to their handlers
+    /// (`Extensions::data`).
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and gives
     /// in-flight requests up to the graceful timeout to finish.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
-        let grace = Duration::from_secs(self.state.settings.graceful_timeout);
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
+        let grace = Duration::from_secs(self.settings.graceful_timeout);
         let (stop_tx, stop_rx) = watch::channel(false);
         let acceptor = StopAccepting {
             local_addr: self.acceptor.local_addr(),
@@ -199,18 +230,22 @@ impl Application {
         };
         // Outermost, around what `wrap` added too, so that every request has
         // its id and client address and is logged once.
-        let context = RequestContext::new(
-            &self.state.settings.trusted_proxies,
-            self.state.metrics.clone(),
-        );
+        let context =
+            RequestContext::new(&self.settings.trusted_proxies, self.state.metrics.clone());
         let app = self.app.with(context);
-        // Events move to Redis while the app serves, and stop with it (an
-        // unfinished batch is sent again later: at least once).
-        let relay = tokio::spawn(Relay::new(&self.state).run());
+        // The modules' tasks run while the app serves, and stop with it.
+        let tasks: Vec<_> = self
+            .extensions
+            .take_tasks()
+            .into_iter()
+            .map(tokio::spawn)
+            .collect();
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, drain, Some(grace))
             .await;
-        relay.abort();
+        for task in tasks {
+            task.abort();
+        }
         served
     }
 }

@@ -1,29 +1,21 @@
-//! What every request handler shares: pools, the session store, the rate
-//! limiter, the name cache, the hasher.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! What every request handler of the core shares: the PostgreSQL pool, the
+//! Redis connection, the per-address rate limiter and the metrics. Modules
+//! keep their own state beside it (`extension.rs`).
 
 use deadpool_postgres::Pool;
 
-use crate::config::Settings;
-use crate::db::{self, DbSetupError};
 use crate::metrics::{Metrics, Snapshot};
-use crate::names::NameCache;
-use crate::password::Passwords;
-use crate::ratelimit::{Limits, RateLimiter};
-use crate::sessions::{Lifetimes, SessionStore};
+use crate::ratelimit::RateLimiter;
+use crate::storage::postgres::{self, DatabaseSettings, DbSetupError};
+use crate::storage::redis::{Redis, RedisSettings};
 
 /// Cheap to clone: every field is a handle onto shared state.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Pool,
-    pub sessions: SessionStore,
+    pub redis: Redis,
     pub limiter: RateLimiter,
-    pub names: NameCache,
-    pub passwords: Passwords,
     pub metrics: Metrics,
-    pub settings: Arc<Settings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,35 +28,25 @@ pub enum StateError {
 
 impl AppState {
     /// Connects to nothing yet: both PostgreSQL and Redis are reached lazily.
-    pub fn new(settings: Settings) -> Result<Self, StateError> {
-        let lifetimes = Lifetimes {
-            absolute: settings.session_ttl(),
-            idle: settings.session_idle(),
-        };
-        let sessions = SessionStore::new(&settings.redis, lifetimes)?;
-        let limits = Limits {
-            per_minute: settings.rate_limit_per_minute,
-            login_failures: settings.login_max_failures,
-            login_window: Duration::from_secs(settings.login_failure_window_seconds),
-        };
-        // One Redis connection a process, shared by sessions, limits and names.
-        let limiter = RateLimiter::new(sessions.connection(), &settings.redis, limits);
-        let names = NameCache::new(sessions.connection(), &settings.redis);
+    /// `rate_limit_per_minute` is each client address's budget.
+    pub fn new(
+        database: &DatabaseSettings,
+        redis: &RedisSettings,
+        rate_limit_per_minute: u64,
+    ) -> Result<Self, StateError> {
+        let redis = Redis::new(redis)?;
         Ok(AppState {
-            db: db::pool(&settings.database)?,
-            sessions,
-            limiter,
-            names,
-            passwords: Passwords::new(settings.hash_concurrency()),
+            db: postgres::pool(database)?,
+            limiter: RateLimiter::new(redis.clone(), rate_limit_per_minute),
+            redis,
             metrics: Metrics::default(),
-            settings: Arc::new(settings),
         })
     }
 
     /// This process's metrics, with the levels read off its pools now.
     pub fn snapshot(&self) -> Snapshot {
         let mut snapshot = self.metrics.snapshot();
-        db::pool_gauges(&self.db, &mut snapshot);
+        postgres::pool_gauges(&self.db, &mut snapshot);
         snapshot
     }
 }

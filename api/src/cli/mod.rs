@@ -2,7 +2,6 @@
 
 mod healthcheck;
 mod openapi;
-mod users;
 
 use std::error::Error;
 use std::ffi::OsString;
@@ -11,9 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{DatabaseSettings, EnvFile};
-use crate::db;
+use crate::config::EnvFile;
+use crate::modules;
 use crate::server::{self, ServeArgs};
+use crate::storage::postgres::{self, DatabaseSettings};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -42,11 +42,6 @@ pub enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
-    /// Manage users.
-    Users {
-        #[command(subcommand)]
-        command: UsersCommand,
-    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -59,20 +54,15 @@ pub enum Command {
         #[command(subcommand)]
         command: openapi::OpenapiCommand,
     },
+    /// The feature modules' own (`crate::modules`).
+    #[command(flatten)]
+    Module(modules::Command),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Apply init.sql (idempotent) to DATABASE_URL.
     Init(DatabaseSettings),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum UsersCommand {
-    /// Create a user; the password is read from stdin (one line) or prompted.
-    Add(users::AddUserArgs),
-    /// Time one password verification (ms, one core): what bounds logins.
-    HashTime(users::HashTimeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,16 +142,11 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
         Command::Db {
             command: DbCommand::Init(database),
         } => {
-            let pool = db::pool(&database)?;
-            db::init(&pool).await?;
+            let pool = postgres::pool(&database)?;
+            postgres::init(&pool).await?;
             println!("schema applied");
         }
-        Command::Users {
-            command: UsersCommand::Add(args),
-        } => users::add(args).await?,
-        Command::Users {
-            command: UsersCommand::HashTime(args),
-        } => users::hash_time(args).await?,
+        Command::Module(command) => command.run().await?,
         Command::Config {
             command: ConfigCommand::Check(args),
         } => {

@@ -12,7 +12,7 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use crate::openapi::compat::breaking_changes;
-use crate::openapi::{self, Documents, Scope, COMBINED_FILE};
+use crate::openapi::{self, Scope, COMBINED_FILE};
 use crate::versions;
 
 #[derive(Debug, Subcommand)]
@@ -41,7 +41,7 @@ pub fn run(command: OpenapiCommand) -> Result<ExitCode, Box<dyn Error>> {
 }
 
 fn write(dir: &Path) -> Result<(), Box<dyn Error>> {
-    let documents = Documents::of_this_build()?;
+    let documents = crate::routes::documents()?;
     fs::create_dir_all(dir)?;
     let files = documents.files();
     for (name, document) in &files {

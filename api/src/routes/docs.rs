@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn poem_openapis_page_still_has_the_parts_this_page_reuses() {
-        let documents = Documents::of_this_build().unwrap();
+        let documents = crate::routes::documents().unwrap();
         let swagger_ui = crate::routes::api().swagger_ui_html();
         let page = switchable(&swagger_ui, &documents).expect("stylesheet and script found");
         assert!(page.contains("SwaggerUIBundle({ dom_id"));

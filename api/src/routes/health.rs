@@ -5,9 +5,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::ApiTags;
-use crate::db;
-use crate::error::{ApiError, Dependency};
+use crate::error::ApiError;
 use crate::state::AppState;
+use crate::storage::{postgres, Dependency};
 
 #[derive(Debug, Object)]
 pub struct Status {
@@ -35,7 +35,7 @@ impl Api {
     /// one that does not.
     #[oai(path = "/readyz", method = "get")]
     async fn readyz(&self, state: Data<&AppState>) -> Result<Json<Status>, ApiError> {
-        let (postgres, redis) = tokio::join!(db::ping(&state.db), state.sessions.ping());
+        let (postgres, redis) = tokio::join!(postgres::ping(&state.db), state.redis.ping());
         postgres.map_err(|_| ApiError::Unavailable(Dependency::Postgres))?;
         redis.map_err(|_| ApiError::Unavailable(Dependency::Redis))?;
         Ok(Json(Status {

@@ -50,8 +50,9 @@ pub struct ProcessSettings {
     /// Serve from this one process, with no master and no workers.
     #[arg(long = "no-master", env = "NO_MASTER")]
     pub no_master: bool,
-    /// Test-only routes under /__test (slow, hung and pid probes). Never set
-    /// this in production.
+    /// Test-only routes under /__test (slow, hung and pid probes). Only in
+    /// builds with the `test-hooks` feature, which `make test` turns on.
+    #[cfg(feature = "test-hooks")]
     #[arg(long = "test-hooks", env = "TEST_HOOKS", hide = true)]
     pub test_hooks: bool,
 }
@@ -148,7 +149,9 @@ fn run_single(args: ServeArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
         let mut app = Application::build(args.settings).await?;
+        #[cfg(feature = "test-hooks")]
         if args.process.test_hooks {
             app = app.wrap(|app| worker::with_test_hooks(app, Default::default()));
         }

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use poem::endpoint::BoxEndpoint;
-use poem::middleware::SetHeader;
-use poem::web::Query;
-use poem::{handler, EndpointExt, Route};
+use poem::EndpointExt;
 use tokio::sync::Notify;
 
 use super::ServeArgs;
@@ -129,14 +127,15 @@ async fn serve(worker: Worker, early: EarlySignals) -> i32 {
     let stop = Arc::new(Notify::new());
     let hung = Arc::new(AtomicBool::new(false));
     let budget = request_budget(args.process.max_requests, args.process.max_requests_jitter);
-    let test_hooks = args.process.test_hooks;
+    #[cfg(feature = "test-hooks")]
+    let test_hooks = args.process.test_hooks.then(|| hung.clone());
     let application = application.wrap(|app| {
         let app = count_requests(app, budget, stop.clone());
-        if test_hooks {
-            with_test_hooks(app, hung.clone())
-        } else {
-            app
+        #[cfg(feature = "test-hooks")]
+        if let Some(hung) = test_hooks {
+            return with_test_hooks(app, hung);
         }
+        app
     });
     let beat_every = (args.process.worker_timeout() / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(1));
@@ -271,7 +270,14 @@ async fn beat(pipe: OwnedFd, every: Duration, hung: Arc<AtomicBool>, stop: Arc<N
 
 /// Routes the tests use to make a worker slow or stuck, to leave an orphan
 /// process, and to see the worker's pid (also in an X-Worker-Pid header).
+/// Only in builds with the `test-hooks` feature, which the test command
+/// turns on: a release build has none of it.
+#[cfg(feature = "test-hooks")]
 pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxEndpoint<'static> {
+    use poem::middleware::SetHeader;
+    use poem::web::Query;
+    use poem::{handler, Route};
+
     #[derive(serde::Deserialize)]
     struct Sleep {
         ms: u64,

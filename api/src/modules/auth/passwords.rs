@@ -1,15 +1,25 @@
 //! Password hashing with argon2id, off the async threads and bounded in
 //! concurrency, so a login flood queues instead of starving every request.
 
+#[cfg(any(test, feature = "test-hooks"))]
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{AcquireError, Semaphore};
+use tokio::task::JoinError;
 
-use crate::error::ApiError;
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("the hashing pool is closed")]
+    Closed(#[source] AcquireError),
+    #[error("the hashing task failed")]
+    Task(#[source] JoinError),
+    #[error("argon2 failed")]
+    Argon2(#[source] argon2::password_hash::Error),
+}
 
 /// OWASP's minimum for argon2id: 19 MiB of memory, 2 passes, 1 lane.
 const MEMORY_KIB: u32 = 19_456;
@@ -29,11 +39,18 @@ pub struct Passwords {
     /// Verified against when the user does not exist, so an unknown username
     /// costs the same time as a wrong password and cannot be told apart.
     dummy_hash: Arc<str>,
-    /// Verifications run so far, dummy ones included.
-    verifications: Arc<AtomicU64>,
-    /// Hashes running now, and the most that ever ran at once.
-    busy: Arc<AtomicUsize>,
-    most_busy: Arc<AtomicUsize>,
+    /// What tests watch: verifications so far, hashes running now and the
+    /// most that ever ran at once. Not in a release build.
+    #[cfg(any(test, feature = "test-hooks"))]
+    counters: Arc<Counters>,
+}
+
+#[cfg(any(test, feature = "test-hooks"))]
+#[derive(Default)]
+struct Counters {
+    verifications: AtomicU64,
+    busy: AtomicUsize,
+    most_busy: AtomicUsize,
 }
 
 impl Passwords {
@@ -44,63 +61,69 @@ impl Passwords {
         Passwords {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             dummy_hash: dummy_hash.into(),
-            verifications: Arc::new(AtomicU64::new(0)),
-            busy: Arc::new(AtomicUsize::new(0)),
-            most_busy: Arc::new(AtomicUsize::new(0)),
+            #[cfg(any(test, feature = "test-hooks"))]
+            counters: Arc::default(),
         }
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
         self.run(move || hash_blocking(&password)).await?
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when
     /// there is no stored hash (and then always answers false).
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, HashError> {
         let user_exists = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let matches = self
             .run(move || verify_blocking(&password, &hash))
             .await??;
-        self.verifications.fetch_add(1, Ordering::Relaxed);
+        #[cfg(any(test, feature = "test-hooks"))]
+        self.counters.verifications.fetch_add(1, Ordering::Relaxed);
         Ok(matches && user_exists)
     }
 
     /// The most hashes that have run at once (never above the concurrency).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn most_concurrent(&self) -> usize {
-        self.most_busy.load(Ordering::Relaxed)
+        self.counters.most_busy.load(Ordering::Relaxed)
     }
 
     /// How many verifications have run, real and dummy alike.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn verifications(&self) -> u64 {
-        self.verifications.load(Ordering::Relaxed)
+        self.counters.verifications.load(Ordering::Relaxed)
     }
 
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
-        let now = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
-        self.most_busy.fetch_max(now, Ordering::Relaxed);
+    ) -> Result<T, HashError> {
+        let _permit = self.permits.acquire().await.map_err(HashError::Closed)?;
+        #[cfg(any(test, feature = "test-hooks"))]
+        {
+            let now = self.counters.busy.fetch_add(1, Ordering::Relaxed) + 1;
+            self.counters.most_busy.fetch_max(now, Ordering::Relaxed);
+        }
         let done = tokio::task::spawn_blocking(work).await;
-        self.busy.fetch_sub(1, Ordering::Relaxed);
-        done.map_err(ApiError::internal)
+        #[cfg(any(test, feature = "test-hooks"))]
+        self.counters.busy.fetch_sub(1, Ordering::Relaxed);
+        done.map_err(HashError::Task)
     }
 }
 
 /// Hashes on the calling thread; for the CLI. Request handlers use [`Passwords::hash`].
-pub fn hash_blocking(password: &str) -> Result<String, ApiError> {
+pub fn hash_blocking(password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
     argon2()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
-        .map_err(ApiError::internal)
+        .map_err(HashError::Argon2)
 }
 
 /// How long one verification takes on this machine, on one core: the median
 /// of `samples` runs. It bounds login throughput (`make bench` reports it).
-pub fn verification_time(samples: usize) -> Result<std::time::Duration, ApiError> {
+pub fn verification_time(samples: usize) -> Result<std::time::Duration, HashError> {
     let stored = hash_blocking("a password of no consequence")?;
     let mut times = Vec::with_capacity(samples.max(1));
     for _ in 0..samples.max(1) {
@@ -112,10 +135,10 @@ pub fn verification_time(samples: usize) -> Result<std::time::Duration, ApiError
     Ok(times[times.len() / 2])
 }
 
-fn verify_blocking(password: &str, stored: &str) -> Result<bool, ApiError> {
+fn verify_blocking(password: &str, stored: &str) -> Result<bool, HashError> {
     // The parameters come from the stored PHC string, so hashes made with
     // older settings keep verifying after the constants above change.
-    let parsed = PasswordHash::new(stored).map_err(ApiError::internal)?;
+    let parsed = PasswordHash::new(stored).map_err(HashError::Argon2)?;
     Ok(argon2()
         .verify_password(password.as_bytes(), &parsed)
         .is_ok())

@@ -9,14 +9,15 @@ use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
 use uuid::Uuid;
 
 use super::text::Text;
-use super::ApiTags;
-use crate::db::users;
+use super::{unauthenticated, AuthTags};
 use crate::error::ApiError;
-use crate::events::{self, Event};
 use crate::metrics::{CounterFamily, Metrics};
+use crate::modules::auth::events::{self, Event};
+use crate::modules::auth::sessions::{public_id, Session};
+use crate::modules::auth::throttle::LoginError;
+use crate::modules::auth::{users, AuthState};
 use crate::requests::ClientIp;
-use crate::sessions::{public_id, Session};
-use crate::state::AppState;
+use crate::storage::StorageError;
 
 /// A session token from `POST /login`, sent as `Authorization: Bearer <token>`.
 #[derive(SecurityScheme)]
@@ -33,30 +34,33 @@ pub struct AdminAuth(pub Session);
 async fn authenticate_admin(req: &Request, bearer: Bearer) -> poem::Result<Session> {
     let session = authenticate(req, bearer).await?;
     let client = state(req)?.db.get().await.map_err(ApiError::from)?;
-    match users::get_role(&client, session.user_id).await?.as_deref() {
+    let role = users::get_role(&client, session.user_id)
+        .await
+        .map_err(ApiError::from)?;
+    match role.as_deref() {
         Some("admin") => Ok(session),
-        Some(_) => Err(ApiError::Forbidden.into()),
+        Some(_) => Err(ApiError::Forbidden("this needs the admin role").into()),
         // A session whose user was deleted is no session at all.
-        None => Err(ApiError::Unauthenticated.into()),
+        None => Err(unauthenticated().into()),
     }
 }
 
-fn state(req: &Request) -> Result<&AppState, ApiError> {
-    req.data::<AppState>()
-        .ok_or_else(|| ApiError::internal("AppState is not attached to the route"))
+fn state(req: &Request) -> Result<&AuthState, ApiError> {
+    req.data::<AuthState>()
+        .ok_or_else(|| ApiError::internal("AuthState is not attached to the route"))
 }
 
 /// Resolves the bearer token to its session. A token that is not a UUID is
 /// refused without asking Redis; a Redis outage is a 503, never a pass.
 async fn authenticate(req: &Request, bearer: Bearer) -> poem::Result<Session> {
     let state = state(req)?;
-    let token = Uuid::try_parse(&bearer.token).map_err(|_| ApiError::Unauthenticated)?;
-    match state.sessions.find(token).await? {
+    let token = Uuid::try_parse(&bearer.token).map_err(|_| unauthenticated())?;
+    match state.sessions.find(token).await.map_err(ApiError::from)? {
         Some(session) => {
             tracing::Span::current().record("user_id", session.user_id);
             Ok(session)
         }
-        None => Err(ApiError::Unauthenticated.into()),
+        None => Err(unauthenticated().into()),
     }
 }
 
@@ -84,7 +88,7 @@ pub fn declare_metrics(metrics: &Metrics) {
 fn login_outcome(result: &Result<LoginResponse, ApiError>) -> &'static str {
     match result {
         Ok(_) => "success",
-        Err(ApiError::InvalidCredentials) => "invalid_credentials",
+        Err(ApiError::Unauthorized { .. }) => "invalid_credentials",
         Err(ApiError::TooManyRequests { .. }) => "throttled",
         Err(ApiError::Unavailable(_)) => "unavailable",
         Err(_) => "error",
@@ -167,7 +171,7 @@ pub struct SessionSummary {
 
 pub struct Api;
 
-#[OpenApi(tag = "ApiTags::Auth")]
+#[OpenApi(tag = "AuthTags::Auth")]
 impl Api {
     /// Log in
     ///
@@ -178,7 +182,7 @@ impl Api {
     #[oai(path = "/login", method = "post")]
     async fn login(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         request: &Request,
         body: Json<LoginRequest>,
     ) -> Result<LoginResponse, ApiError> {
@@ -194,7 +198,7 @@ impl Api {
     #[oai(path = "/logout", method = "post")]
     async fn logout(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         auth: BearerAuth,
     ) -> Result<LogoutResponse, ApiError> {
         state.sessions.revoke(auth.0.token).await?;
@@ -217,14 +221,14 @@ impl Api {
     #[oai(path = "/auth/verify", method = "get")]
     async fn verify(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         auth: BearerAuth,
     ) -> Result<VerifyResponse, ApiError> {
-        let client = state.db.get().await?;
+        let client = state.db.get().await.map_err(StorageError::from)?;
         // A session whose user was deleted is no session at all.
         let (username, role) = users::get_identity(&client, auth.0.user_id)
             .await?
-            .ok_or(ApiError::Unauthenticated)?;
+            .ok_or_else(unauthenticated)?;
         Ok(VerifyResponse::Verified(
             auth.0.user_id.to_string(),
             username,
@@ -238,7 +242,7 @@ impl Api {
     #[oai(path = "/v2/sessions", method = "get")]
     async fn my_sessions(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         auth: BearerAuth,
     ) -> Result<Json<Vec<SessionSummary>>, ApiError> {
         let sessions = state.sessions.list(auth.0.user_id).await?;
@@ -262,7 +266,7 @@ impl Api {
     #[oai(path = "/v2/sessions", method = "delete")]
     async fn logout_everywhere(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         auth: BearerAuth,
     ) -> Result<LogoutEverywhereResponse, ApiError> {
         let ended = state.sessions.revoke_all(auth.0.user_id).await?;
@@ -278,7 +282,7 @@ impl Api {
 
 /// Checks the password and starts the session (see [`Api::login`]).
 async fn log_in(
-    state: &AppState,
+    state: &AuthState,
     request: &Request,
     body: LoginRequest,
 ) -> Result<LoginResponse, ApiError> {
@@ -288,7 +292,7 @@ async fn log_in(
     } = body;
     let check = async {
         let credentials = {
-            let client = state.db.get().await?;
+            let client = state.db.get().await.map_err(StorageError::from)?;
             users::find_credentials(&client, &username).await?
         };
         let (user_id, stored_hash) = match credentials {
@@ -296,13 +300,9 @@ async fn log_in(
             None => (None, None),
         };
         let verified = state.passwords.verify(password, stored_hash).await?;
-        Ok(user_id.filter(|_| verified))
+        Ok::<_, LoginError>(user_id.filter(|_| verified))
     };
-    let user_id = state
-        .limiter
-        .password_check(&username, check)
-        .await?
-        .ok_or(ApiError::InvalidCredentials)?;
+    let user_id = state.throttle.password_check(&username, check).await?;
     let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
     let session = state.sessions.create(user_id, client_ip).await?;
     let session_id = public_id(session.token);
@@ -331,8 +331,8 @@ async fn log_in(
 
 /// Records the event of a change already made in Redis (logins and logouts
 /// change no PostgreSQL row, so there is no transaction to share).
-async fn record_now(state: &AppState, event: &Event<'_>) -> Result<(), ApiError> {
-    let client = state.db.get().await?;
+async fn record_now(state: &AuthState, event: &Event<'_>) -> Result<(), ApiError> {
+    let client = state.db.get().await.map_err(StorageError::from)?;
     events::record(&client, event).await?;
     Ok(())
 }

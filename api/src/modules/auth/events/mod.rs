@@ -18,7 +18,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::storage::StorageError;
 
 /// The stream's key, after `REDIS_KEY_PREFIX`.
 pub const STREAM: &str = "events";
@@ -92,7 +92,7 @@ impl Event<'_> {
 
 /// Adds `event` to the outbox through `client`: the transaction of the
 /// change it describes. Returns the event's id.
-pub async fn record(client: &impl GenericClient, event: &Event<'_>) -> Result<Uuid, ApiError> {
+pub async fn record(client: &impl GenericClient, event: &Event<'_>) -> Result<Uuid, StorageError> {
     let id = Uuid::new_v4();
     let statement = client
         .prepare_cached(

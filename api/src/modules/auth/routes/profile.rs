@@ -5,14 +5,13 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::auth::BearerAuth;
+use super::login::BearerAuth;
 use super::text::Text;
-use super::ApiTags;
-use crate::db::users;
+use super::{on_constraint, unauthenticated, AuthTags};
 use crate::error::ApiError;
-use crate::state::AppState;
-
-pub const NAME_MAX_CHARS: usize = 100;
+use crate::modules::auth::domain::{DisplayName, NewPassword};
+use crate::modules::auth::throttle::LoginError;
+use crate::modules::auth::{users, AuthState};
 
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
@@ -50,34 +49,15 @@ pub enum PasswordChanged {
     Changed,
 }
 
-/// Trims `raw` and checks it against the name rules.
-pub fn normalize_name(raw: &str) -> Result<String, ApiError> {
-    let name = raw.trim();
-    if name.is_empty() {
-        return Err(ApiError::Validation("name must not be empty".into()));
-    }
-    if name.chars().count() > NAME_MAX_CHARS {
-        return Err(ApiError::Validation(format!(
-            "name must be at most {NAME_MAX_CHARS} characters"
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::Validation(
-            "name must not contain control characters".into(),
-        ));
-    }
-    Ok(name.to_owned())
-}
-
 pub struct Api;
 
-#[OpenApi(tag = "ApiTags::Profile")]
+#[OpenApi(tag = "AuthTags::Profile")]
 impl Api {
     /// Get my name
     #[oai(path = "/getName", method = "get")]
     async fn get_name(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         auth: BearerAuth,
     ) -> Result<Json<NameResponse>, ApiError> {
         let user_id = auth.0.user_id;
@@ -92,7 +72,7 @@ impl Api {
             // A session whose user was deleted is no session at all.
             users::get_name(&client, user_id)
                 .await?
-                .ok_or(ApiError::Unauthenticated)?
+                .ok_or_else(unauthenticated)?
         };
         if let Some(lease) = lease {
             state
@@ -109,16 +89,17 @@ impl Api {
     #[oai(path = "/setName", method = "post")]
     async fn set_name(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         auth: BearerAuth,
         body: Json<SetNameRequest>,
     ) -> Result<Json<NameResponse>, ApiError> {
-        let name = normalize_name(&body.0.name.0)?;
+        let name = DisplayName::parse(&body.0.name.0)?;
         let stored = {
             let mut client = state.db.get().await?;
-            users::set_name(&mut client, auth.0.user_id, &name)
-                .await?
-                .ok_or(ApiError::Unauthenticated)?
+            users::set_name(&mut client, auth.0.user_id, name.as_str())
+                .await
+                .map_err(on_constraint)?
+                .ok_or_else(unauthenticated)?
         };
         // Answered only once the cache cannot give the name this replaced.
         state
@@ -136,7 +117,7 @@ impl Api {
     #[oai(path = "/v2/password", method = "post")]
     async fn change_password(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         auth: BearerAuth,
         body: Json<ChangePasswordRequest>,
     ) -> Result<PasswordChanged, ApiError> {
@@ -149,22 +130,25 @@ impl Api {
             let client = state.db.get().await?;
             users::get_credentials_by_id(&client, user_id)
                 .await?
-                .ok_or(ApiError::Unauthenticated)?
+                .ok_or_else(unauthenticated)?
         };
+        let new = NewPassword::parse(new)?;
         let check = async {
             let verified = state.passwords.verify(current, Some(stored)).await?;
-            Ok(verified.then_some(()))
+            Ok::<_, LoginError>(verified.then_some(()))
         };
-        state
-            .limiter
-            .password_check(&username, check)
-            .await?
-            .ok_or(ApiError::WrongPassword)?;
-        let hash = state.passwords.hash(new).await?;
+        match state.throttle.password_check(&username, check).await {
+            Ok(()) => {}
+            Err(LoginError::InvalidCredentials) => {
+                return Err(ApiError::Forbidden("the current password is wrong"))
+            }
+            Err(other) => return Err(other.into()),
+        }
+        let hash = state.passwords.hash(new.into_inner()).await?;
         {
             let client = state.db.get().await?;
             if !users::set_password_hash(&client, user_id, &hash).await? {
-                return Err(ApiError::Unauthenticated);
+                return Err(unauthenticated());
             }
         }
         let ended = state.sessions.revoke_all(user_id).await?;
@@ -204,34 +188,15 @@ mod tests {
         #[test]
         fn any_json_body_parses_or_is_refused_and_accepted_names_obey_the_rules(body in json()) {
             if let Ok(request) = SetNameRequest::parse_from_json(Some(body)) {
-                if let Ok(name) = normalize_name(&request.name.0) {
+                if let Ok(name) = DisplayName::parse(&request.name.0) {
+                    let name = name.as_str();
                     let chars = name.chars().count();
-                    prop_assert!((1..=NAME_MAX_CHARS).contains(&chars));
+                    prop_assert!((1..=DisplayName::MAX_CHARS).contains(&chars));
                     prop_assert!(!name.chars().any(char::is_control));
-                    prop_assert_eq!(name.trim(), name.as_str());
+                    prop_assert_eq!(name.trim(), name);
                 }
             }
         }
 
-        #[test]
-        fn normalize_name_never_panics_and_keeps_its_promises(raw in "\\PC{0,120}|.{0,120}") {
-            if let Ok(name) = normalize_name(&raw) {
-                prop_assert!((1..=NAME_MAX_CHARS).contains(&name.chars().count()));
-                prop_assert!(!name.chars().any(char::is_control));
-            }
-        }
-    }
-
-    #[test]
-    fn names_are_trimmed_and_bounded() {
-        assert_eq!(normalize_name("  Ada Lovelace \n").unwrap(), "Ada Lovelace");
-        assert_eq!(
-            normalize_name(&"é".repeat(100)).unwrap().chars().count(),
-            100
-        );
-        for bad in ["", "   ", "a\u{0}b", "tab\there", "del\u{7f}", "c1\u{85}x"] {
-            assert!(normalize_name(bad).is_err(), "{bad:?} was accepted");
-        }
-        assert!(normalize_name(&"x".repeat(101)).is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! What only admins may do: change a user's role, end a user's sessions.
-//! (The user search in `v2` is admin-only too.) Every operation takes
+//! (The user search, in `users.rs`, is admin-only too.) Every operation takes
 //! [`AdminAuth`]: no token gets 401, a user's token 403.
 
 use poem::web::Data;
@@ -7,11 +7,10 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
-use super::auth::AdminAuth;
-use super::ApiTags;
-use crate::db::users;
+use super::login::AdminAuth;
+use super::AuthTags;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::modules::auth::{users, AuthState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
@@ -54,7 +53,7 @@ pub enum SessionsEnded {
 
 pub struct Api;
 
-#[OpenApi(prefix_path = "/v2", tag = "ApiTags::Admin")]
+#[OpenApi(prefix_path = "/v2", tag = "AuthTags::Admin")]
 impl Api {
     /// Change a user's role
     ///
@@ -64,7 +63,7 @@ impl Api {
     #[oai(path = "/users/:id/role", method = "put")]
     async fn set_role(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         admin: AdminAuth,
         /// The user's id.
         id: Path<i64>,
@@ -101,7 +100,7 @@ impl Api {
     #[oai(path = "/users/:id/sessions", method = "delete")]
     async fn end_sessions(
         &self,
-        state: Data<&AppState>,
+        state: Data<&AuthState>,
         admin: AdminAuth,
         /// The user's id.
         id: Path<i64>,

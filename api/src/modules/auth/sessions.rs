@@ -2,8 +2,7 @@
 //! user, when it began and was last used, from where) that expires after
 //! SESSION_IDLE_SECONDS without use and at the latest SESSION_TTL_SECONDS
 //! after login. Per user a set holds their tokens, so that all of a user's
-//! sessions can be listed or ended at once. One multiplexed connection
-//! serves the process.
+//! sessions can be listed or ended at once.
 //!
 //! Several keys change together, so those changes are Lua scripts, which
 //! Redis runs atomically. (They build key names inside, so this needs a
@@ -12,26 +11,24 @@
 //! Tokens never reach a log: where a session must be named, it is by
 //! [`public_id`], a hash that cannot be turned back into the token.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blake2::{Blake2s256, Digest};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
-use crate::config::RedisSettings;
-use crate::error::{ApiError, Dependency};
-use crate::names;
+use super::names;
+use crate::storage::redis::Redis;
+use crate::storage::StorageError;
 
 /// An authenticated request's session.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub token: Uuid,
     pub user_id: i64,
-    /// The user's name as cached ([`crate::names`]) when the session was
+    /// The user's name as cached ([`super::names`]) when the session was
     /// checked, read in the same round trip: `/getName` needs no other.
     pub cached_name: Option<String>,
 }
@@ -57,12 +54,13 @@ pub struct Lifetimes {
 
 #[derive(Clone)]
 pub struct SessionStore {
-    redis: ConnectionManager,
-    prefix: String,
+    redis: Redis,
+    /// Key prefixes of sessions and of users' sets of tokens.
+    sessions: String,
+    users: String,
     /// Where cached names are, read along with each session check.
     names: String,
     lifetimes: Lifetimes,
-    timeout: Duration,
 }
 
 /// A session's name in logs and in `GET /v2/sessions`: 16 hex digits of a
@@ -84,24 +82,14 @@ fn now_ms() -> u64 {
 }
 
 impl SessionStore {
-    /// Connects lazily: the service starts, and reports not-ready, while Redis
-    /// is down, and the manager reconnects by itself when Redis returns.
-    pub fn new(settings: &RedisSettings, lifetimes: Lifetimes) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(settings.url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout()))
-            .set_response_timeout(Some(settings.timeout()))
-            // Reconnect attempts are cheap; a long backoff would stretch an
-            // outage past the moment Redis is back.
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        Ok(SessionStore {
-            redis: ConnectionManager::new_lazy_with_config(client, config)?,
-            prefix: settings.key_prefix.clone(),
-            names: names::key_prefix(&settings.key_prefix),
+    pub fn new(redis: Redis, lifetimes: Lifetimes) -> Self {
+        SessionStore {
+            sessions: redis.key_prefix("session:"),
+            users: redis.key_prefix("user-sessions:"),
+            names: names::key_prefix(&redis),
+            redis,
             lifetimes,
-            timeout: settings.timeout(),
-        })
+        }
     }
 
     /// How long a new token lives if it is not used.
@@ -109,20 +97,12 @@ impl SessionStore {
         self.lifetimes.idle.min(self.lifetimes.absolute)
     }
 
-    fn session_prefix(&self) -> String {
-        format!("{}session:", self.prefix)
-    }
-
     fn key(&self, token: Uuid) -> String {
-        format!("{}{}", self.session_prefix(), token.as_hyphenated())
-    }
-
-    fn user_prefix(&self) -> String {
-        format!("{}user-sessions:", self.prefix)
+        format!("{}{}", self.sessions, token.as_hyphenated())
     }
 
     fn user_key(&self, user_id: i64) -> String {
-        format!("{}{user_id}", self.user_prefix())
+        format!("{}{user_id}", self.users)
     }
 
     /// Starts a session for `user_id` under a fresh token. `HSETNX` means a
@@ -131,9 +111,9 @@ impl SessionStore {
         &self,
         user_id: i64,
         client_ip: Option<IpAddr>,
-    ) -> Result<Session, ApiError> {
+    ) -> Result<Session, StorageError> {
         let token = Uuid::new_v4();
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis.connection();
         let mut call = CREATE.prepare_invoke();
         call.key(self.key(token))
             .key(self.user_key(user_id))
@@ -146,7 +126,7 @@ impl SessionStore {
         let created: bool = self.bounded(call.invoke_async(&mut redis)).await?;
         if !created {
             // 122 random bits colliding means the RNG is broken: refuse.
-            return Err(ApiError::internal("session token collision"));
+            return Err(StorageError::invariant("session token collision"));
         }
         Ok(Session {
             token,
@@ -157,8 +137,8 @@ impl SessionStore {
 
     /// The session for `token`, if it exists and has not expired; using it
     /// restarts its idle count (never past its absolute lifetime).
-    pub async fn find(&self, token: Uuid) -> Result<Option<Session>, ApiError> {
-        let mut redis = self.redis.clone();
+    pub async fn find(&self, token: Uuid) -> Result<Option<Session>, StorageError> {
+        let mut redis = self.redis.connection();
         let mut call = TOUCH.prepare_invoke();
         call.key(self.key(token))
             .arg(now_ms())
@@ -175,8 +155,8 @@ impl SessionStore {
     }
 
     /// The user's live sessions, oldest first.
-    pub async fn list(&self, user_id: i64) -> Result<Vec<(Uuid, SessionInfo)>, ApiError> {
-        let mut redis = self.redis.clone();
+    pub async fn list(&self, user_id: i64) -> Result<Vec<(Uuid, SessionInfo)>, StorageError> {
+        let mut redis = self.redis.connection();
         let tokens: Vec<String> = self.bounded(redis.smembers(self.user_key(user_id))).await?;
         let mut sessions = Vec::new();
         for token in tokens.iter().filter_map(|t| Uuid::try_parse(t).ok()) {
@@ -199,55 +179,29 @@ impl SessionStore {
     }
 
     /// Ends the session at once.
-    pub async fn revoke(&self, token: Uuid) -> Result<(), ApiError> {
-        let mut redis = self.redis.clone();
+    pub async fn revoke(&self, token: Uuid) -> Result<(), StorageError> {
+        let mut redis = self.redis.connection();
         let mut call = REVOKE.prepare_invoke();
         call.key(self.key(token))
-            .arg(self.user_prefix())
+            .arg(&self.users)
             .arg(token.as_hyphenated().to_string());
         let _removed: i64 = self.bounded(call.invoke_async(&mut redis)).await?;
         Ok(())
     }
 
     /// Ends every session of `user_id` at once; returns how many there were.
-    pub async fn revoke_all(&self, user_id: i64) -> Result<u64, ApiError> {
-        let mut redis = self.redis.clone();
+    pub async fn revoke_all(&self, user_id: i64) -> Result<u64, StorageError> {
+        let mut redis = self.redis.connection();
         let mut call = REVOKE_ALL.prepare_invoke();
-        call.key(self.user_key(user_id)).arg(self.session_prefix());
+        call.key(self.user_key(user_id)).arg(&self.sessions);
         self.bounded(call.invoke_async(&mut redis)).await
-    }
-
-    pub async fn ping(&self) -> Result<(), ApiError> {
-        let mut redis = self.redis.clone();
-        let _: String = self.bounded(redis.ping()).await?;
-        Ok(())
-    }
-
-    /// The process's Redis connection, for others that keep state there.
-    pub fn connection(&self) -> ConnectionManager {
-        self.redis.clone()
     }
 
     async fn bounded<T>(
         &self,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, ApiError> {
-        bounded(self.timeout, call).await
-    }
-}
-
-/// Caps a Redis call, including the reconnects the manager does underneath
-/// it, so an outage is a prompt 503, never a hang.
-pub async fn bounded<T>(
-    timeout: Duration,
-    call: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, ApiError> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => Ok(result?),
-        Err(_elapsed) => {
-            tracing::warn!(?timeout, "Redis did not answer in time");
-            Err(ApiError::Unavailable(Dependency::Redis))
-        }
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StorageError> {
+        self.redis.bounded(call).await
     }
 }
 
@@ -323,23 +277,6 @@ static REVOKE_ALL: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
-
-/// A Redis failure is an outage when the connection is at fault, else a bug.
-impl From<redis::RedisError> for ApiError {
-    fn from(err: redis::RedisError) -> Self {
-        if err.is_io_error()
-            || err.is_timeout()
-            || err.is_connection_dropped()
-            || err.is_connection_refusal()
-            || err.is_unrecoverable_error()
-        {
-            tracing::warn!(error = %err, "session store failed");
-            ApiError::Unavailable(Dependency::Redis)
-        } else {
-            ApiError::internal(err)
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,48 @@
 //! PostgreSQL: the pool every request borrows from, and the schema in `init.sql`.
 
-pub mod users;
-
 use std::str::FromStr;
+use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use clap::Args;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
 
-use crate::config::DatabaseSettings;
-use crate::error::ApiError;
+use super::{Dependency, StorageError};
 use crate::metrics::{Kind, Snapshot, Value};
+
+/// PostgreSQL connection and pool.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL, e.g. postgres://api:secret@127.0.0.1:5432/api
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL"
+    )]
+    pub url: String,
+    /// Connections kept by this process's pool.
+    #[arg(
+        long = "database-pool-size",
+        env = "DATABASE_POOL_SIZE",
+        default_value_t = 16
+    )]
+    pub pool_size: usize,
+    /// How long to wait for a pooled connection, a new connection or a
+    /// connection check before answering 503.
+    #[arg(
+        id = "database_timeout_ms",
+        long = "database-timeout-ms",
+        env = "DATABASE_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
 
 /// The schema, hand-written and idempotent; compiled into the binary so
 /// `db init` needs nothing beside it.
@@ -52,14 +86,14 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
 }
 
 /// Applies `init.sql`. Safe to run on every start and any number of times.
-pub async fn init(pool: &Pool) -> Result<(), ApiError> {
+pub async fn init(pool: &Pool) -> Result<(), StorageError> {
     let client = pool.get().await?;
     client.batch_execute(INIT_SQL).await?;
     Ok(())
 }
 
 /// Answers whether PostgreSQL serves queries right now.
-pub async fn ping(pool: &Pool) -> Result<(), ApiError> {
+pub async fn ping(pool: &Pool) -> Result<(), StorageError> {
     let client = pool.get().await?;
     client.simple_query("SELECT 1").await?;
     Ok(())
@@ -89,4 +123,30 @@ pub fn pool_gauges(pool: &Pool, snapshot: &mut Snapshot) {
         &[],
         status.waiting,
     );
+}
+
+impl From<PoolError> for StorageError {
+    fn from(err: PoolError) -> Self {
+        match err {
+            // Timeouts and failed connects are the database being away.
+            PoolError::Timeout(_) | PoolError::Backend(_) | PoolError::PostCreateHook(_) => {
+                tracing::warn!(error = %err, "database pool could not hand out a connection");
+                StorageError::unavailable(Dependency::Postgres, err)
+            }
+            PoolError::Closed | PoolError::NoRuntimeSpecified => StorageError::Failed(err.into()),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        // A server-side error (SQLSTATE) is ours to explain; anything else is the
+        // connection going away under us, which is an outage, not a bug.
+        if err.as_db_error().is_some() {
+            StorageError::Failed(err.into())
+        } else {
+            tracing::warn!(error = %err, "database connection failed mid-request");
+            StorageError::unavailable(Dependency::Postgres, err)
+        }
+    }
 }

@@ -19,15 +19,12 @@
 //! the name before it or the one after.)
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::Script;
 use uuid::Uuid;
 
-use crate::config::RedisSettings;
-use crate::error::ApiError;
-use crate::sessions::bounded;
+use crate::storage::redis::Redis;
+use crate::storage::StorageError;
 
 /// How long an unread name stays cached.
 const TTL_SECONDS: u64 = 600;
@@ -37,17 +34,16 @@ const LEASE_MILLISECONDS: u64 = 5_000;
 
 /// The entries' keys, before the user id: session checks read them too
 /// (`Session::cached_name`).
-pub fn key_prefix(redis_prefix: &str) -> String {
-    [redis_prefix, "name:"].concat()
+pub fn key_prefix(redis: &Redis) -> String {
+    redis.key_prefix("name:")
 }
 
 #[derive(Clone)]
 pub struct NameCache {
-    redis: ConnectionManager,
+    redis: Redis,
     /// Key prefixes of the entries and of their leases.
     entries: String,
     leases: String,
-    timeout: Duration,
 }
 
 /// A reader's right to fill one user's entry, until a writer revokes it.
@@ -57,12 +53,11 @@ pub struct Lease {
 }
 
 impl NameCache {
-    pub fn new(redis: ConnectionManager, settings: &RedisSettings) -> Self {
+    pub fn new(redis: Redis) -> Self {
         NameCache {
+            entries: key_prefix(&redis),
+            leases: redis.key_prefix("name-lease:"),
             redis,
-            entries: key_prefix(&settings.key_prefix),
-            leases: [settings.key_prefix.as_str(), "name-lease:"].concat(),
-            timeout: settings.timeout(),
         }
     }
 
@@ -76,19 +71,19 @@ impl NameCache {
 
     /// The cached name, if any. (`/getName` has it from the session check,
     /// read in the same script; this reads it alone.)
-    pub async fn get(&self, user_id: i64) -> Result<Option<String>, ApiError> {
-        let mut redis = self.redis.clone();
+    pub async fn get(&self, user_id: i64) -> Result<Option<String>, StorageError> {
+        let mut redis = self.redis.connection();
         let mut command = redis::cmd("HGET");
         command.arg(self.key(user_id)).arg("name");
-        bounded(self.timeout, command.query_async(&mut redis)).await
+        self.redis.bounded(command.query_async(&mut redis)).await
     }
 
     /// After a miss, before reading PostgreSQL: the lease to fill the entry
     /// with what will be read, or `None` when another reader holds it (this
     /// one then only reads).
-    pub async fn lease(&self, user_id: i64) -> Result<Option<Lease>, ApiError> {
+    pub async fn lease(&self, user_id: i64) -> Result<Option<Lease>, StorageError> {
         let token = Uuid::new_v4().simple().to_string();
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis.connection();
         let mut command = redis::cmd("SET");
         command
             .arg(self.lease_key(user_id))
@@ -96,13 +91,13 @@ impl NameCache {
             .arg("NX")
             .arg("PX")
             .arg(LEASE_MILLISECONDS);
-        let taken: Option<String> = bounded(self.timeout, command.query_async(&mut redis)).await?;
+        let taken: Option<String> = self.redis.bounded(command.query_async(&mut redis)).await?;
         Ok(taken.map(|_| Lease { user_id, token }))
     }
 
     /// Caches what a reader read under `lease`, unless a writer revoked it.
-    pub async fn fill(&self, lease: Lease, name: &str, version: i64) -> Result<(), ApiError> {
-        let mut redis = self.redis.clone();
+    pub async fn fill(&self, lease: Lease, name: &str, version: i64) -> Result<(), StorageError> {
+        let mut redis = self.redis.connection();
         let mut call = FILL.prepare_invoke();
         call.key(self.key(lease.user_id))
             .key(self.lease_key(lease.user_id))
@@ -110,19 +105,19 @@ impl NameCache {
             .arg(name)
             .arg(version)
             .arg(TTL_SECONDS);
-        bounded(self.timeout, call.invoke_async::<()>(&mut redis)).await
+        self.redis.bounded(call.invoke_async::<()>(&mut redis)).await
     }
 
     /// After a change has committed: updates the entry if there is one and
     /// revokes any reader's lease.
-    pub async fn changed(&self, user_id: i64, name: &str, version: i64) -> Result<(), ApiError> {
-        let mut redis = self.redis.clone();
+    pub async fn changed(&self, user_id: i64, name: &str, version: i64) -> Result<(), StorageError> {
+        let mut redis = self.redis.connection();
         let mut call = CHANGED.prepare_invoke();
         call.key(self.key(user_id))
             .key(self.lease_key(user_id))
             .arg(name)
             .arg(version);
-        bounded(self.timeout, call.invoke_async::<()>(&mut redis)).await
+        self.redis.bounded(call.invoke_async::<()>(&mut redis)).await
     }
 }
 

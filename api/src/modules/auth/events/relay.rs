@@ -12,7 +12,7 @@ use deadpool_postgres::Pool;
 use redis::aio::ConnectionManager;
 
 use super::STREAM;
-use crate::state::AppState;
+use crate::storage::redis::Redis;
 
 /// Events moved per round trip.
 const BATCH: i64 = 500;
@@ -46,12 +46,11 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(state: &AppState) -> Relay {
-        let redis = &state.settings.redis;
+    pub fn new(db: Pool, redis: &Redis) -> Relay {
         Relay {
-            db: state.db.clone(),
-            redis: state.sessions.connection(),
-            stream: [redis.key_prefix.as_str(), STREAM].concat(),
+            db,
+            redis: redis.connection(),
+            stream: redis.key_prefix(STREAM),
             timeout: redis.timeout(),
         }
     }

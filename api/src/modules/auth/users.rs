@@ -1,9 +1,11 @@
 //! Queries on `users`. Statements are prepared once per connection and cached.
+//! Constraint violations come back as they are; the edge
+//! (`super::routes::on_constraint`) tells clients what they did wrong.
 
 use deadpool_postgres::{Client, GenericClient};
 
-use crate::error::ApiError;
-use crate::events::{self, Event};
+use super::events::{self, Event};
+use crate::storage::StorageError;
 
 /// What login needs to check a password.
 pub struct Credentials {
@@ -25,28 +27,6 @@ pub struct NewUser<'a> {
     pub admin: bool,
 }
 
-/// Constraint names in `init.sql` that a client can trip, and what to tell them.
-const CLIENT_CONSTRAINTS: &[(&str, &str)] = &[
-    ("users_username_lower_key", "that username is taken"),
-    (
-        "users_username_format",
-        "usernames are 3 to 32 letters, digits, '_', '.' or '-'",
-    ),
-    ("users_name_length", "names are 1 to 100 characters"),
-];
-
-fn map_constraint(err: tokio_postgres::Error) -> ApiError {
-    let constraint = err.as_db_error().and_then(|db| db.constraint());
-    match CLIENT_CONSTRAINTS
-        .iter()
-        .find(|(name, _)| Some(*name) == constraint)
-    {
-        Some(("users_username_lower_key", message)) => ApiError::Conflict((*message).into()),
-        Some((_, message)) => ApiError::Validation((*message).into()),
-        None => err.into(),
-    }
-}
-
 /// The login lookup, public so tests can EXPLAIN exactly what runs.
 pub const CREDENTIALS_SQL: &str =
     "SELECT id, password_hash FROM users WHERE lower(username) = lower($1)";
@@ -54,7 +34,7 @@ pub const CREDENTIALS_SQL: &str =
 pub async fn find_credentials(
     client: &impl GenericClient,
     username: &str,
-) -> Result<Option<Credentials>, ApiError> {
+) -> Result<Option<Credentials>, StorageError> {
     let statement = client.prepare_cached(CREDENTIALS_SQL).await?;
     let row = client.query_opt(&statement, &[&username]).await?;
     Ok(row.map(|row| Credentials {
@@ -64,7 +44,7 @@ pub async fn find_credentials(
 }
 
 /// Creates the user and its `user.created` event, in one transaction.
-pub async fn create(client: &mut Client, user: &NewUser<'_>) -> Result<i64, ApiError> {
+pub async fn create(client: &mut Client, user: &NewUser<'_>) -> Result<i64, StorageError> {
     let role = if user.admin { "admin" } else { "user" };
     let transaction = client.transaction().await?;
     let statement = transaction
@@ -78,8 +58,7 @@ pub async fn create(client: &mut Client, user: &NewUser<'_>) -> Result<i64, ApiE
             &statement,
             &[&user.username, &user.name, &user.password_hash, &role],
         )
-        .await
-        .map_err(map_constraint)?;
+        .await?;
     let user_id = row.get(0);
     let event = Event::UserCreated {
         user_id,
@@ -99,7 +78,7 @@ pub struct Name {
 }
 
 /// `None` when the user no longer exists.
-pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<Name>, ApiError> {
+pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<Name>, StorageError> {
     let statement = client
         .prepare_cached("SELECT name, name_version FROM users WHERE id = $1")
         .await?;
@@ -113,7 +92,7 @@ pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<Nam
 /// Sets the name and records its `user.name_changed` event, in one
 /// transaction; returns what was stored and its new version, or `None` when
 /// the user no longer exists.
-pub async fn set_name(client: &mut Client, id: i64, name: &str) -> Result<Option<Name>, ApiError> {
+pub async fn set_name(client: &mut Client, id: i64, name: &str) -> Result<Option<Name>, StorageError> {
     let transaction = client.transaction().await?;
     let statement = transaction
         .prepare_cached(
@@ -123,8 +102,7 @@ pub async fn set_name(client: &mut Client, id: i64, name: &str) -> Result<Option
         .await?;
     let row = transaction
         .query_opt(&statement, &[&id, &name])
-        .await
-        .map_err(map_constraint)?;
+        .await?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -146,7 +124,7 @@ pub async fn set_name(client: &mut Client, id: i64, name: &str) -> Result<Option
 pub async fn get_credentials_by_id(
     client: &impl GenericClient,
     id: i64,
-) -> Result<Option<(String, String)>, ApiError> {
+) -> Result<Option<(String, String)>, StorageError> {
     let statement = client
         .prepare_cached("SELECT username, password_hash FROM users WHERE id = $1")
         .await?;
@@ -159,7 +137,7 @@ pub async fn set_password_hash(
     client: &impl GenericClient,
     id: i64,
     hash: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, StorageError> {
     let statement = client
         .prepare_cached("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
         .await?;
@@ -170,7 +148,7 @@ pub async fn set_password_hash(
 pub async fn get_identity(
     client: &impl GenericClient,
     id: i64,
-) -> Result<Option<(String, String)>, ApiError> {
+) -> Result<Option<(String, String)>, StorageError> {
     let statement = client
         .prepare_cached("SELECT username, role FROM users WHERE id = $1")
         .await?;
@@ -179,7 +157,7 @@ pub async fn get_identity(
 }
 
 /// The user's role (`user` or `admin`); `None` when the user no longer exists.
-pub async fn get_role(client: &impl GenericClient, id: i64) -> Result<Option<String>, ApiError> {
+pub async fn get_role(client: &impl GenericClient, id: i64) -> Result<Option<String>, StorageError> {
     let statement = client
         .prepare_cached("SELECT role FROM users WHERE id = $1")
         .await?;
@@ -193,7 +171,7 @@ pub async fn set_role(
     client: &impl GenericClient,
     id: i64,
     role: &str,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, StorageError> {
     let statement = client
         .prepare_cached(
             "UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING username",
@@ -218,7 +196,7 @@ pub async fn search(
     query: &str,
     after: Option<&str>,
     limit: i64,
-) -> Result<Vec<PublicUser>, ApiError> {
+) -> Result<Vec<PublicUser>, StorageError> {
     let pattern = format!("%{}%", escape_like(query));
     let statement = client.prepare_cached(SEARCH_SQL).await?;
     let rows = client

@@ -1,0 +1,87 @@
+//! Sign-in: users in PostgreSQL with argon2id passwords, opaque session
+//! tokens in Redis, roles, a failed-login throttle per account, the name
+//! cache behind `/getName` and `/setName`, and the users' events for other
+//! services.
+//!
+//! It plugs into the core through `crate::modules` and the seams in
+//! `crate::extension`; nothing in the core names it. A service generated
+//! without sign-in has no such folder, and a few lines fewer in
+//! `modules.rs`.
+
+pub mod cli;
+pub mod domain;
+pub mod events;
+pub mod names;
+pub mod passwords;
+pub mod routes;
+pub mod sessions;
+mod settings;
+pub mod throttle;
+pub mod users;
+
+use deadpool_postgres::Pool;
+
+pub use cli::Command;
+pub use settings::Settings;
+
+use crate::extension::Extensions;
+use crate::metrics::Metrics;
+use crate::ratelimit::Counters;
+use crate::state::AppState;
+use events::relay::Relay;
+use names::NameCache;
+use passwords::Passwords;
+use sessions::{Lifetimes, SessionStore};
+use throttle::LoginThrottle;
+
+/// What sign-in's handlers share: the core's handles they use, and their
+/// own. Cheap to clone.
+#[derive(Clone)]
+pub struct AuthState {
+    pub db: Pool,
+    pub metrics: Metrics,
+    pub sessions: SessionStore,
+    pub throttle: LoginThrottle,
+    pub names: NameCache,
+    pub passwords: Passwords,
+}
+
+impl AuthState {
+    /// Computes the dummy password hash, so this takes one hash's time.
+    pub fn new(settings: &Settings, core: &AppState) -> Self {
+        let lifetimes = Lifetimes {
+            absolute: settings.session_ttl(),
+            idle: settings.session_idle(),
+        };
+        let throttle = LoginThrottle::new(
+            Counters::new(core.redis.clone()),
+            settings.login_max_failures,
+            settings.login_window(),
+        );
+        AuthState {
+            db: core.db.clone(),
+            metrics: core.metrics.clone(),
+            sessions: SessionStore::new(core.redis.clone(), lifetimes),
+            throttle,
+            names: NameCache::new(core.redis.clone()),
+            passwords: Passwords::new(settings.hash_concurrency()),
+        }
+    }
+}
+
+/// Sign-in's part of the API.
+pub fn api() -> impl poem_openapi::OpenApi {
+    routes::api()
+}
+
+/// Adds sign-in to the app the core is building: its state for the
+/// handlers, the problem document for a missing token, its metrics, and the
+/// event relay.
+pub fn install(settings: &Settings, core: &AppState, extensions: &mut Extensions) {
+    routes::declare_metrics(&core.metrics);
+    extensions.data(AuthState::new(settings, core));
+    extensions.layer(routes::missing_token_is_unauthenticated);
+    // Events move to Redis while the app serves, and stop with it (an
+    // unfinished batch is sent again later: at least once).
+    extensions.task(Relay::new(core.db.clone(), &core.redis).run());
+}

@@ -1,0 +1,95 @@
+//! Sign-in's settings, flattened into the service's (`crate::modules`).
+
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Lifetime of a session token, in seconds.
+    #[arg(
+        long = "session-ttl-seconds",
+        env = "SESSION_TTL_SECONDS",
+        default_value_t = 86_400
+    )]
+    pub session_ttl_seconds: u64,
+    /// Seconds a session may go unused before it ends (each use restarts
+    /// the count), within its lifetime.
+    #[arg(
+        long = "session-idle-seconds",
+        env = "SESSION_IDLE_SECONDS",
+        default_value_t = 3_600
+    )]
+    pub session_idle_seconds: u64,
+    /// Failed logins an account may have within LOGIN_FAILURE_WINDOW_SECONDS
+    /// before further attempts get 429, from any address.
+    #[arg(
+        long = "login-max-failures",
+        env = "LOGIN_MAX_FAILURES",
+        default_value_t = 5
+    )]
+    pub login_max_failures: u64,
+    #[arg(
+        long = "login-failure-window-seconds",
+        env = "LOGIN_FAILURE_WINDOW_SECONDS",
+        default_value_t = 900
+    )]
+    pub login_failure_window_seconds: u64,
+    /// Password hashes computed at once; extra logins queue. Defaults to the
+    /// number of CPUs, since each hash keeps one core busy.
+    #[arg(long = "hash-concurrency", env = "HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+}
+
+impl Settings {
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_seconds)
+    }
+
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(self.session_idle_seconds)
+    }
+
+    pub fn login_window(&self) -> Duration {
+        Duration::from_secs(self.login_failure_window_seconds)
+    }
+
+    pub fn hash_concurrency(&self) -> usize {
+        self.hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1)
+    }
+
+    /// Rejects settings that would parse but cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.session_ttl_seconds == 0 {
+            return Err("SESSION_TTL_SECONDS must be at least 1".into());
+        }
+        if self.session_idle_seconds == 0 {
+            return Err("SESSION_IDLE_SECONDS must be at least 1".into());
+        }
+        if self.login_max_failures == 0 || self.login_failure_window_seconds == 0 {
+            return Err(
+                "LOGIN_MAX_FAILURES and LOGIN_FAILURE_WINDOW_SECONDS must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `NAME=value` pairs for `config check`.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SESSION_TTL_SECONDS", self.session_ttl_seconds.to_string()),
+            (
+                "SESSION_IDLE_SECONDS",
+                self.session_idle_seconds.to_string(),
+            ),
+            ("LOGIN_MAX_FAILURES", self.login_max_failures.to_string()),
+            (
+                "LOGIN_FAILURE_WINDOW_SECONDS",
+                self.login_failure_window_seconds.to_string(),
+            ),
+            ("HASH_CONCURRENCY", self.hash_concurrency().to_string()),
+        ]
+    }
+}

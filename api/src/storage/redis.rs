@@ -1,0 +1,129 @@
+//! Redis: one multiplexed connection a process, shared by everything that
+//! keeps state there, with every call bounded in time and every key under
+//! the service's prefix.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+
+use super::{Dependency, StorageError};
+
+/// Redis, which holds the rate limits and the sign-in state.
+#[derive(Debug, Clone, Args)]
+pub struct RedisSettings {
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        value_name = "REDIS_URL"
+    )]
+    pub url: String,
+    /// Connect and response timeout; past it a request answers 503.
+    #[arg(
+        id = "redis_timeout_ms",
+        long = "redis-timeout-ms",
+        env = "REDIS_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub timeout_ms: u64,
+    /// Prefix of every key this service writes, so services can share a
+    /// Redis. Defaults to the service's name and a colon.
+    #[arg(
+        long = "redis-key-prefix",
+        env = "REDIS_KEY_PREFIX",
+        default_value = concat!(env!("CARGO_PKG_NAME"), ":")
+    )]
+    pub key_prefix: String,
+}
+
+impl RedisSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// The process's Redis: cheap to clone, every clone the same connection.
+#[derive(Clone)]
+pub struct Redis {
+    connection: ConnectionManager,
+    prefix: Arc<str>,
+    timeout: Duration,
+}
+
+impl Redis {
+    /// Connects lazily: the service starts, and reports not-ready, while Redis
+    /// is down, and the manager reconnects by itself when Redis returns.
+    pub fn new(settings: &RedisSettings) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout()))
+            .set_response_timeout(Some(settings.timeout()))
+            // Reconnect attempts are cheap; a long backoff would stretch an
+            // outage past the moment Redis is back.
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        Ok(Redis {
+            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            prefix: settings.key_prefix.as_str().into(),
+            timeout: settings.timeout(),
+        })
+    }
+
+    /// A key prefix under the service's own: `key_prefix("session:")`.
+    pub fn key_prefix(&self, name: &str) -> String {
+        [&self.prefix, name].concat()
+    }
+
+    /// A handle to send commands on; wrap each call in [`Redis::bounded`].
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Caps a Redis call, including the reconnects the manager does
+    /// underneath it, so an outage is a prompt 503, never a hang.
+    pub async fn bounded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StorageError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => Ok(result?),
+            Err(elapsed) => {
+                tracing::warn!(timeout = ?self.timeout, "Redis did not answer in time");
+                Err(StorageError::unavailable(Dependency::Redis, elapsed))
+            }
+        }
+    }
+
+    /// Answers whether Redis serves commands right now.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let mut connection = self.connection();
+        let _: String = self.bounded(connection.ping()).await?;
+        Ok(())
+    }
+}
+
+/// A Redis failure is an outage when the connection is at fault, else a bug.
+impl From<redis::RedisError> for StorageError {
+    fn from(err: redis::RedisError) -> Self {
+        if err.is_io_error()
+            || err.is_timeout()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_unrecoverable_error()
+        {
+            tracing::warn!(error = %err, "Redis failed");
+            StorageError::unavailable(Dependency::Redis, err)
+        } else {
+            StorageError::Failed(err.into())
+        }
+    }
+}
