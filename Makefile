@@ -58,8 +58,9 @@ fmt: ## Format the code
 
 lint: ## Formatting check and clippy with warnings as errors
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --lib --bins -- -D warnings
+	cargo clippy --workspace --all-targets --features test-hooks -- -D warnings
 
-# Present only in the template's own repository: make new, make sync, and the
-# template checks that make test runs there.
--include template/tooling/template.mk
+# Present only in the template's own repository: make new, and the template
+# checks that make test runs there (CONTRIBUTING.md).
+-include template/template.mk

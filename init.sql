@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS users (
 );
 
 -- Counts changes of name: the name cache in Redis keeps only the newest
--- (api/src/names.rs). Added this way so older databases get it too.
+-- (api/src/modules/auth/names.rs). Added this way so older databases get
+-- it too.
 ALTER TABLE users ADD COLUMN IF NOT EXISTS name_version bigint NOT NULL DEFAULT 0;
 
 -- Serves POST /login (WHERE lower(username) = lower($1)) and makes usernames
@@ -34,10 +35,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS users_username_lower_key ON users (lower(usern
 CREATE INDEX IF NOT EXISTS users_search_trgm_idx
     ON users USING gin ((username || ' ' || name) gin_trgm_ops);
 
--- The transactional outbox (api/src/events/): each change's event, written
--- in the change's own transaction. The relay moves rows to the Redis stream
--- in id order and deletes them, so the table is empty but while Redis is
--- away. No foreign key: an event outlives what it describes.
+-- The transactional outbox (api/src/modules/auth/events/): each change's
+-- event, written in the change's own transaction. The relay moves rows to
+-- the Redis stream in id order and deletes them, so the table is empty but
+-- while Redis is away. No foreign key: an event outlives what it describes.
 CREATE TABLE IF NOT EXISTS outbox (
     -- The primary key's index serves the relay (ORDER BY id LIMIT n, and
     -- DELETE ... WHERE id = ANY($1)).

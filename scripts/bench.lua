@@ -1,16 +1,18 @@
 -- wrk script for scripts/bench.sh: the request from the environment
--- (BENCH_METHOD, BENCH_BODY, BENCH_TOKEN), and one JSON line of results.
+-- (BENCH_METHOD, BENCH_BODY, and BENCH_HEADER, one "Name: value" header),
+-- and one JSON line of results.
 local method = os.getenv("BENCH_METHOD") or "GET"
 local body = os.getenv("BENCH_BODY")
-local token = os.getenv("BENCH_TOKEN")
+local header = os.getenv("BENCH_HEADER")
 
 wrk.method = method
 if body and body ~= "" then
   wrk.body = body
   wrk.headers["Content-Type"] = "application/json"
 end
-if token and token ~= "" then
-  wrk.headers["Authorization"] = "Bearer " .. token
+if header and header ~= "" then
+  local name, value = header:match("^([^:]+):%s*(.*)$")
+  wrk.headers[name] = value
 end
 
 done = function(summary, latency, requests)

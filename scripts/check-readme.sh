@@ -5,7 +5,8 @@
 #      (`# {...}`, `# HTTP/...`, `# authorization: ...`; a trailing … means
 #      "starts with") must appear, in order; then scripts/smoke.sh.
 #   2. `make local-down`, which must stop everything it started, and a second
-#      `make local` that still has the data the walkthrough wrote.
+#      `make local` that still has the data written before it
+#      (scripts/smoke.sh --kept).
 #   3. `make run` (scripts/local.sh run) answers, and stops everything on
 #      SIGTERM.
 # Everything gets free ports and a scratch data directory through the
@@ -18,7 +19,7 @@ services=scripts/services.sh
 block=$(awk '/<!-- walkthrough/ {found=1; next} found && /^```sh/ {inside=1; next} inside && /^```/ {exit} inside {print}' README.md)
 [ -n "$block" ] || { echo "check-readme: no walkthrough block in README.md" >&2; exit 1; }
 
-scratch=$(mktemp -d -t api-readme-XXXXXX)
+scratch=$(mktemp -d -t check-readme-XXXXXX)
 chmod 755 "$scratch"
 # Relative, like the default .local/, so path handling is what users get;
 # but in the scratch directory, which the postgres user can always reach.
@@ -27,8 +28,11 @@ export LOCAL_DIR=$(realpath --relative-to=. -m "$local_dir")
 export BIND="127.0.0.1:$("$services" free-port)"
 export FIRST_WORKER_PORT=$("$services" free-port 2) WORKERS=2
 export NGINX_LISTEN="127.0.0.1:$("$services" free-port)"
-export DATABASE_URL="postgres://api:api@127.0.0.1:$("$services" free-port)/api"
-export REDIS_URL="redis://127.0.0.1:$("$services" free-port)/0"
+# .env.local's servers, on free ports.
+with_port() { sed -E "s#^([a-z]+://[^/]*:)[0-9]+#\1$2#" <<<"$1"; }
+env_local() { sed -n "s/^$1=//p" .env.local; }
+export DATABASE_URL=$(with_port "$(env_local DATABASE_URL)" "$("$services" free-port)")
+export REDIS_URL=$(with_port "$(env_local REDIS_URL)" "$("$services" free-port)")
 
 fail() {
     echo "check-readme: $*" >&2
@@ -83,11 +87,8 @@ scripts/local.sh down >"$scratch/down.log" 2>&1 || fail "make local-down failed"
 # shellcheck disable=SC2086
 assert_all_stopped "make local-down" $pids
 scripts/local.sh up >"$scratch/up-again.log" 2>&1 || fail "make local failed the second time"
-token=$(curl -s -X POST "http://$NGINX_LISTEN/login" -H 'Content-Type: application/json' \
-    -d '{"username": "demo", "password": "demo-password"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
-kept=$(curl -s "http://$NGINX_LISTEN/getName" -H "Authorization: Bearer $token")
-# The last name written before stopping was the smoke test's.
-[ "$kept" = '{"name":"Smoke Test"}' ] || fail "the data did not survive make local-down: $kept"
+scripts/smoke.sh --kept "http://$NGINX_LISTEN" >"$scratch/kept.log" 2>&1 \
+    || fail "after make local-down and make local again: $(cat "$scratch/kept.log")"
 scripts/local.sh down >"$scratch/down.log" 2>&1 || fail "make local-down failed"
 
 # 3. make run: the service in the foreground; SIGTERM stops it all.

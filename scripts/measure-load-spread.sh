@@ -18,7 +18,8 @@ services=scripts/services.sh
 
 "$services" ensure-packages nginx
 package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
-cargo build --quiet --release --bin "$package"
+# TEST_HOOKS needs the routes of the test-hooks feature.
+cargo build --quiet --release --features test-hooks --bin "$package"
 binary=${CARGO_TARGET_DIR:-target}/release/$package
 
 scratch=$(mktemp -d -t load-spread-XXXXXX)

@@ -312,13 +312,10 @@ impl ApiResponse for ApiError {
             (403, "The credentials are valid, but do not allow this."),
             (404, "What the path names does not exist."),
             (409, "The request conflicts with existing state."),
-            (
-                429,
-                "Over a rate limit; retry after `Retry-After` seconds.",
-            ),
+            (429, "Over a rate limit; retry after `Retry-After` seconds."),
             (
                 422,
-                "A value breaks the contract (for example an empty or over-long name).",
+                "A value breaks the contract (a well-formed value outside its rules).",
             ),
             (413, "The body is larger than the service accepts."),
             (415, "The body is not `application/json`."),

@@ -5,8 +5,8 @@
 //! the server start the app (`startup`), whose routes and middleware (the
 //! HTTP edge: `routes`, `error`, `requests`, `budget`) call the domain
 //! (`ratelimit`, `versions`, `openapi`, `metrics`), which calls storage
-//! (`storage`). Feature modules (`modules/`, sign-in among them) sit on the
-//! core and are wired in by `modules.rs` alone.
+//! (`storage`). Feature modules (`modules/`) sit on the core and are wired
+//! in by `modules.rs` alone.
 
 pub mod budget;
 pub mod cli;

@@ -18,6 +18,7 @@ use crate::state::AppState;
 
 /// Every module's settings, part of the service's own.
 #[derive(Debug, Clone, Args)]
+#[group(id = "ModuleSettings")]
 pub struct Settings {
     #[command(flatten)]
     pub auth: auth::Settings,

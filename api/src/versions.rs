@@ -268,7 +268,7 @@ mod tests {
     fn versions_are_the_first_path_segment() {
         assert_eq!(version_of("/v1/hello"), Some("v1"));
         assert_eq!(version_of("/v12"), Some("v12"));
-        assert_eq!(version_of("/login"), None);
+        assert_eq!(version_of("/healthz"), None);
         assert_eq!(version_of("/v01/hello"), None);
         assert_eq!(version_of("/vx/hello"), None);
         assert_eq!(version_of("/v/hello"), None);

@@ -78,7 +78,7 @@ fn version_files(dir: &Path) -> io::Result<Vec<String>> {
 
 fn breaking(base: &Path, dir: &Path) -> Result<ExitCode, Box<dyn Error>> {
     let mut found = 0;
-    // What no version owns, such as /login, can never break.
+    // What no version owns, such as /healthz, can never break.
     let combined = base.join(COMBINED_FILE);
     if combined.exists() {
         let old = openapi::scoped(&read(&combined)?, Scope::Unversioned);

@@ -250,13 +250,13 @@ mod tests {
     #[test]
     fn declared_counters_start_at_zero_and_count_up() {
         let metrics = Metrics::default();
-        metrics.declare(&RATE_LIMITED, &["/login"]);
+        metrics.declare(&RATE_LIMITED, &["/orders"]);
         let rejected = || {
             let snapshot = metrics.snapshot();
-            snapshot.number(RATE_LIMITED.name, &[("route", "/login")])
+            snapshot.number(RATE_LIMITED.name, &[("route", "/orders")])
         };
         assert_eq!(rejected(), Some(0.0));
-        metrics.count(&RATE_LIMITED, "/login");
+        metrics.count(&RATE_LIMITED, "/orders");
         assert_eq!(rejected(), Some(1.0));
     }
 }

@@ -425,9 +425,9 @@ mod tests {
                         "404": { "content": { "application/problem+json": { "schema": { "type": "object" } } } }
                     }
                 } },
-                "/v2/login": { "post": {
+                "/v2/orders": { "post": {
                     "requestBody": { "required": true, "content": { "application/json": {
-                        "schema": { "$ref": "#/components/schemas/Login" } } } },
+                        "schema": { "$ref": "#/components/schemas/Order" } } } },
                     "responses": { "204": {} }
                 } }
             },
@@ -440,8 +440,8 @@ mod tests {
                     "friends": { "type": "array", "items": { "$ref": "#/components/schemas/User" } }
                 } },
                 "Role": { "type": "string", "enum": ["user", "admin"] },
-                "Login": { "type": "object", "additionalProperties": false, "required": ["username"], "properties": {
-                    "username": { "type": "string" },
+                "Order": { "type": "object", "additionalProperties": false, "required": ["item"], "properties": {
+                    "item": { "type": "string" },
                     "remember": { "type": "boolean" },
                     "scope": { "type": "string", "enum": ["read", "write"] }
                 } }
@@ -474,9 +474,9 @@ mod tests {
         let found = changes(|doc| {
             let schemas = &mut doc["components"]["schemas"];
             schemas["User"]["properties"]["email"] = json!({ "type": "string" });
-            schemas["Login"]["properties"]["otp"] = json!({ "type": "string" });
-            schemas["Login"]["required"] = json!([]);
-            schemas["Login"]["properties"]["scope"]["enum"] = json!(["read", "write", "admin"]);
+            schemas["Order"]["properties"]["otp"] = json!({ "type": "string" });
+            schemas["Order"]["required"] = json!([]);
+            schemas["Order"]["properties"]["scope"]["enum"] = json!(["read", "write", "admin"]);
             schemas["Role"]["enum"] = json!(["user"]);
             doc["paths"]["/v2/health"] = json!({ "get": { "responses": { "200": {} } } });
             let user = &mut doc["paths"]["/v2/users/{id}"]["get"];
@@ -507,9 +507,10 @@ mod tests {
         });
         assert_one(found, "/v2/users/{id}: the path was removed");
         let found = changes(|doc| {
-            doc["paths"]["/v2/login"] = json!({ "put": doc["paths"]["/v2/login"]["post"].clone() });
+            doc["paths"]["/v2/orders"] =
+                json!({ "put": doc["paths"]["/v2/orders"]["post"].clone() });
         });
-        assert_one(found, "POST /v2/login: the operation was removed");
+        assert_one(found, "POST /v2/orders: the operation was removed");
     }
 
     #[test]
@@ -546,15 +547,15 @@ mod tests {
     #[test]
     fn a_new_required_request_field_is_breaking() {
         let found = changes(|doc| {
-            let login = &mut doc["components"]["schemas"]["Login"];
-            login["properties"]["otp"] = json!({ "type": "string" });
-            login["required"] = json!(["username", "otp", "remember"]);
+            let order = &mut doc["components"]["schemas"]["Order"];
+            order["properties"]["otp"] = json!({ "type": "string" });
+            order["required"] = json!(["item", "otp", "remember"]);
         });
         assert_eq!(
             found,
             [
-                "POST /v2/login request body application/json: otp: a new required field",
-                "POST /v2/login request body application/json: remember: now required",
+                "POST /v2/orders request body application/json: otp: a new required field",
+                "POST /v2/orders request body application/json: remember: now required",
             ]
         );
     }
@@ -562,15 +563,15 @@ mod tests {
     #[test]
     fn a_closed_request_body_that_drops_a_field_is_breaking() {
         let found = changes(|doc| {
-            let login = &mut doc["components"]["schemas"]["Login"];
-            login["properties"]
+            let order = &mut doc["components"]["schemas"]["Order"];
+            order["properties"]
                 .as_object_mut()
                 .unwrap()
                 .remove("remember");
         });
         assert_one(
             found,
-            "POST /v2/login request body application/json: remember: no longer accepted",
+            "POST /v2/orders request body application/json: remember: no longer accepted",
         );
     }
 
@@ -583,7 +584,7 @@ mod tests {
                 .as_object_mut()
                 .unwrap()
                 .remove("format");
-            doc["components"]["schemas"]["Login"]["properties"]["remember"]["type"] =
+            doc["components"]["schemas"]["Order"]["properties"]["remember"]["type"] =
                 json!("string");
             doc["paths"]["/v2/users/{id}"]["get"]["parameters"][0]["schema"]["format"] =
                 json!("int32");
@@ -593,7 +594,7 @@ mod tests {
             [
                 "GET /v2/users/{id} 200 application/json: id: type changed from integer to string",
                 "GET /v2/users/{id} path parameter id: format changed from int64 to int32",
-                "POST /v2/login request body application/json: remember: type changed from boolean to string",
+                "POST /v2/orders request body application/json: remember: type changed from boolean to string",
             ]
         );
     }
@@ -614,14 +615,14 @@ mod tests {
     fn enums_may_not_lose_request_values_or_gain_response_values() {
         let found = changes(|doc| {
             let schemas = &mut doc["components"]["schemas"];
-            schemas["Login"]["properties"]["scope"]["enum"] = json!(["read"]);
+            schemas["Order"]["properties"]["scope"]["enum"] = json!(["read"]);
             schemas["Role"]["enum"] = json!(["user", "admin", "owner"]);
         });
         assert_eq!(
             found,
             [
                 "GET /v2/users/{id} 200 application/json: role: may now be \"owner\"",
-                "POST /v2/login request body application/json: scope: no longer accepts \"write\"",
+                "POST /v2/orders request body application/json: scope: no longer accepts \"write\"",
             ]
         );
     }
@@ -655,15 +656,15 @@ mod tests {
             let content = responses["200"]["content"].as_object_mut().unwrap();
             let json_content = content.remove("application/json").unwrap();
             content.insert("application/xml".into(), json_content);
-            let login = &mut doc["paths"]["/v2/login"]["post"]["responses"];
-            login.as_object_mut().unwrap().remove("204");
+            let order = &mut doc["paths"]["/v2/orders"]["post"]["responses"];
+            order.as_object_mut().unwrap().remove("204");
         });
         assert_eq!(
             found,
             [
                 "GET /v2/users/{id} 200 application/json: this media type is no longer returned",
                 "GET /v2/users/{id} 200: the ETag header was removed",
-                "POST /v2/login 204: this response was removed",
+                "POST /v2/orders 204: this response was removed",
             ]
         );
     }

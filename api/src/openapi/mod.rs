@@ -40,7 +40,7 @@ pub enum Scope<'a> {
     All,
     /// Those under `/{version}`.
     Version(&'a str),
-    /// Those under no version, such as `/login`: every version's clients use
+    /// Those under no version, such as `/healthz`: every version's clients use
     /// them.
     Unversioned,
 }
@@ -285,16 +285,16 @@ mod tests {
         json!({
             "openapi": "3.0.0",
             "info": { "title": "svc", "version": "1.2.3" },
-            "tags": [{ "name": "V1" }, { "name": "V2" }, { "name": "Auth" }],
+            "tags": [{ "name": "V1" }, { "name": "V2" }, { "name": "Orders" }],
             "paths": {
                 "/v1/hello": { "get": { "tags": ["V1"], "responses": { "200": {
                     "content": { "application/json": { "schema": { "$ref": "#/components/schemas/HelloV1" } } }
                 } } } },
-                "/v2/me": { "get": { "tags": ["V2"], "security": [{ "Bearer": [] }], "responses": { "200": {
+                "/v2/me": { "get": { "tags": ["V2"], "security": [{ "ApiKey": [] }], "responses": { "200": {
                     "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Me" } } }
                 } } } },
-                "/login": { "post": { "tags": ["Auth"],
-                    "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Login" } } } },
+                "/orders": { "post": { "tags": ["Orders"],
+                    "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Order" } } } },
                     "responses": { "204": {} } } }
             },
             "components": {
@@ -302,9 +302,9 @@ mod tests {
                     "HelloV1": { "type": "object", "properties": { "message": { "type": "string" } } },
                     "Me": { "type": "object", "properties": { "name": { "$ref": "#/components/schemas/Name" } } },
                     "Name": { "type": "string" },
-                    "Login": { "type": "object", "properties": { "user": { "type": "string" } } }
+                    "Order": { "type": "object", "properties": { "user": { "type": "string" } } }
                 },
-                "securitySchemes": { "Bearer": { "type": "http", "scheme": "bearer" } }
+                "securitySchemes": { "ApiKey": { "type": "apiKey", "in": "header", "name": "X-Api-Key" } }
             }
         })
         .to_string()
@@ -325,7 +325,7 @@ mod tests {
             .keys()
             .collect();
         assert_eq!(schemas, ["Me", "Name"]);
-        assert!(v2["components"]["securitySchemes"]["Bearer"].is_object());
+        assert!(v2["components"]["securitySchemes"]["ApiKey"].is_object());
         assert_eq!(v2["tags"], json!([{ "name": "V2" }]));
         assert_eq!(v2["info"], json!({ "title": "svc v2", "version": "v2" }));
 
@@ -336,11 +336,11 @@ mod tests {
     #[test]
     fn request_bodies_are_closed_in_every_document() {
         let documents = Documents::build(&spec(), "").unwrap();
-        let login = &documents.combined()["components"]["schemas"]["Login"];
-        assert_eq!(login["additionalProperties"], false);
+        let order = &documents.combined()["components"]["schemas"]["Order"];
+        assert_eq!(order["additionalProperties"], false);
         let unversioned = scoped(documents.combined(), Scope::Unversioned);
         assert_eq!(unversioned["paths"].as_object().unwrap().len(), 1);
-        assert!(unversioned["paths"]["/login"].is_object());
+        assert!(unversioned["paths"]["/orders"].is_object());
     }
 
     #[test]
@@ -352,7 +352,7 @@ mod tests {
         assert!(combined["paths"]["/v2/me"]["get"]
             .get("deprecated")
             .is_none());
-        assert!(combined["paths"]["/login"]["post"]
+        assert!(combined["paths"]["/orders"]["post"]
             .get("deprecated")
             .is_none());
 

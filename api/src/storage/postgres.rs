@@ -4,7 +4,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+};
 
 use super::{Dependency, StorageError};
 use crate::metrics::{Kind, Snapshot, Value};

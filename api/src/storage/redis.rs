@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 
 use super::{Dependency, StorageError};
 
-/// Redis, which holds the rate limits and the sign-in state.
+/// Redis, which holds the rate limits and the modules' shared state.
 #[derive(Debug, Clone, Args)]
 pub struct RedisSettings {
     /// Redis URL, e.g. redis://127.0.0.1:6379/0
@@ -74,7 +74,7 @@ impl Redis {
         })
     }
 
-    /// A key prefix under the service's own: `key_prefix("session:")`.
+    /// A key prefix under the service's own: `key_prefix("rate:")`.
     pub fn key_prefix(&self, name: &str) -> String {
         [&self.prefix, name].concat()
     }

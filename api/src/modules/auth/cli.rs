@@ -75,10 +75,9 @@ async fn add(args: AddUserArgs) -> Result<(), Box<dyn Error>> {
     let username = Username::parse(&args.username)?;
     let name = DisplayName::parse(args.name.as_deref().unwrap_or(&args.username))?;
     let password = read_password()?;
-    let hash = tokio::task::spawn_blocking(move || {
-        passwords::hash_blocking(&password.into_inner())
-    })
-    .await??;
+    let hash =
+        tokio::task::spawn_blocking(move || passwords::hash_blocking(&password.into_inner()))
+            .await??;
     let pool = postgres::pool(&args.database)?;
     let mut client = pool.get().await?;
     let new_user = users::NewUser {

@@ -105,19 +105,28 @@ impl NameCache {
             .arg(name)
             .arg(version)
             .arg(TTL_SECONDS);
-        self.redis.bounded(call.invoke_async::<()>(&mut redis)).await
+        self.redis
+            .bounded(call.invoke_async::<()>(&mut redis))
+            .await
     }
 
     /// After a change has committed: updates the entry if there is one and
     /// revokes any reader's lease.
-    pub async fn changed(&self, user_id: i64, name: &str, version: i64) -> Result<(), StorageError> {
+    pub async fn changed(
+        &self,
+        user_id: i64,
+        name: &str,
+        version: i64,
+    ) -> Result<(), StorageError> {
         let mut redis = self.redis.connection();
         let mut call = CHANGED.prepare_invoke();
         call.key(self.key(user_id))
             .key(self.lease_key(user_id))
             .arg(name)
             .arg(version);
-        self.redis.bounded(call.invoke_async::<()>(&mut redis)).await
+        self.redis
+            .bounded(call.invoke_async::<()>(&mut redis))
+            .await
     }
 }
 

@@ -72,7 +72,11 @@ impl Passwords {
 
     /// Checks `password` against `stored`, or against the dummy hash when
     /// there is no stored hash (and then always answers false).
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, HashError> {
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, HashError> {
         let user_exists = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let matches = self

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]
+#[group(id = "AuthSettings")]
 pub struct Settings {
     /// Lifetime of a session token, in seconds.
     #[arg(

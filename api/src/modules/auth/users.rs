@@ -92,7 +92,11 @@ pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<Nam
 /// Sets the name and records its `user.name_changed` event, in one
 /// transaction; returns what was stored and its new version, or `None` when
 /// the user no longer exists.
-pub async fn set_name(client: &mut Client, id: i64, name: &str) -> Result<Option<Name>, StorageError> {
+pub async fn set_name(
+    client: &mut Client,
+    id: i64,
+    name: &str,
+) -> Result<Option<Name>, StorageError> {
     let transaction = client.transaction().await?;
     let statement = transaction
         .prepare_cached(
@@ -100,9 +104,7 @@ pub async fn set_name(client: &mut Client, id: i64, name: &str) -> Result<Option
              WHERE id = $1 RETURNING name, name_version",
         )
         .await?;
-    let row = transaction
-        .query_opt(&statement, &[&id, &name])
-        .await?;
+    let row = transaction.query_opt(&statement, &[&id, &name]).await?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -157,7 +159,10 @@ pub async fn get_identity(
 }
 
 /// The user's role (`user` or `admin`); `None` when the user no longer exists.
-pub async fn get_role(client: &impl GenericClient, id: i64) -> Result<Option<String>, StorageError> {
+pub async fn get_role(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<Option<String>, StorageError> {
     let statement = client
         .prepare_cached("SELECT role FROM users WHERE id = $1")
         .await?;

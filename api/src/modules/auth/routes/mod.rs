@@ -96,12 +96,10 @@ impl From<PasswordError> for ApiError {
 pub fn on_constraint(err: StorageError) -> ApiError {
     match err.constraint() {
         Some("users_username_lower_key") => ApiError::Conflict("that username is taken".into()),
-        Some("users_username_format") => ApiError::Validation(
-            "usernames are 3 to 32 letters, digits, '_', '.' or '-'".into(),
-        ),
-        Some("users_name_length") => {
-            ApiError::Validation("names are 1 to 100 characters".into())
+        Some("users_username_format") => {
+            ApiError::Validation("usernames are 3 to 32 letters, digits, '_', '.' or '-'".into())
         }
+        Some("users_name_length") => ApiError::Validation("names are 1 to 100 characters".into()),
         _ => err.into(),
     }
 }

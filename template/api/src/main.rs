@@ -1,3 +1,0 @@
-fn main() -> std::process::ExitCode {
-    app::cli::main()
-}

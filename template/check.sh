@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# check.sh [STEP...]: what `make test` runs for the template, every step in
+# this order, or only the steps named:
+#   twins    the twins and cargo-generate.toml's include list agree, and the
+#            default render (name api, auth=true) is this repository itself:
+#            the same files, byte for byte, with the same executable bits;
+#   names    invalid project names are refused, with a reason;
+#   renders  `orders` (auth=true) and `billing-service` (auth=false, after
+#            `make version NEW=v3`) each built and its own `make test` passed;
+#            the Cargo.lock copied into them kept every pinned version; the
+#            one without sign-in mentions none; re-rendering each from its
+#            template-answers.toml reproduces it;
+#   entry    `make new`, and a render from a git URL of this repository.
+source "$(dirname "$0")/lib.sh"
+ensure_cargo_generate
+cd "$repo_root"
+
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(twins names renders entry)
+for step in "${steps[@]}"; do
+    case "$step" in twins | names | renders | entry) ;; *) echo "check.sh: no step '$step'" >&2; exit 2 ;; esac
+done
+
+scratch=$(mktemp -d -t template-check-XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
+# Renders share the root's target directory: same dependencies, one build.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo_root/target}
+# Every render is made from one copy of the work tree as it is now.
+source_dir=$scratch/source
+stage "$source_dir"
+
+say() { printf '\n== template: %s\n' "$*"; }
+is_executable() { if [ -x "$1" ]; then echo yes; else echo no; fi; }
+
+check_twins() {
+    say "twins, and the repository as the default render"
+    local twins patterns failed=0 path pattern matched
+    twins=$(source_files | sed -n 's/\.liquid$//p')
+    # The include patterns, anchored at the root by their leading /. Plain
+    # paths and `*` mean the same to bash's [[ == ]] as to .gitignore.
+    patterns=$(config_list include | sed 's|^/||')
+    # Exactly the files with a twin are included (and so rendered).
+    included() {
+        local pattern
+        while IFS= read -r pattern; do
+            # shellcheck disable=SC2053
+            [[ $1 == $pattern ]] && return 0
+        done <<<"$patterns"
+        return 1
+    }
+    for path in $twins; do
+        [ -f "$path" ] || { echo "template: $path.liquid has no $path beside it" >&2; failed=1; }
+        included "$path" || { echo "template: $path.liquid is not in cargo-generate.toml's include list" >&2; failed=1; }
+    done
+    while IFS= read -r path; do
+        case "$path" in *.liquid) continue ;; esac
+        if included "$path" && [ ! -f "$path.liquid" ]; then
+            echo "template: $path is in cargo-generate.toml's include list but has no twin, $path.liquid" >&2
+            failed=1
+        fi
+    done < <(source_files)
+    while IFS= read -r pattern; do
+        matched=false
+        for path in $twins; do
+            # shellcheck disable=SC2053
+            [[ $path == $pattern ]] && { matched=true; break; }
+        done
+        $matched || { echo "template: '$pattern' in cargo-generate.toml's include list matches no twin" >&2; failed=1; }
+    done <<<"$patterns"
+    [ "$failed" = 0 ] || exit 1
+
+    render api true "$scratch/default" "$source_dir"
+    local fresh=$scratch/default/api expected actual
+    expected=$(expected_files | sort)
+    actual=$(cd "$fresh" && find . -type f | sed 's|^\./||' | sort)
+    if [ "$expected" != "$actual" ]; then
+        failed=1
+        { diff <(echo "$expected") <(echo "$actual") || true; } | sed -n 's/^< /  missing from the render: /p; s/^> /  only in the render:      /p' >&2
+    fi
+    for path in $expected; do
+        [ -f "$fresh/$path" ] || continue
+        if ! cmp -s "$fresh/$path" "$path"; then
+            failed=1
+            echo "  differs: $path (its twin, $path.liquid, renders this)" >&2
+            { diff -u "$path" "$fresh/$path" || true; } | head -n 20 | sed 's/^/    /' >&2
+        fi
+        if [ "$(is_executable "$fresh/$path")" != "$(is_executable "$path")" ]; then
+            failed=1
+            echo "  executable bit differs: $path" >&2
+        fi
+    done
+    if [ "$failed" = 1 ]; then
+        echo "template: the default render is not this repository. A twin and its original must change together (CONTRIBUTING.md, \"Layout\")." >&2
+        exit 1
+    fi
+    echo "$(wc -l <<<"$twins") twins agree with include; the default render is this repository ($(wc -l <<<"$expected") files)"
+}
+
+check_names() {
+    say "invalid project names are refused with a reason"
+    local bad out
+    for bad in 2fa poem app; do
+        if out=$(env -u RUST_BACKTRACE cargo generate --path "$source_dir" --name "$bad" --define auth=true \
+                --destination "$scratch" --vcs none --silent 2>&1); then
+            echo "template: '$bad' was accepted" >&2; exit 1
+        fi
+        grep -q "\"$bad\":" <<<"$out" || { echo "template: no clear message for '$bad':" >&2; echo "$out" >&2; exit 1; }
+        # cargo-generate makes the destination directory before hooks run;
+        # what matters is that no file of a broken project is left in it.
+        if [ -n "$(find "$scratch/$bad" -type f 2>/dev/null)" ]; then
+            echo "template: a refused name left files in $scratch/$bad" >&2; exit 1
+        fi
+    done
+    echo "refused: 2fa, poem, app"
+}
+
+# lock_kept PROJECT: the project's Cargo.lock, which cargo has rewritten for
+# it, pins nothing the root's does not pin: cargo renamed the project's own
+# entry and dropped what it does not use, and changed no version.
+lock_kept() {
+    local project=$1 name=$2 changed
+    changed=$(diff <(lock_entries Cargo.lock) <(lock_entries "$project/Cargo.lock") | grep '^>' | grep -v "^> $name " || true)
+    if [ -n "$changed" ]; then
+        echo "template: cargo pinned packages in $name's Cargo.lock that the root's does not:" >&2
+        echo "$changed" >&2
+        exit 1
+    fi
+}
+# lock_entries FILE: "name version source" of each package in a Cargo.lock.
+lock_entries() {
+    awk '/^\[\[package\]\]/ { if (n) print n, v, s; n = v = s = "" }
+         /^name = / { n = $3 } /^version = / { v = $3 } /^source = / { s = $3 }
+         END { if (n) print n, v, s }' "$1" | tr -d '"' | sort
+}
+
+# Mentions of sign-in. (Passwords of PostgreSQL and Redis, a PostgreSQL role's
+# LOGIN and the image's nologin user are not.)
+leaks='session|login|argon|bearer|/auth/|x-user-|passwords|password[ _-]?(hash|change)|demo-password|users add|hash.?concurrency|sign-?in'
+
+check_renders() {
+    local render_case name auth project pristine
+    for render_case in "orders true" "billing-service false"; do
+        read -r name auth <<<"$render_case"
+        say "render $name (auth=$auth): build and its own tests"
+        render "$name" "$auth" "$scratch/$name-parent" "$source_dir"
+        project=$scratch/$name-parent/$name
+        grep -qx "auth = $auth" "$project/template-answers.toml"
+        if [ "$auth" = false ]; then
+            if (cd "$project" && grep -rniE "$leaks" api scripts .env .env.local .env.prod compose.yaml compose.prod.yaml \
+                    nginx.conf Dockerfile Makefile init.sql openapi monitoring .github \
+                    | grep -v -e nologin -e 'ROLE .* LOGIN PASSWORD') >"$scratch/leaks"; then
+                echo "template: auth=false still mentions sign-in:" >&2; cat "$scratch/leaks" >&2; exit 1
+            fi
+            echo "no mention of sign-in"
+        fi
+        pristine=$project
+        if [ "$auth" = false ]; then
+            # Adding a version is one command, and the project still builds
+            # and passes its tests, now with v3 served and documented.
+            say "make version NEW=v3 in $name"
+            pristine=$scratch/$name-pristine
+            cp -a "$project" "$pristine"
+            (cd "$project" && make --no-print-directory version NEW=v3 >/dev/null)
+            grep -q '"/v3/hello"' "$project/openapi/v3.json"
+            echo "v3 added, and openapi/v3.json"
+        fi
+        (cd "$project" && make test)
+        lock_kept "$project" "$name"
+        echo "Cargo.lock: only $name's own entry renamed and unused packages dropped"
+
+        say "re-render $name from its template-answers.toml"
+        mkdir -p "$scratch/$name-again"
+        env -u RUST_BACKTRACE cargo generate --path "$source_dir" --name "$name" \
+            --values-file "$project/template-answers.toml" --destination "$scratch/$name-again" --vcs none --silent >/dev/null
+        diff -r -x target -x .local -x Cargo.lock "$scratch/$name-again/$name" "$pristine"
+        echo "same answers, same project"
+    done
+}
+
+check_entry() {
+    say "make new, and a render from a git URL"
+    make --no-print-directory new NAME=scaffolded AUTH=false DEST="$scratch/new" >/dev/null
+    grep -qx "auth = false" "$scratch/new/scaffolded/template-answers.toml"
+    grep -q '^name = "scaffolded"$' "$scratch/new/scaffolded/api/Cargo.toml"
+    echo "make new NAME=scaffolded AUTH=false"
+    # A URL serves commits: compare with a render of HEAD's files.
+    if ! git cat-file -e HEAD:cargo-generate.toml 2>/dev/null; then
+        echo "skipped the git URL render: HEAD is not a template yet (no cargo-generate.toml at its root)"
+        return
+    fi
+    mkdir -p "$scratch/head" "$scratch/from-git"
+    git archive HEAD | tar -xf - -C "$scratch/head"
+    env -u RUST_BACKTRACE cargo generate --git "file://$repo_root" --name orders \
+        --define auth=true --destination "$scratch/from-git" --vcs none --silent >/dev/null
+    render orders true "$scratch/from-head" "$scratch/head"
+    diff -r "$scratch/from-git/orders" "$scratch/from-head/orders"
+    echo "a git URL renders what a path renders (HEAD)"
+}
+
+for step in "${steps[@]}"; do "check_$step"; done
+echo
+echo "template: checks passed (${steps[*]})"
