@@ -26,22 +26,6 @@ async fn wrong_methods_are_405_problems() {
 }
 
 #[tokio::test]
-async fn wrong_content_types_are_4xx_problems() {
-    let app = spawn_app().await;
-    let response = app
-        .client
-        .post(app.url("/login"))
-        .header("content-type", "text/plain")
-        .body("username=alice")
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    assert!((400..500).contains(&status), "{status}");
-    assert_problem(response, status).await;
-}
-
-#[tokio::test]
 async fn bodies_past_the_limit_are_413_problems() {
     let app = spawn_app_with(&Servers::shared(), &["--max-body-bytes=1024"]).await;
     let post = |bytes: usize| {

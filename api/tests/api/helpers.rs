@@ -8,21 +8,18 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use app::config::Settings;
-use app::db;
-use app::db::users::{self, NewUser};
+use app::extension::Shared;
 use app::startup::Application;
+use app::storage::postgres;
 use clap::Parser;
 use poem::endpoint::BoxEndpoint;
-use reqwest::{Response, StatusCode};
+use reqwest::Response;
 use serde_json::Value;
 use uuid::Uuid;
-
-/// The password every user made by [`TestApp::create_user`] has.
-pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -87,7 +84,7 @@ pub async fn fresh_database(servers: &Servers) -> String {
         .expect("connect to the test database");
     tokio::spawn(connection);
     client
-        .batch_execute(db::INIT_SQL)
+        .batch_execute(postgres::INIT_SQL)
         .await
         .expect("apply init.sql");
     url
@@ -152,9 +149,16 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub settings: Arc<Settings>,
+    // The app's own handles, for the feature modules' tests (each in a
+    // folder of its own here): a service generated without any module has
+    // no test that reads them.
+    #[allow(dead_code)]
     pub db: deadpool_postgres::Pool,
+    #[allow(dead_code)]
     pub redis: redis::Client,
-    pub passwords: app::password::Passwords,
+    /// What the modules installed, the very instances the app serves with.
+    #[allow(dead_code)]
+    pub shared: Shared,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -194,7 +198,9 @@ async fn spawn(
         .expect("the app starts")
         .wrap(wrap);
     let address = format!("http://{}", application.local_addr());
-    let state = application.state().clone();
+    let settings = application.settings().clone();
+    let db = application.state().db.clone();
+    let shared = application.shared().clone();
     tokio::spawn(application.run_until(std::future::pending()));
     TestApp {
         address,
@@ -202,17 +208,11 @@ async fn spawn(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        redis: redis::Client::open(state.settings.redis.url.as_str()).unwrap(),
-        settings: state.settings,
-        db: state.db,
-        passwords: state.passwords,
+        redis: redis::Client::open(settings.redis.url.as_str()).unwrap(),
+        settings,
+        db,
+        shared,
     }
-}
-
-/// The argon2 hash of [`PASSWORD`], computed once per test binary.
-fn password_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| app::password::hash_blocking(PASSWORD).unwrap())
 }
 
 impl TestApp {
@@ -220,100 +220,8 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    /// Inserts a user with [`PASSWORD`] and returns their id.
-    pub async fn create_user(&self, username: &str) -> i64 {
-        self.insert_user(username, false).await
-    }
-
-    /// Inserts an admin with [`PASSWORD`] and returns their id.
-    pub async fn create_admin(&self, username: &str) -> i64 {
-        self.insert_user(username, true).await
-    }
-
-    async fn insert_user(&self, username: &str, admin: bool) -> i64 {
-        let mut client = self.db.get().await.unwrap();
-        let user = NewUser {
-            username,
-            name: username,
-            password_hash: password_hash(),
-            admin,
-        };
-        users::create(&mut client, &user).await.unwrap()
-    }
-
     pub async fn get(&self, path: &str) -> Response {
         self.client.get(self.url(path)).send().await.unwrap()
-    }
-
-    pub async fn get_with_token(&self, path: &str, token: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn post_login(&self, username: &str, password: &str) -> Response {
-        self.client
-            .post(self.url("/login"))
-            .json(&serde_json::json!({ "username": username, "password": password }))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Logs in with [`PASSWORD`] and returns the token.
-    pub async fn login(&self, username: &str) -> String {
-        let response = self.post_login(username, PASSWORD).await;
-        assert_eq!(response.status(), StatusCode::OK, "login as {username}");
-        let body: Value = response.json().await.unwrap();
-        body["token"].as_str().unwrap().to_owned()
-    }
-
-    /// A new user, logged in: (id, token).
-    pub async fn signed_in_user(&self, username: &str) -> (i64, String) {
-        let id = self.create_user(username).await;
-        (id, self.login(username).await)
-    }
-
-    /// A new admin, logged in: (id, token).
-    pub async fn signed_in_admin(&self, username: &str) -> (i64, String) {
-        let id = self.create_admin(username).await;
-        (id, self.login(username).await)
-    }
-
-    pub async fn get_name(&self, token: &str) -> Response {
-        self.get_with_token("/getName", token).await
-    }
-
-    pub async fn post_set_name(&self, token: &str, body: &Value) -> Response {
-        self.client
-            .post(self.url("/setName"))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn post_logout(&self, token: &str) -> Response {
-        self.client
-            .post(self.url("/logout"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn session_key_ttl(&self, token: &str) -> i64 {
-        let mut redis = self.redis.get_multiplexed_async_connection().await.unwrap();
-        let key = format!("{}session:{token}", self.settings.redis.key_prefix);
-        redis::cmd("TTL")
-            .arg(key)
-            .query_async(&mut redis)
-            .await
-            .unwrap()
     }
 }
 
@@ -351,20 +259,6 @@ pub async fn assert_problem(response: Response, status: u16) -> Value {
         "{body}"
     );
     body
-}
-
-/// Asserts a 401 problem that tells the client to use a bearer token.
-pub async fn assert_unauthorized(response: Response) {
-    assert_eq!(
-        response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.as_bytes()),
-        Some(&b"Bearer"[..]),
-        "WWW-Authenticate on {}",
-        response.url()
-    );
-    assert_problem(response, 401).await;
 }
 
 /// PostgreSQL and Redis servers of one test's own, which it may stop and start.
@@ -429,7 +323,8 @@ impl DedicatedServices {
         services_script(&["pg-stop", &self.path("pg")]);
     }
 
-    /// Persistent, so sessions survive a stop and start like a real Redis's.
+    /// Persistent, so what it holds survives a stop and start, as a real
+    /// Redis's does.
     pub fn start_redis(&self) {
         let port = self.redis_port.to_string();
         services_script(&["redis-start", &self.path("redis"), &port, "persist"]);

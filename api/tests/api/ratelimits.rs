@@ -1,22 +1,20 @@
 //! Rate limits live in Redis, so they hold across workers and replicas: a
-//! request budget per client address, and a failed-login throttle per
-//! account from any address.
+//! request budget per client address.
 
 use std::net::IpAddr;
 
-use app::ratelimit::{Limits, RateLimiter};
+use app::ratelimit::RateLimiter;
+use app::storage::redis::Redis;
 use reqwest::{Response, StatusCode};
-use serde_json::json;
 
-use crate::helpers::{assert_problem, free_ports, spawn_app_with, Servers, PASSWORD};
-use crate::serving::Served;
+use crate::helpers::{assert_problem, spawn_app_with, Servers};
 
 fn header(response: &Response, name: &str) -> Option<u64> {
     response.headers().get(name)?.to_str().ok()?.parse().ok()
 }
 
 /// 429 as a problem document, telling the client when to come back.
-async fn assert_limited(response: Response) {
+pub async fn assert_limited(response: Response) {
     let retry_after = header(&response, "retry-after");
     assert!(
         retry_after.is_some_and(|s| s >= 1),
@@ -59,74 +57,14 @@ async fn each_address_has_a_request_budget_and_probes_are_not_counted() {
 }
 
 #[tokio::test]
-async fn failed_logins_throttle_the_account_across_workers_and_addresses() {
-    let first = free_ports(2);
-    let served = Served::start(
-        2,
-        &[
-            ("FIRST_WORKER_PORT", &first.to_string()),
-            ("LOGIN_MAX_FAILURES", "3"),
-        ],
-    )
-    .await;
-    served.create_user("victim").await;
-    served.create_user("bystander").await;
-    let login = |port: u16, address: String, username: &'static str, password: &'static str| {
-        served
-            .client
-            .post(format!("http://127.0.0.1:{port}/login"))
-            .header("x-real-ip", address)
-            .json(&json!({ "username": username, "password": password }))
-            .send()
-    };
-    // Each worker answers on its own port: the attempts alternate between
-    // them, each from a different address.
-    let workers = [
-        served.worker_at(first).await,
-        served.worker_at(first + 1).await,
-    ];
-    assert_ne!(workers[0], workers[1]);
-
-    for attempt in 0..3u16 {
-        let port = first + attempt % 2;
-        let address = format!("203.0.113.{attempt}");
-        let failed = login(port, address, "victim", "wrong guess").await.unwrap();
-        assert_eq!(
-            failed.status(),
-            StatusCode::UNAUTHORIZED,
-            "{}",
-            served.log()
-        );
-    }
-
-    // Now even the right password, from a fresh address, is refused...
-    let refused = login(first + 1, "192.0.2.77".into(), "victim", PASSWORD)
-        .await
-        .unwrap();
-    assert_limited(refused).await;
-    // ...while other accounts log in as usual.
-    let other = login(first, "203.0.113.0".into(), "bystander", PASSWORD)
-        .await
-        .unwrap();
-    assert_eq!(other.status(), StatusCode::OK);
-}
-
-#[tokio::test]
 async fn budgets_reserved_in_chunks_never_let_an_address_past_its_limit() {
     // Two workers' limiters on one Redis, with a budget big enough to be
     // reserved in chunks (a twentieth: 10 at a time).
     let app = spawn_app_with(&Servers::shared(), &["--rate-limit-per-minute=200"]).await;
-    let redis = redis::aio::ConnectionManager::new(app.redis.clone())
-        .await
-        .unwrap();
-    let limits = Limits {
-        per_minute: 200,
-        login_failures: 5,
-        login_window: std::time::Duration::from_secs(60),
-    };
+    let redis = Redis::new(&app.settings.redis).unwrap();
     let workers = [
-        RateLimiter::new(redis.clone(), &app.settings.redis, limits),
-        RateLimiter::new(redis, &app.settings.redis, limits),
+        RateLimiter::new(redis.clone(), 200),
+        RateLimiter::new(redis, 200),
     ];
     let ip: IpAddr = "203.0.113.7".parse().unwrap();
 
@@ -149,14 +87,8 @@ async fn budgets_reserved_in_chunks_never_let_an_address_past_its_limit() {
     assert!(last_used <= 200);
 
     // A small budget stays exact: counted one request at a time.
-    let small = Limits {
-        per_minute: 5,
-        ..limits
-    };
-    let redis = redis::aio::ConnectionManager::new(app.redis.clone())
-        .await
-        .unwrap();
-    let limiter = RateLimiter::new(redis, &app.settings.redis, small);
+    let redis = Redis::new(&app.settings.redis).unwrap();
+    let limiter = RateLimiter::new(redis, 5);
     let other: IpAddr = "203.0.113.8".parse().unwrap();
     for used in 1..=5 {
         assert_eq!(limiter.request(other).await.unwrap().used, used);

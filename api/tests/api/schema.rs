@@ -1,30 +1,16 @@
-//! init.sql: idempotent, and its indexes serve the queries they claim to.
+//! init.sql: idempotent.
 
-use app::db::users::{CREDENTIALS_SQL, SEARCH_SQL};
-use app::db::INIT_SQL;
+use app::storage::postgres::INIT_SQL;
 
 use crate::helpers::{fresh_database, Servers};
 
-async fn connect(url: &str) -> tokio_postgres::Client {
+/// A connection of its own to the database at `url`.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
     client
-}
-
-async fn explain(
-    client: &tokio_postgres::Client,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> String {
-    let rows = client
-        .query(&format!("EXPLAIN {sql}"), params)
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|row| row.get::<_, String>(0) + "\n")
-        .collect()
 }
 
 #[tokio::test]
@@ -33,52 +19,4 @@ async fn init_sql_can_run_again_on_an_initialised_database() {
     let client = connect(&url).await;
     client.batch_execute(INIT_SQL).await.unwrap();
     client.batch_execute(INIT_SQL).await.unwrap();
-}
-
-#[tokio::test]
-async fn usernames_are_unique_regardless_of_case() {
-    let url = fresh_database(&Servers::shared()).await;
-    let client = connect(&url).await;
-    let insert = "INSERT INTO users (username, name, password_hash) VALUES ($1, $1, 'x')";
-    client.execute(insert, &[&"Alice"]).await.unwrap();
-    let err = client.execute(insert, &[&"aLICE"]).await.unwrap_err();
-    assert_eq!(
-        err.as_db_error().and_then(|e| e.constraint()),
-        Some("users_username_lower_key")
-    );
-}
-
-#[tokio::test]
-async fn with_thirty_thousand_users_the_queries_use_their_indexes() {
-    let url = fresh_database(&Servers::shared()).await;
-    let client = connect(&url).await;
-    client
-        .batch_execute(
-            "INSERT INTO users (username, name, password_hash)
-             SELECT 'user' || g, 'Person ' || md5(g::text), 'x'
-             FROM generate_series(1, 30000) AS g;
-             ANALYZE users;",
-        )
-        .await
-        .unwrap();
-
-    // md5('12345') starts with 827ccb0e: one user in thirty thousand.
-    let pattern = "%827ccb0e%";
-    let search_plan = explain(&client, SEARCH_SQL, &[&pattern, &None::<String>, &21_i64]).await;
-    assert!(
-        search_plan.contains("users_search_trgm_idx"),
-        "{search_plan}"
-    );
-    let found = client
-        .query(SEARCH_SQL, &[&pattern, &None::<String>, &21_i64])
-        .await
-        .unwrap();
-    assert_eq!(found.len(), 1);
-    assert_eq!(found[0].get::<_, String>(1), "user12345");
-
-    let login_plan = explain(&client, CREDENTIALS_SQL, &[&"USER777"]).await;
-    assert!(
-        login_plan.contains("users_username_lower_key"),
-        "{login_plan}"
-    );
 }

@@ -1,7 +1,7 @@
-"""Schemathesis hooks for api/tests/api/contract.rs: a fresh bearer token for
-every test case, since some operations end the caller's own sessions
-(logout, log out everywhere, role changes). The service's address and the
-account come from the environment the test sets."""
+"""Schemathesis hooks for api/tests/api/auth/contract.rs: a fresh bearer
+token for every test case, since some operations end the caller's own
+sessions (logout, log out everywhere, role changes). The service's address
+and the account come from the environment the test sets."""
 
 import os
 

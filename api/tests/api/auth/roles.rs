@@ -4,7 +4,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, assert_unauthorized, spawn_app, TestApp};
+use crate::auth::helpers::{assert_unauthorized, SignIn, PASSWORD};
+use crate::helpers::{assert_problem, spawn_app, TestApp};
 
 /// Who may call an operation, as its OpenAPI security says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,7 @@ fn call_for(method: &str, path: &str, target: i64) -> Option<(Method, String, Op
             Method::POST,
             path.to_owned(),
             Some(json!({
-                "current_password": crate::helpers::PASSWORD,
+                "current_password": PASSWORD,
                 "new_password": "a new password",
             })),
         ),
@@ -44,7 +45,7 @@ fn call_for(method: &str, path: &str, target: i64) -> Option<(Method, String, Op
         ("post", "/login") => (
             Method::POST,
             path.to_owned(),
-            Some(json!({ "username": "target", "password": crate::helpers::PASSWORD })),
+            Some(json!({ "username": "target", "password": PASSWORD })),
         ),
         ("put", "/v2/users/{id}/role") => (
             Method::PUT,

@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{assert_unauthorized, spawn_app, spawn_app_with, Servers};
+use crate::auth::helpers::{assert_unauthorized, ServedSignIn, SignIn, PASSWORD};
+use crate::helpers::{spawn_app, spawn_app_with, Servers};
 
 #[tokio::test]
 async fn logout_kills_that_token_at_once_and_only_that_one() {
@@ -148,7 +149,7 @@ async fn tokens_never_reach_the_log_only_their_public_ids() {
     let login: Value = served
         .client
         .post(format!("{base}/login"))
-        .json(&serde_json::json!({ "username": "alice", "password": crate::helpers::PASSWORD }))
+        .json(&serde_json::json!({ "username": "alice", "password": PASSWORD }))
         .send()
         .await
         .unwrap()
@@ -179,7 +180,7 @@ async fn tokens_never_reach_the_log_only_their_public_ids() {
         !log.contains(&uuid.simple().to_string()),
         "the token is in the log"
     );
-    let public = app::sessions::public_id(uuid);
+    let public = app::modules::auth::sessions::public_id(uuid);
     assert!(
         log.contains(&public),
         "the session's public id is not logged:\n{log}"

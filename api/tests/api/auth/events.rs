@@ -4,11 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use app::db::users;
+use app::modules::auth::users;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::auth::helpers::SignIn;
 use crate::helpers::{spawn_app, spawn_app_with, DedicatedServices, TestApp};
 
 /// One stream entry, as a consumer reads it.

@@ -1,6 +1,7 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, assert_unauthorized, spawn_app, TestApp, PASSWORD};
+use crate::auth::helpers::{assert_unauthorized, SignIn, PASSWORD};
+use crate::helpers::{assert_problem, spawn_app, TestApp};
 
 #[tokio::test]
 async fn get_name_starts_as_the_username() {

@@ -2,6 +2,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use crate::auth::helpers::SignIn;
 use crate::helpers::{assert_problem, spawn_app};
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, spawn_app, PASSWORD};
+use crate::auth::helpers::{ServedSignIn, SignIn, PASSWORD};
+use crate::helpers::{assert_problem, spawn_app};
 use crate::observability::{answered_line, scrape, value};
 use crate::serving::Served;
 
@@ -22,10 +23,8 @@ async fn login_returns_a_fresh_uuid_v4_token_in_header_and_body() {
     assert_eq!(header, format!("Bearer {token}"));
     assert_eq!(body["token_type"], "Bearer");
     // Unused, a token lives for the idle timeout (within its lifetime).
-    let expires_in = app
-        .settings
-        .session_idle_seconds
-        .min(app.settings.session_ttl_seconds);
+    let auth = &app.settings.modules.auth;
+    let expires_in = auth.session_idle_seconds.min(auth.session_ttl_seconds);
     assert_eq!(body["expires_in"], expires_in);
     assert_eq!(Uuid::parse_str(token).unwrap().get_version_num(), 4);
     // Stored in Redis with the TTL it announced.
@@ -69,7 +68,7 @@ async fn unknown_user_and_wrong_password_get_the_same_401() {
 }
 
 /// An unknown username is checked against a dummy hash with the same
-/// parameters as real ones (a unit test in password.rs pins that), so it
+/// parameters as real ones (a unit test in passwords.rs pins that), so it
 /// costs one full verification, as a wrong password does, and response times
 /// do not reveal which usernames exist. Counted rather than timed: timings on
 /// a shared CI machine are noise.
@@ -77,7 +76,7 @@ async fn unknown_user_and_wrong_password_get_the_same_401() {
 async fn unknown_users_cost_a_full_verification_like_wrong_passwords() {
     let app = spawn_app().await;
     app.create_user("alice").await;
-    let verifications = || app.passwords.verifications();
+    let verifications = || app.auth().passwords.verifications();
 
     let before = verifications();
     assert_eq!(app.post_login("alice", "wrong").await.status(), 401);

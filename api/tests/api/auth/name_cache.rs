@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use app::names::NameCache;
+use app::modules::auth::names::NameCache;
+use app::storage::redis::Redis;
 use serde_json::{json, Value};
 
-use crate::events::stream_of;
+use crate::auth::events::stream_of;
+use crate::auth::helpers::SignIn;
 use crate::helpers::{spawn_app, TestApp};
 
 const WRITERS: usize = 4;
@@ -167,10 +169,7 @@ async fn get_name_is_served_from_the_cache_once_filled() {
 /// The cache of a running app's Redis, to play out interleavings one step
 /// at a time.
 async fn cache_of(app: &TestApp) -> NameCache {
-    let redis = redis::aio::ConnectionManager::new(app.redis.clone())
-        .await
-        .unwrap();
-    NameCache::new(redis, &app.settings.redis)
+    NameCache::new(Redis::new(&app.settings.redis).unwrap())
 }
 
 async fn evict(app: &TestApp, key: &str) {

@@ -9,6 +9,7 @@ use poem::{handler, Request, Route, Server};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::auth::helpers::SignIn;
 use crate::helpers::{assert_problem, repo_root, spawn_app, TestApp};
 use crate::proxy::Nginx;
 
