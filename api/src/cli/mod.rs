@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::EnvFile;
+use crate::error;
 use crate::modules;
 use crate::server::{self, ServeArgs};
 use crate::storage::postgres::{self, DatabaseSettings};
@@ -98,7 +99,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", error::chain(&*err));
             ExitCode::FAILURE
         }
     }

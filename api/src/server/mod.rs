@@ -162,7 +162,7 @@ fn run_single(args: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", crate::error::chain(&*err));
             ExitCode::FAILURE
         }
     }

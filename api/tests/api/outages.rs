@@ -1,5 +1,6 @@
-//! Stopping PostgreSQL or Redis under a running service: prompt 503s, never a
-//! hang and never a pass; and recovery without a restart once they return.
+//! Stopping PostgreSQL or Redis under a running service: readiness is a
+//! prompt 503, never a hang, what needs neither keeps answering, and all
+//! recovers without a restart once they return.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -56,7 +57,7 @@ async fn redis_outage_is_a_prompt_503_and_the_service_recovers() {
 }
 
 #[tokio::test]
-async fn a_frozen_redis_is_a_prompt_503_never_a_pass_and_the_service_recovers() {
+async fn a_frozen_redis_is_a_prompt_503_never_a_hang_and_the_service_recovers() {
     let services = DedicatedServices::start();
     let app = spawn_app_with(&services.servers(), &[]).await;
 

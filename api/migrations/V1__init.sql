@@ -1,0 +1,3 @@
+-- The core's schema history begins here. It has no tables of its own yet:
+-- add a service's tables in V2 and on (`make migration NAME=add_orders`),
+-- and keep init.sql, the schema as it stands, in step with them.
