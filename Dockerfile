@@ -32,7 +32,7 @@ FROM chef AS dev
 RUN cargo install --locked watchexec-cli --version ^2
 # compose.yaml mounts the source on /src and keeps target/ in a volume.
 ENV CARGO_TARGET_DIR=/target
-CMD ["watchexec", "--restart", "--watch", "api", "--watch", "init.sql", "--watch", "Cargo.toml", \
+CMD ["watchexec", "--restart", "--watch", "api", "--watch", "Cargo.toml", \
      "--", "cargo", "run", "--bin", "api", "--", "serve"]
 
 FROM nginx:${NGINX_VERSION}-alpine AS proxy
@@ -53,7 +53,6 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=builder /src/target/release/api /usr/local/bin/api
 COPY static ./static
-COPY init.sql ./init.sql
 USER 10001:10001
 ENV BIND=0.0.0.0:8000 STATIC_DIR=/app/static LOG_FORMAT=json
 EXPOSE 8000

@@ -11,7 +11,7 @@ STACK ?= dev
 # The service's binary is named after its package.
 PACKAGE := $(shell sed -nE 's/^name = "(.*)"$$/\1/p' api/Cargo.toml | head -n 1)
 
-.PHONY: help dev prod down logs local local-down run test bench fmt lint openapi api-compat version
+.PHONY: help dev prod down logs local local-down run test bench fmt lint openapi api-compat version migration
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ api-compat: ## Breaking API changes since a git ref: make api-compat [REF=main]
 
 version: ## Add an API version: make version NEW=v3
 	scripts/new-version.sh "$(NEW)"
+
+migration: ## Add a schema migration: make migration NAME=add_x [MODULE=auth]
+	scripts/new-migration.sh "$(NAME)" "$(MODULE)"
 
 fmt: ## Format the code
 	cargo fmt --all

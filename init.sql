@@ -1,5 +1,10 @@
--- Schema of the api service. Hand-written and idempotent: `api db init`
--- (and PostgreSQL's docker-entrypoint-initdb.d) may run it any number of times.
+-- Schema of the api service as it stands, hand-written for reading: what
+-- each table is for, and why each index is there. It is not what reaches a
+-- database. The migrations do that (api/migrations, then each module's
+-- migrations/, applied in order by `api db migrate` and before serving),
+-- and a test applies every migration to an empty database and checks that
+-- pg_dump sees exactly this schema. A schema change is a new migration and
+-- the same change here, in one commit.
 -- Every index says which query it serves; an index nobody queries is a cost.
 
 -- Trigram matching for the user search (GET /v2/users?q=...).

@@ -89,7 +89,7 @@ psql=("$("$services" pg-bin)/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_
 package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
 if [ "$profile" = release ]; then cargo build --release --bin "$package"; else cargo build --bin "$package"; fi
 service=${CARGO_TARGET_DIR:-target}/$profile/$package
-"$service" db init
+"$service" db migrate
 if ! out=$(echo demo-password | "$service" users add demo --name "Demo User" 2>&1); then
     grep -q taken <<<"$out" || { echo "$out" >&2; exit 1; }
 fi

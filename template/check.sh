@@ -6,7 +6,8 @@
 #            the same files, byte for byte, with the same executable bits;
 #   names    invalid project names are refused, with a reason;
 #   renders  `orders` (auth=true) and `billing-service` (auth=false, after
-#            `make version NEW=v3`) each built and its own `make test` passed;
+#            `make version NEW=v3` and a first table through `make
+#            migration`) each built and its own `make test` passed;
 #            the Cargo.lock copied into them kept every pinned version; the
 #            one without sign-in mentions none; re-rendering each from its
 #            template-answers.toml reproduces it;
@@ -163,6 +164,14 @@ check_renders() {
             (cd "$project" && make --no-print-directory version NEW=v3 >/dev/null)
             grep -q '"/v3/hello"' "$project/openapi/v3.json"
             echo "v3 added, and openapi/v3.json"
+            # Its first table is a migration and the same lines in init.sql,
+            # as the README says; its tests apply it and compare the two.
+            say "make migration NAME=add_notes in $name"
+            (cd "$project" && make --no-print-directory migration NAME=add_notes >/dev/null)
+            table='CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);'
+            echo "$table" >>"$project/api/migrations/V2__add_notes.sql"
+            echo "$table" >>"$project/init.sql"
+            echo "api/migrations/V2__add_notes.sql added, and the table in init.sql"
         fi
         (cd "$project" && make test)
         lock_kept "$project" "$name"

@@ -81,6 +81,16 @@ pub struct Settings {
         default_value_t = 30
     )]
     pub graceful_timeout: u64,
+    /// Apply pending schema migrations before serving (one process at a
+    /// time, the others wait). Off when a deployment runs `db migrate` as a
+    /// step of its own.
+    #[arg(
+        long = "migrate-on-start",
+        env = "MIGRATE_ON_START",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub migrate_on_start: bool,
     #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]
@@ -118,7 +128,7 @@ impl Settings {
         self.modules.validate()
     }
 
-    /// The settings in effect, one `NAME=value` a line, with passwords masked.
+    /// The settings in effect, one `NAME=value` a line, with secrets masked.
     pub fn describe(&self) -> String {
         let mut lines = vec![
             ("BIND", self.bind.to_string()),
@@ -150,6 +160,7 @@ impl Settings {
                     .map_or_else(String::new, |value| value.get_name().to_owned()),
             ),
             ("GRACEFUL_TIMEOUT", self.graceful_timeout.to_string()),
+            ("MIGRATE_ON_START", self.migrate_on_start.to_string()),
         ];
         lines.extend(self.modules.describe());
         env_lines(&lines)

@@ -1,9 +1,10 @@
 //! The feature modules this service is built from, each a folder beside
 //! this file, and the one place the core learns of them: their settings,
-//! their commands, their part of the API, and what they add to the app.
+//! their commands, their tables, their part of the API, and what they add
+//! to the app.
 //! Modules depend on the core; the core names no module outside this file.
 //!
-//! A new module is a folder with the same four things, and a line in each
+//! A new module is a folder with the same five things, and a line in each
 //! item below.
 
 pub mod auth;
@@ -15,6 +16,7 @@ use poem_openapi::OpenApi;
 
 use crate::extension::Extensions;
 use crate::state::AppState;
+use crate::storage::migrations::Migrations;
 
 /// Every module's settings, part of the service's own.
 #[derive(Debug, Clone, Args)]
@@ -48,6 +50,11 @@ impl Command {
             Command::Auth(command) => command.run().await,
         }
     }
+}
+
+/// Every module's schema migrations, applied after the core's.
+pub fn migrations() -> Vec<Migrations> {
+    vec![auth::migrations()]
 }
 
 /// Every module's part of the API.

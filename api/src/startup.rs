@@ -26,6 +26,8 @@ use crate::openapi::{self, DocumentError, Documents};
 use crate::requests::{RequestContext, SizeLimits};
 use crate::routes;
 use crate::state::{AppState, StateError};
+use crate::storage::migrations::{self, MigrateError, Migrations};
+use crate::storage::postgres::DatabaseSettings;
 use crate::versions::{self, DeprecationHeaders};
 
 /// Every route of the service, the modules' included, with problem
@@ -66,6 +68,43 @@ pub fn app(
         .with(RequestBudget::new(state.limiter))
         .boxed();
     Ok(app)
+}
+
+/// Every set of migrations, the core's first, then each module's.
+pub fn migrations() -> Vec<Migrations> {
+    let mut sets = vec![migrations::core()];
+    sets.extend(modules::migrations());
+    sets
+}
+
+/// How long start-up waits for PostgreSQL to take a connection, and for
+/// another process's migrations to finish, before it gives up.
+pub const MIGRATION_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Applies every pending migration before the service serves. PostgreSQL
+/// may still be starting (as in a compose stack): connecting is retried
+/// for [`MIGRATION_PATIENCE`]; a failing migration is not retried.
+pub async fn migrate_before_serving(database: &DatabaseSettings) -> Result<(), MigrateError> {
+    let deadline = tokio::time::Instant::now() + MIGRATION_PATIENCE;
+    loop {
+        match migrations::migrate(database, migrations(), MIGRATION_PATIENCE).await {
+            Ok(applied) if applied.is_empty() => {
+                tracing::info!("schema up to date");
+                return Ok(());
+            }
+            Ok(applied) => {
+                tracing::info!(?applied, "migrations applied");
+                return Ok(());
+            }
+            Err(err @ (MigrateError::Connect(_) | MigrateError::Timeout))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %error::chain(&err), "PostgreSQL not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// Serves an OpenAPI document as `make openapi` writes it.

@@ -14,7 +14,9 @@ use crate::config::EnvFile;
 use crate::error;
 use crate::modules;
 use crate::server::{self, ServeArgs};
-use crate::storage::postgres::{self, DatabaseSettings};
+use crate::startup::{self, MIGRATION_PATIENCE};
+use crate::storage::migrations;
+use crate::storage::postgres::DatabaseSettings;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -62,8 +64,11 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// Apply init.sql (idempotent) to DATABASE_URL.
-    Init(DatabaseSettings),
+    /// Apply every pending migration to DATABASE_URL, in order; the first
+    /// that fails stops it, and what it changed is rolled back.
+    Migrate(DatabaseSettings),
+    /// List each set's applied and pending migrations.
+    Status(DatabaseSettings),
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,11 +146,28 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
     match command {
         Command::Serve(_) => return Err("serve does not run inside an async runtime".into()),
         Command::Db {
-            command: DbCommand::Init(database),
+            command: DbCommand::Migrate(database),
         } => {
-            let pool = postgres::pool(&database)?;
-            postgres::init(&pool).await?;
-            println!("schema applied");
+            let applied =
+                migrations::migrate(&database, startup::migrations(), MIGRATION_PATIENCE).await?;
+            for migration in &applied {
+                println!("applied {migration}");
+            }
+            if applied.is_empty() {
+                println!("schema up to date");
+            }
+        }
+        Command::Db {
+            command: DbCommand::Status(database),
+        } => {
+            for set in migrations::status(&database, startup::migrations()).await? {
+                for migration in set.applied {
+                    println!("{}: {migration}", set.history);
+                }
+                for migration in set.pending {
+                    println!("{}: {migration} pending", set.history);
+                }
+            }
         }
         Command::Module(command) => command.run().await?,
         Command::Config {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::config::{env_lines, Settings};
-use crate::startup::Application;
+use crate::startup::{self, Application};
 
 pub use master::Reload;
 
@@ -130,6 +130,19 @@ pub fn run(args: ServeArgs, reload: Reload) -> ExitCode {
     if args.process.no_master {
         return run_single(args);
     }
+    if args.settings.migrate_on_start {
+        // On a runtime of its own, gone (threads and all) before the master
+        // forks its workers.
+        let migrated = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| err.to_string())
+            .and_then(|runtime| runtime.block_on(migrate(&args)));
+        if let Err(err) = migrated {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
     match master::Master::start(args, reload) {
         Ok(master) => master.run(),
         Err(err) => {
@@ -137,6 +150,17 @@ pub fn run(args: ServeArgs, reload: Reload) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Brings the schema up to date before serving; says why it cannot.
+async fn migrate(args: &ServeArgs) -> Result<(), String> {
+    startup::migrate_before_serving(&args.settings.database)
+        .await
+        .map_err(|err| {
+            let err = crate::error::chain(&err);
+            tracing::error!(error = %err, "migrations failed; not serving");
+            format!("migrations failed, not serving: {err}")
+        })
 }
 
 /// The app in this process until SIGTERM or Ctrl-C.
@@ -149,6 +173,9 @@ fn run_single(args: ServeArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if args.settings.migrate_on_start {
+            migrate(&args).await?;
+        }
         #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
         let mut app = Application::build(args.settings).await?;
         #[cfg(feature = "test-hooks")]

@@ -3,6 +3,7 @@
 //! failure (a bug, answer 500). Nothing here knows about HTTP: the edge
 //! (`error.rs`) turns a [`StorageError`] into a problem document.
 
+pub mod migrations;
 pub mod postgres;
 pub mod redis;
 

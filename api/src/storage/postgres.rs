@@ -1,4 +1,5 @@
-//! PostgreSQL: the pool every request borrows from, and the schema in `init.sql`.
+//! PostgreSQL: the pool every request borrows from. The schema reaches a
+//! database through the migrations (`migrations.rs`).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -46,10 +47,6 @@ impl DatabaseSettings {
     }
 }
 
-/// The schema, hand-written and idempotent; compiled into the binary so
-/// `db init` needs nothing beside it.
-pub const INIT_SQL: &str = include_str!("../../../init.sql");
-
 #[derive(Debug, thiserror::Error)]
 pub enum DbSetupError {
     #[error("DATABASE_URL is invalid: {0}")]
@@ -85,13 +82,6 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
         })
         .build()?;
     Ok(pool)
-}
-
-/// Applies `init.sql`. Safe to run on every start and any number of times.
-pub async fn init(pool: &Pool) -> Result<(), StorageError> {
-    let client = pool.get().await?;
-    client.batch_execute(INIT_SQL).await?;
-    Ok(())
 }
 
 /// Answers whether PostgreSQL serves queries right now.

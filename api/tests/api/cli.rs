@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::helpers::{fresh_database, spawn_app, Servers};
+use crate::helpers::{empty_database, spawn_app, Servers};
 
 /// Runs the binary with only `envs` (and PATH) in its environment.
 pub fn cli(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
@@ -44,12 +44,34 @@ pub fn text(bytes: &[u8]) -> String {
 }
 
 #[tokio::test]
-async fn db_init_is_idempotent() {
-    let url = fresh_database(&Servers::shared()).await;
-    for _ in 0..2 {
-        let out = cli(&["db", "init"], &[("DATABASE_URL", &url)], "");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
+async fn db_migrate_applies_each_migration_once_and_db_status_lists_them() {
+    let url = empty_database(&Servers::shared()).await;
+    let env = [("DATABASE_URL", url.as_str())];
+    let status = cli(&["db", "status"], &env, "");
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stdout).contains("schema_history: V1__init pending"),
+        "{}",
+        text(&status.stdout)
+    );
+
+    let first = cli(&["db", "migrate"], &env, "");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains("applied schema_history: V1__init"),
+        "{}",
+        text(&first.stdout)
+    );
+    let again = cli(&["db", "migrate"], &env, "");
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stdout), "schema up to date\n");
+
+    let status = text(&cli(&["db", "status"], &env, "").stdout);
+    assert!(
+        status.contains("schema_history: V1__init applied "),
+        "{status}"
+    );
+    assert!(!status.contains("pending"), "{status}");
 }
 
 #[tokio::test]

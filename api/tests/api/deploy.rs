@@ -119,24 +119,14 @@ fn the_dev_stack_waits_for_healthy_dependencies_and_mounts_the_source() {
             .any(|v| v["type"] == "bind" && v["target"] == "/src"),
         "the source is not mounted: {api_volumes:?}"
     );
-    let db_volumes = services["db"]["volumes"].as_array().unwrap();
-    assert!(
-        db_volumes.iter().any(|v| v["source"]
-            .as_str()
-            .unwrap_or_default()
-            .ends_with("/init.sql")
-            && v["target"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("/docker-entrypoint-initdb.d/")),
-        "init.sql is not in PostgreSQL's init directory: {db_volumes:?}"
-    );
     // The database is published for psql on the host, on loopback only.
     for port in services["db"]["ports"].as_array().into_iter().flatten() {
         assert_eq!(port["host_ip"], "127.0.0.1", "{port}");
     }
     assert!(published(&config).contains("nginx"));
     assert_eq!(services["api"]["environment"]["ENVIRONMENT"], "development");
+    assert_eq!(services["api"]["environment"]["MIGRATE_ON_START"], "true");
+    assert_no_initdb_hook(&services["db"]);
 }
 
 #[test]
@@ -173,6 +163,11 @@ fn the_prod_stack_publishes_only_nginx_and_keeps_data_and_secrets_in_place() {
     assert_eq!(api["deploy"]["update_config"]["order"], "start-first");
     assert_eq!(api["environment"]["ENVIRONMENT"], "production");
     assert!(api["environment"]["WORKERS"].is_string());
+    // The schema reaches the database through the service, which applies
+    // its migrations before it listens: never through PostgreSQL's initdb
+    // hook, which only ever sees an empty volume.
+    assert_eq!(api["environment"]["MIGRATE_ON_START"], "true");
+    assert_no_initdb_hook(&services["db"]);
 
     // Data on named volumes; the databases on the internal network only.
     let db_volumes = services["db"]["volumes"].as_array().unwrap();
@@ -187,6 +182,21 @@ fn the_prod_stack_publishes_only_nginx_and_keeps_data_and_secrets_in_place() {
         for network in service["networks"].as_object().unwrap().keys() {
             assert_eq!(networks[network]["internal"], true, "{store} on {network}");
         }
+    }
+}
+
+fn assert_no_initdb_hook(db: &Value) {
+    let mounts = db["volumes"]
+        .as_array()
+        .into_iter()
+        .chain(db["configs"].as_array())
+        .flatten();
+    for mount in mounts {
+        let target = mount["target"].as_str().unwrap_or_default();
+        assert!(
+            !target.starts_with("/docker-entrypoint-initdb.d"),
+            "the database is handed a schema of its own: {mount}"
+        );
     }
 }
 

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use app::config::Settings;
 use app::extension::Shared;
-use app::startup::Application;
-use app::storage::postgres;
+use app::startup::{Application, MIGRATION_PATIENCE};
+use app::storage::migrations;
+use app::storage::postgres::DatabaseSettings;
 use clap::Parser;
 use poem::endpoint::BoxEndpoint;
 use reqwest::Response;
@@ -66,8 +67,9 @@ fn with_database(url: &str, database: &str) -> String {
     out
 }
 
-/// Creates an empty database with the schema applied, and returns its URL.
-pub async fn fresh_database(servers: &Servers) -> String {
+/// Creates an empty database, without even the migrations, and returns its
+/// URL.
+pub async fn empty_database(servers: &Servers) -> String {
     let name = format!("test_{}", Uuid::new_v4().simple());
     let (admin, connection) =
         tokio_postgres::connect(&servers.postgres_admin_url, tokio_postgres::NoTls)
@@ -78,16 +80,27 @@ pub async fn fresh_database(servers: &Servers) -> String {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create the test database");
-    let url = with_database(&servers.postgres_admin_url, &name);
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    tokio::spawn(connection);
-    client
-        .batch_execute(postgres::INIT_SQL)
-        .await
-        .expect("apply init.sql");
+    with_database(&servers.postgres_admin_url, &name)
+}
+
+/// Creates an empty database with every migration applied, and returns its
+/// URL.
+pub async fn fresh_database(servers: &Servers) -> String {
+    let url = empty_database(servers).await;
+    migrate(&url).await;
     url
+}
+
+/// Applies every migration to the database at `url`, as `serve` does.
+pub async fn migrate(url: &str) {
+    let database = DatabaseSettings {
+        url: url.to_owned(),
+        pool_size: 1,
+        timeout_ms: 5_000,
+    };
+    migrations::migrate(&database, app::startup::migrations(), MIGRATION_PATIENCE)
+        .await
+        .expect("the migrations apply");
 }
 
 /// The environment a `serve` process needs to reach `database_url` and the
@@ -185,6 +198,11 @@ pub async fn spawn_app_wrapped(
     spawn(servers, extra, app::versions::POLICY, wrap).await
 }
 
+/// Starts the app on a database of the caller's, as it is.
+pub async fn spawn_app_on(servers: &Servers, database_url: &str) -> TestApp {
+    spawn_on(servers, database_url, &[], app::versions::POLICY, |app| app).await
+}
+
 async fn spawn(
     servers: &Servers,
     extra: &[&str],
@@ -192,7 +210,17 @@ async fn spawn(
     wrap: impl FnOnce(BoxEndpoint<'static>) -> BoxEndpoint<'static>,
 ) -> TestApp {
     let database_url = fresh_database(servers).await;
-    let settings = settings_for(&database_url, servers, extra);
+    spawn_on(servers, &database_url, extra, policy, wrap).await
+}
+
+async fn spawn_on(
+    servers: &Servers,
+    database_url: &str,
+    extra: &[&str],
+    policy: &str,
+    wrap: impl FnOnce(BoxEndpoint<'static>) -> BoxEndpoint<'static>,
+) -> TestApp {
+    let settings = settings_for(database_url, servers, extra);
     let application = Application::build_with_policy(settings, policy)
         .await
         .expect("the app starts")

@@ -99,7 +99,7 @@ impl Served {
         served
     }
 
-    async fn get(&self, path: &str) -> Option<u16> {
+    pub async fn get(&self, path: &str) -> Option<u16> {
         self.get_at(self.port, path).await
     }
 

@@ -28,6 +28,7 @@ use crate::extension::Extensions;
 use crate::metrics::Metrics;
 use crate::ratelimit::Counters;
 use crate::state::AppState;
+use crate::storage::migrations::Migrations;
 use events::relay::Relay;
 use names::NameCache;
 use passwords::Passwords;
@@ -67,6 +68,20 @@ impl AuthState {
             passwords: Passwords::new(settings.hash_concurrency()),
         }
     }
+}
+
+mod embedded {
+    refinery::embed_migrations!("src/modules/auth/migrations");
+}
+
+/// Sign-in's tables: users and the outbox. Its own history, beside the
+/// core's.
+pub fn migrations() -> Migrations {
+    Migrations::new(
+        "auth_schema_history",
+        "api/src/modules/auth/migrations",
+        embedded::migrations::runner(),
+    )
 }
 
 /// Sign-in's part of the API.

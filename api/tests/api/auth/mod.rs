@@ -9,6 +9,7 @@ mod events;
 mod forward_auth;
 mod helpers;
 mod login;
+mod migrations;
 mod name_cache;
 mod outages;
 mod platform;

@@ -1,0 +1,198 @@
+//! Versioned schema migrations, embedded in the binary by refinery and
+//! applied in order, each once per database and each in its own
+//! transaction. Every set of migrations (the core's in `api/migrations`,
+//! each module's in its `migrations/`) keeps its own history table, with the
+//! version, name, time and checksum of what was applied: a migration edited
+//! after it was applied is refused by name.
+//!
+//! refinery takes no lock, so [`migrate`] holds a PostgreSQL advisory lock
+//! on a connection of its own for the whole run: when several workers or
+//! replicas start at once, one applies and the others wait, then find
+//! nothing left to do. The lock goes with the connection, whatever happens.
+
+use std::time::Duration;
+
+use refinery::{Migration, Runner};
+use tokio_postgres::NoTls;
+
+use super::postgres::DatabaseSettings;
+
+/// The advisory lock's key ("migrate" in ASCII).
+const LOCK: i64 = 0x006d_6967_7261_7465;
+
+/// One set of migrations and the table that records it.
+pub struct Migrations {
+    /// The history table, unique to the set.
+    pub history: &'static str,
+    /// Where the files are, from the repository's root (`make migration`
+    /// adds the next one there).
+    pub dir: &'static str,
+    pub runner: Runner,
+}
+
+impl Migrations {
+    pub fn new(history: &'static str, dir: &'static str, mut runner: Runner) -> Self {
+        runner.set_migration_table_name(history);
+        Migrations {
+            history,
+            dir,
+            runner,
+        }
+    }
+}
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// The core's own migrations.
+pub fn core() -> Migrations {
+    Migrations::new(
+        "schema_history",
+        "api/migrations",
+        embedded::migrations::runner(),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("cannot connect to PostgreSQL to migrate")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("PostgreSQL did not answer in time")]
+    Timeout,
+    #[error("another process held the migration lock for longer than {0:?}")]
+    Locked(Duration),
+    #[error("PostgreSQL failed during migration")]
+    Postgres(#[source] tokio_postgres::Error),
+    /// refinery names the migration (`V2__outbox`) in its message.
+    #[error("migrating {history}")]
+    Migration {
+        history: &'static str,
+        #[source]
+        source: refinery::Error,
+    },
+}
+
+/// What one set has applied and has yet to apply.
+pub struct Status {
+    pub history: &'static str,
+    /// `V1__init applied 2026-11-28T…`, oldest first.
+    pub applied: Vec<String>,
+    pub pending: Vec<String>,
+}
+
+/// Applies every pending migration of every set, in order, under the lock;
+/// returns what it applied. Waits at most `lock_wait` for another process's
+/// run to finish.
+pub async fn migrate(
+    database: &DatabaseSettings,
+    sets: Vec<Migrations>,
+    lock_wait: Duration,
+) -> Result<Vec<String>, MigrateError> {
+    let mut client = connect(database).await?;
+    lock(&client, lock_wait).await?;
+    let mut applied = Vec::new();
+    for set in sets {
+        let report =
+            set.runner
+                .run_async(&mut client)
+                .await
+                .map_err(|source| MigrateError::Migration {
+                    history: set.history,
+                    source,
+                })?;
+        applied.extend(
+            report
+                .applied_migrations()
+                .iter()
+                .map(|migration| format!("{}: {migration}", set.history)),
+        );
+    }
+    // Dropping the connection releases the lock.
+    Ok(applied)
+}
+
+/// Each set's applied and pending migrations.
+pub async fn status(
+    database: &DatabaseSettings,
+    sets: Vec<Migrations>,
+) -> Result<Vec<Status>, MigrateError> {
+    let mut client = connect(database).await?;
+    let mut statuses = Vec::new();
+    for set in sets {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&set.history])
+            .await
+            .map_err(MigrateError::Postgres)?
+            .get(0);
+        let applied: Vec<Migration> = if exists {
+            set.runner
+                .get_applied_migrations_async(&mut client)
+                .await
+                .map_err(|source| MigrateError::Migration {
+                    history: set.history,
+                    source,
+                })?
+        } else {
+            Vec::new()
+        };
+        let pending = set
+            .runner
+            .get_migrations()
+            .iter()
+            .filter(|local| !applied.iter().any(|done| done.version() == local.version()))
+            .map(ToString::to_string)
+            .collect();
+        let applied = applied
+            .iter()
+            .map(|migration| match migration.applied_on() {
+                Some(on) => format!("{migration} applied {on}"),
+                None => migration.to_string(),
+            })
+            .collect();
+        statuses.push(Status {
+            history: set.history,
+            applied,
+            pending,
+        });
+    }
+    Ok(statuses)
+}
+
+/// A connection of its own, outside the pool: the advisory lock is held by
+/// a session, and must not go back into the pool with it.
+async fn connect(database: &DatabaseSettings) -> Result<tokio_postgres::Client, MigrateError> {
+    let mut config: tokio_postgres::Config = database.url.parse().map_err(MigrateError::Connect)?;
+    config.connect_timeout(database.timeout());
+    let (client, connection) = tokio::time::timeout(database.timeout(), config.connect(NoTls))
+        .await
+        .map_err(|_| MigrateError::Timeout)?
+        .map_err(MigrateError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(error = %err, "migration connection failed");
+        }
+    });
+    Ok(client)
+}
+
+/// Waits for the lock at most `wait`; PostgreSQL's own `lock_timeout` bounds
+/// it, and stays on for the migrations, so a DDL statement queued behind a
+/// long query fails instead of stalling every query behind it.
+async fn lock(client: &tokio_postgres::Client, wait: Duration) -> Result<(), MigrateError> {
+    let millis = wait.as_millis().max(1);
+    client
+        .batch_execute(&format!("SET lock_timeout = {millis}"))
+        .await
+        .map_err(MigrateError::Postgres)?;
+    match client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Err(MigrateError::Locked(wait))
+        }
+        Err(err) => Err(MigrateError::Postgres(err)),
+    }
+}
