@@ -8,20 +8,20 @@
 //! (`storage`). Feature modules (`modules/`) sit on the core and are wired
 //! in by `modules.rs` alone.
 
-pub mod budget;
+pub(crate) mod budget;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extension;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod modules;
 pub mod openapi;
 pub mod ratelimit;
 pub mod requests;
-pub mod routes;
-pub mod server;
+pub(crate) mod routes;
+pub(crate) mod server;
 pub mod startup;
-pub mod state;
+pub(crate) mod state;
 pub mod storage;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod versions;

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::helpers::{empty_database, spawn_app, Servers};
+use crate::helpers::{empty_database, spawn_app, spawn_app_on, Servers};
 
 /// Runs the binary with only `envs` (and PATH) in its environment.
 pub fn cli(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
@@ -72,6 +72,10 @@ async fn db_migrate_applies_each_migration_once_and_db_status_lists_them() {
         "{status}"
     );
     assert!(!status.contains("pending"), "{status}");
+
+    // A database so migrated is one the service is ready on.
+    let app = spawn_app_on(&Servers::shared(), &url).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
 }
 
 #[tokio::test]
