@@ -130,24 +130,60 @@ pub fn run(args: ServeArgs, reload: Reload) -> ExitCode {
     if args.process.no_master {
         return run_single(args);
     }
-    if args.settings.migrate_on_start {
-        // On a runtime of its own, gone (threads and all) before the master
-        // forks its workers.
-        let migrated = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| err.to_string())
-            .and_then(|runtime| runtime.block_on(migrate(&args)));
-        if let Err(err) = migrated {
-            eprintln!("error: {err}");
-            return ExitCode::FAILURE;
-        }
+    if args.settings.migrate_on_start && !migrate_in_a_child(&args) {
+        return ExitCode::FAILURE;
     }
     match master::Master::start(args, reload) {
         Ok(master) => master.run(),
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs [`migrate`] in a child process and says whether it succeeded (the
+/// child has said why not). Not in the master itself: an async runtime
+/// leaves process-wide state behind, tokio's signal pipe among it, and
+/// workers forked with a shared copy of that pipe steal each other's
+/// signals.
+fn migrate_in_a_child(args: &ServeArgs) -> bool {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+
+    // SAFETY: nothing but this thread exists yet (no runtime, no worker),
+    // and the child only runs the migrations and exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let migrated = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| format!("cannot start the async runtime: {err}"))
+                .and_then(|runtime| runtime.block_on(migrate(args)));
+            let code = match migrated {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        Ok(ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, 0)) => return true,
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return false,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(err) => {
+                    eprintln!("error: cannot wait for the migrations: {err}");
+                    return false;
+                }
+            }
+        },
+        Err(err) => {
+            eprintln!("error: cannot start the migrations: {err}");
+            false
         }
     }
 }

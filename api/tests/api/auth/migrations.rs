@@ -123,7 +123,7 @@ async fn a_failing_migration_leaves_the_last_good_version_and_the_service_does_n
             "60",
             env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))),
         ])
-        .args(["serve", "--no-master"])
+        .arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &url)
