@@ -11,7 +11,7 @@ STACK ?= dev
 # The service's binary is named after its package.
 PACKAGE := $(shell sed -nE 's/^name = "(.*)"$$/\1/p' api/Cargo.toml | head -n 1)
 
-.PHONY: help dev prod down logs local local-down run test bench fmt lint openapi api-compat version migration
+.PHONY: help dev prod down logs local local-down run test bench fmt lint openapi api-compat version migration template-upgrade template-check
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,12 @@ version: ## Add an API version: make version NEW=v3
 
 migration: ## Add a schema migration: make migration NAME=add_x [MODULE=auth]
 	scripts/new-migration.sh "$(NAME)" "$(MODULE)"
+
+template-upgrade: ## Merge a newer template version into this service: make template-upgrade [TO=commit|tag|branch]
+	scripts/template-upgrade.sh upgrade $(TO)
+
+template-check: ## Fail when a newer template version is out, or the recorded one no longer renders
+	scripts/template-upgrade.sh check
 
 fmt: ## Format the code
 	cargo fmt --all

@@ -11,15 +11,22 @@
 #            the Cargo.lock copied into them kept every pinned version; the
 #            one without sign-in mentions none; re-rendering each from its
 #            template-answers.toml reproduces it;
-#   entry    `make new`, and a render from a git URL of this repository.
+#   entry    `make new`, and a render from a git URL of this repository;
+#   upgrade  a service generated from an earlier version of the template and
+#            edited is upgraded with `make template-upgrade`: what only one
+#            side changed is merged, the one overlap conflicts, the user's
+#            deletion and addition and setting stay, the template's new file
+#            arrives, its upgrade notes run; resolved, the service passes
+#            its own `make test` and `make template-check`. An untouched
+#            service upgrades to exactly a fresh render.
 source "$(dirname "$0")/lib.sh"
 ensure_cargo_generate
 cd "$repo_root"
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(twins names renders entry)
+[ ${#steps[@]} -gt 0 ] || steps=(twins names renders entry upgrade)
 for step in "${steps[@]}"; do
-    case "$step" in twins | names | renders | entry) ;; *) echo "check.sh: no step '$step'" >&2; exit 2 ;; esac
+    case "$step" in twins | names | renders | entry | upgrade) ;; *) echo "check.sh: no step '$step'" >&2; exit 2 ;; esac
 done
 
 scratch=$(mktemp -d -t template-check-XXXXXX)
@@ -204,6 +211,96 @@ check_entry() {
     render orders true "$scratch/from-head" "$scratch/head"
     diff -r "$scratch/from-git/orders" "$scratch/from-head/orders"
     echo "a git URL renders what a path renders (HEAD)"
+}
+
+check_upgrade() {
+    say "template upgrades: from an earlier version, with and without local edits"
+    # The template's history, in a repository of its own: version B is this
+    # work tree, and A, an earlier version, is B with a few lines changed, a
+    # file B dropped and without a file B added.
+    local tpl=$scratch/upgrade-template
+    stage "$tpl"
+    git -C "$tpl" init -q -b main
+    git -C "$tpl" config user.email template@example.invalid
+    git -C "$tpl" config user.name template
+    (
+        cd "$tpl"
+        sed -i -E 's/^template_version = .*/template_version = "0.1.0"/' template-answers.toml template-answers.toml.liquid
+        sed -i '3s/.*/This line is version 0.1.0'"'"'s./' docs/serving.md docs/versioning.md docs/architecture.md
+        printf 'Notes that version 0.2.0 drops.\n' >docs/old-notes.md
+        rm scripts/measure-load-spread.sh
+        git add -A && git commit -q -m "version 0.1.0"
+    )
+    local a_commit b_commit
+    a_commit=$(git -C "$tpl" rev-parse HEAD)
+    rm "$tpl/docs/old-notes.md"
+    (cd "$tpl" && git ls-files -z | xargs -0 rm -f)
+    stage "$tpl"
+    mkdir -p "$tpl/template/upgrades"
+    printf '#!/usr/bin/env bash\necho "notes of 0.2.0: nothing to change"\n' >"$tpl/template/upgrades/0.2.0.sh"
+    git -C "$tpl" add -A && git -C "$tpl" commit -q -m "version 0.2.0"
+    b_commit=$(git -C "$tpl" rev-parse HEAD)
+
+    # generate COMMIT NAME PARENT: a service as `make new` makes one, from
+    # that commit of the template's repository.
+    generate() {
+        rm -rf "$scratch/gen-source" && mkdir -p "$scratch/gen-source" "$3"
+        git -C "$tpl" archive "$1" | tar -x -C "$scratch/gen-source"
+        env -u RUST_BACKTRACE cargo generate --path "$scratch/gen-source" --name "$2" --define auth=true \
+            --define "template_source=$tpl" --define "template_commit=$1" \
+            --destination "$3" --vcs none --silent >/dev/null
+    }
+    commit_all() { git -C "$1" add -A && git -C "$1" -c user.email=dev@example.invalid -c user.name=dev commit -q -m "$2"; }
+
+    # An untouched service upgrades to exactly a fresh render of B.
+    generate "$a_commit" untouched "$scratch/upgrade-untouched"
+    local untouched=$scratch/upgrade-untouched/untouched
+    git -C "$untouched" init -q -b main && commit_all "$untouched" generated
+    (cd "$untouched" && make --no-print-directory template-upgrade >"$scratch/untouched.log")
+    generate "$b_commit" untouched "$scratch/upgrade-fresh"
+    diff -r -x .git "$scratch/upgrade-fresh/untouched" "$untouched"
+    echo "an untouched service upgrades to exactly a fresh render of the new version"
+
+    # An edited one: the template and the user change the same line of
+    # docs/serving.md (a conflict) and different lines of docs/versioning.md
+    # (a clean merge); the user deletes docs/architecture.md, which the
+    # template changed, adds docs/decisions.md and sets WORKERS.
+    generate "$a_commit" upgraded "$scratch/upgrade-edited"
+    local edited=$scratch/upgrade-edited/upgraded
+    git -C "$edited" init -q -b main && commit_all "$edited" generated
+    (
+        cd "$edited"
+        sed -i '3s/.*/This line is what we wrote./' docs/serving.md
+        echo "Our own note at the end." >>docs/versioning.md
+        rm docs/architecture.md
+        echo "# Our decisions" >docs/decisions.md
+        sed -i 's/^WORKERS=.*/WORKERS=3/' .env
+    )
+    commit_all "$edited" "our edits"
+    (cd "$edited" && make --no-print-directory template-upgrade >"$scratch/edited.log") || { cat "$scratch/edited.log" >&2; exit 1; }
+    local log
+    log=$(cat "$scratch/edited.log")
+    grep -q "taken .*, merged 1, conflicted 1, added 1, deleted 1" <<<"$log" || { echo "$log" >&2; exit 1; }
+    grep -q "running the upgrade notes of 0.2.0" <<<"$log"
+    [ "$(git -C "$edited" status --porcelain -- docs/serving.md)" = "UU docs/serving.md" ]
+    [ "$(grep -c '^<<<<<<< ours' "$edited/docs/serving.md")" = 1 ]
+    grep -qx "This line is what we wrote." "$edited/docs/serving.md"
+    cmp -s <(sed -n 3p "$tpl/docs/versioning.md") <(sed -n 3p "$edited/docs/versioning.md")
+    grep -qx "Our own note at the end." "$edited/docs/versioning.md"
+    [ ! -e "$edited/docs/architecture.md" ] && [ ! -e "$edited/docs/old-notes.md" ]
+    [ -f "$edited/docs/decisions.md" ] && [ -x "$edited/scripts/measure-load-spread.sh" ]
+    grep -qx "WORKERS=3" "$edited/.env"
+    grep -qx 'template_version = "0.2.0"' "$edited/template-answers.toml"
+    grep -qx "template_commit = \"$b_commit\"" "$edited/template-answers.toml"
+    echo "merged: one conflict where both changed a line, the rest as each side left it"
+
+    # Resolved as the template has it, the service passes its own tests, and
+    # it is on the newest version.
+    git -C "$edited" checkout -q --theirs docs/serving.md
+    commit_all "$edited" "template 0.2.0"
+    (cd "$edited" && make test)
+    (cd "$edited" && make --no-print-directory template-check)
+    echo "the upgraded service passes make test and make template-check"
 }
 
 for step in "${steps[@]}"; do "check_$step"; done

@@ -1,8 +1,9 @@
 # Shared by the template's tooling scripts; sourced, not run.
 set -euo pipefail
 
-CARGO_GENERATE_VERSION=0.23.7
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# One pin for the template and the services made from it.
+CARGO_GENERATE_VERSION=$(sed -nE 's/^CARGO_GENERATE_VERSION=(.*)$/\1/p' "$repo_root/scripts/template-upgrade.sh")
 
 ensure_cargo_generate() {
     if ! cargo generate --version 2>/dev/null | grep -q "$CARGO_GENERATE_VERSION"; then
@@ -56,8 +57,15 @@ render() {
         stage "$staged"
         source=$staged
     fi
+    # RECORD_ORIGIN=1: the project records this repository and its commit,
+    # for `make template-upgrade` (make new does; the checks compare with the
+    # root, which records none).
+    local origin=()
+    if [ "${RECORD_ORIGIN:-0}" = 1 ]; then
+        origin=(--define "template_source=$repo_root" --define "template_commit=$(git -C "$repo_root" rev-parse HEAD)")
+    fi
     env -u RUST_BACKTRACE cargo generate --path "$source" --name "$name" \
-        --define "auth=$auth" --destination "$parent" --vcs none --silent >"$parent/.render-$name.log" 2>&1 \
+        --define "auth=$auth" "${origin[@]}" --destination "$parent" --vcs none --silent >"$parent/.render-$name.log" 2>&1 \
         || { cat "$parent/.render-$name.log" >&2; [ -z "$staged" ] || rm -rf "$staged"; return 1; }
     rm -f "$parent/.render-$name.log"
     [ -z "$staged" ] || rm -rf "$staged"

@@ -160,7 +160,7 @@ pub async fn status(
 }
 
 /// A connection of its own, outside the pool: the advisory lock is held by
-/// a session, and must not go back into the pool with it.
+/// the connection, and must not go back into the pool with it.
 async fn connect(database: &DatabaseSettings) -> Result<tokio_postgres::Client, MigrateError> {
     let mut config: tokio_postgres::Config = database.url.parse().map_err(MigrateError::Connect)?;
     config.connect_timeout(database.timeout());
