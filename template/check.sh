@@ -256,10 +256,20 @@ check_upgrade() {
     generate "$a_commit" untouched "$scratch/upgrade-untouched"
     local untouched=$scratch/upgrade-untouched/untouched
     git -C "$untouched" init -q -b main && commit_all "$untouched" generated
+    if (cd "$untouched" && make --no-print-directory template-check >"$scratch/check.log" 2>&1); then
+        echo "template: make template-check passed on version 0.1.0 with 0.2.0 out" >&2; exit 1
+    fi
+    grep -q "template 0.2.0 is out" "$scratch/check.log"
+    touch "$untouched/uncommitted"
+    if (cd "$untouched" && make --no-print-directory template-upgrade >"$scratch/dirty.log" 2>&1); then
+        echo "template: make template-upgrade ran on a dirty tree" >&2; exit 1
+    fi
+    grep -q "commit or stash" "$scratch/dirty.log"
+    rm "$untouched/uncommitted"
     (cd "$untouched" && make --no-print-directory template-upgrade >"$scratch/untouched.log")
     generate "$b_commit" untouched "$scratch/upgrade-fresh"
     diff -r -x .git "$scratch/upgrade-fresh/untouched" "$untouched"
-    echo "an untouched service upgrades to exactly a fresh render of the new version"
+    echo "template-check failed while 0.2.0 was out; a dirty tree was refused; an untouched service upgraded to exactly a fresh render of the new version"
 
     # An edited one: the template and the user change the same line of
     # docs/serving.md (a conflict) and different lines of docs/versioning.md
