@@ -25,6 +25,15 @@ pub const DEFAULT_TRUSTED_PROXIES: &str =
 /// Marks a value in `.env.prod` that must be replaced before going live.
 pub const PLACEHOLDER: &str = "CHANGE_ME";
 
+/// Who may read the OpenAPI documents and the docs page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Docs {
+    /// Served to anyone, at /docs, /openapi.json and /vN/openapi.json.
+    Public,
+    /// Not served (404): they list every operation, the admins' included.
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Environment {
     Development,
@@ -71,6 +80,10 @@ pub struct Settings {
         default_value = DEFAULT_TRUSTED_PROXIES
     )]
     pub trusted_proxies: Vec<IpNet>,
+    /// Serve the API's documents and docs page (`public`), or not (`off`,
+    /// as .env.prod has it).
+    #[arg(long, env = "DOCS", value_enum, default_value_t = Docs::Public)]
+    pub docs: Docs,
     /// `production` refuses settings still holding CHANGE_ME placeholders.
     #[arg(long, env = "ENVIRONMENT", value_enum, default_value_t = Environment::Development)]
     pub environment: Environment,
@@ -152,6 +165,12 @@ impl Settings {
                     .map(IpNet::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
+            ),
+            (
+                "DOCS",
+                self.docs
+                    .to_possible_value()
+                    .map_or_else(String::new, |value| value.get_name().to_owned()),
             ),
             (
                 "ENVIRONMENT",

@@ -18,7 +18,7 @@ use poem::{Endpoint, EndpointExt, Request, Response, Route, Server};
 use tokio::sync::watch;
 
 use crate::budget::RequestBudget;
-use crate::config::Settings;
+use crate::config::{Docs, Settings};
 use crate::error::{self, DocumentedRoutes};
 use crate::extension::{Extensions, Shared};
 use crate::modules;
@@ -46,12 +46,15 @@ pub fn app(
     let deprecations = DeprecationHeaders::new(documents.policy().clone());
     let mut route = Route::new()
         .nest("/", api)
-        .at("/openapi.json", json(documents.combined()))
         .at("/metrics", poem::get(routes::metrics::metrics))
-        .nest("/docs", docs)
         .nest("/static", static_files(&settings.static_dir));
-    for (version, document) in documents.versions() {
-        route = route.at(["/", version, "/openapi.json"].concat(), json(document));
+    if settings.docs == Docs::Public {
+        route = route
+            .at("/openapi.json", json(documents.combined()))
+            .nest("/docs", docs);
+        for (version, document) in documents.versions() {
+            route = route.at(["/", version, "/openapi.json"].concat(), json(document));
+        }
     }
     let routes = route
         .with(SizeLimits {

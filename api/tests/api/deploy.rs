@@ -168,6 +168,8 @@ fn the_prod_stack_publishes_only_nginx_and_keeps_data_and_secrets_in_place() {
     // hook, which only ever sees an empty volume.
     assert_eq!(api["environment"]["MIGRATE_ON_START"], "true");
     assert_no_initdb_hook(&services["db"]);
+    // The documents list every operation, the admins' too: not in production.
+    assert_eq!(api["environment"]["DOCS"], "off");
 
     // Data on named volumes; the databases on the internal network only.
     let db_volumes = services["db"]["volumes"].as_array().unwrap();

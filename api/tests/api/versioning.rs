@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::cli::text;
-use crate::helpers::{repo_root, spawn_app, spawn_app_with_policy, TestApp};
+use crate::helpers::{
+    repo_root, spawn_app, spawn_app_with, spawn_app_with_policy, Servers, TestApp,
+};
 
 /// The committed documents: file name and text. A document's `.liquid`
 /// twin beside it is the template's source for it, not a document.
@@ -326,4 +328,22 @@ fn removing_a_version_needs_it_deprecated_first() {
     let out = repository.check();
     assert!(passes(&out), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("v1: removed, after being deprecated"));
+}
+
+#[tokio::test]
+async fn with_docs_off_neither_the_documents_nor_the_docs_page_are_served() {
+    let app = spawn_app_with(&Servers::shared(), &["--docs=off"]).await;
+    let mut hidden = vec![
+        "/docs".to_owned(),
+        "/docs/".to_owned(),
+        "/openapi.json".to_owned(),
+    ];
+    for (file, _) in committed() {
+        hidden.push(served_at(&file));
+    }
+    for path in hidden {
+        assert_eq!(app.get(&path).await.status(), 404, "{path} is served");
+    }
+    // The API itself is.
+    assert_eq!(app.get("/v1/hello").await.status(), 200);
 }
