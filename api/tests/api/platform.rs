@@ -23,7 +23,7 @@ pub async fn openapi_document(app: &crate::helpers::TestApp) -> Value {
 }
 
 /// Every operation of `document`, as `METHOD /path`, sorted.
-fn operations(document: &Value) -> Vec<String> {
+pub fn operations(document: &Value) -> Vec<String> {
     let mut operations: Vec<String> = document["paths"]
         .as_object()
         .unwrap()
