@@ -4,7 +4,7 @@
 # The test command, make run, make local and the outage tests all go through
 # here (nginx has scripts/nginx.sh).
 #
-#   services.sh ensure-packages [postgres] [redis] [nginx] [python-venv] [prometheus] [wrk]
+#   services.sh ensure-packages [postgres] [redis] [nginx] [python-venv] [prometheus] [wrk] [chromium]
 #                                    install what is named (and curl) if missing
 #   services.sh free-port [COUNT]    print a free loopback TCP port, the first of
 #                                    COUNT free ones in a row (1)
@@ -55,6 +55,12 @@ ensure_packages() {
             prometheus) command -v promtool >/dev/null || missing+=(prometheus) ;;
             # The HTTP load generator of make bench.
             wrk) command -v wrk >/dev/null || missing+=(wrk) ;;
+            # Headless Chromium and its WebDriver server, for the docs
+            # page's browser tests (api/tests/api/docs_page.rs).
+            chromium)
+                command -v chromium >/dev/null || missing+=(chromium)
+                command -v chromedriver >/dev/null || missing+=(chromium-driver)
+                ;;
             *) die "ensure-packages: unknown server '$want'" ;;
         esac
     done

@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 services=scripts/services.sh
-"$services" ensure-packages postgres redis
+# nginx for the tests through the shipped nginx.conf; Chromium and
+# chromedriver for the docs page's browser tests.
+"$services" ensure-packages postgres redis nginx chromium
 
 scratch=$(mktemp -d -t make-test-XXXXXX)
 chmod 755 "$scratch" # the postgres user must reach its data directory

@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod contract;
 mod deploy;
+mod docs_page;
 mod errors;
 mod hello;
 mod helpers;

@@ -99,7 +99,13 @@ pub struct Proxied {
 }
 
 pub async fn spawn_behind_nginx(overrides: &[(&str, &str)]) -> Proxied {
-    let mut app = spawn_app_wrapped(&Servers::shared(), &[], with_probe).await;
+    let app = spawn_app_wrapped(&Servers::shared(), &[], with_probe).await;
+    behind_nginx(app, overrides)
+}
+
+/// nginx in front of an app the caller started (with its own settings or
+/// versions policy); `app.address` becomes nginx's.
+pub fn behind_nginx(mut app: TestApp, overrides: &[(&str, &str)]) -> Proxied {
     let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
     let nginx = Nginx::start(port, overrides);
     let direct = std::mem::replace(&mut app.address, nginx.url.clone());

@@ -133,7 +133,8 @@ async fn the_docs_page_switches_between_the_documents() {
     }
 }
 
-const DEPRECATE_V1: &str = "[v1]\ndeprecated = 2026-11-01\nsunset = 2027-05-01\n";
+/// A versions policy with v1 deprecated (docs_page.rs shows it in a browser).
+pub const DEPRECATE_V1: &str = "[v1]\ndeprecated = 2026-11-01\nsunset = 2027-05-01\n";
 
 #[tokio::test]
 async fn a_deprecated_version_answers_with_deprecation_sunset_and_successor() {

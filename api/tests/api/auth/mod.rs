@@ -4,6 +4,7 @@
 
 mod cli;
 mod contract;
+mod docs_page;
 mod errors;
 mod events;
 mod forward_auth;
