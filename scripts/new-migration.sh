@@ -15,11 +15,13 @@ if ! [[ $name =~ ^[a-z0-9_]+$ ]]; then
 fi
 if [ -n "$module" ]; then
     dir=api/src/modules/$module/migrations
-    [ -d "api/src/modules/$module" ] || { echo "no module '$module' in api/src/modules" >&2; exit 2; }
+    # A module's migrations are embedded and listed in modules.rs when the
+    # module starts its history (its V1): a file in a folder no one reads
+    # would never run.
+    [ -d "$dir" ] || { echo "module '$module' has no migrations/ yet: give it its first by hand, wired as modules/auth's are" >&2; exit 2; }
 else
     dir=api/migrations
 fi
-mkdir -p "$dir"
 last=$(find "$dir" -maxdepth 1 -name 'V*__*.sql' -printf '%f\n' | sed -E 's/^V([0-9]+)__.*/\1/' | sort -n | tail -n 1)
 file=$dir/V$((${last:-0} + 1))__$name.sql
 cat >"$file" <<SQL

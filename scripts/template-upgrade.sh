@@ -49,7 +49,8 @@ fi
 
 scratch=$(mktemp -d -t template-upgrade-XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
-git clone --quiet --no-checkout "$source" "$scratch/repo" 2>"$scratch/clone.log" \
+# Bare: every branch of the source is then a branch here, for TO.
+git clone --quiet --bare "$source" "$scratch/repo" 2>"$scratch/clone.log" \
     || { cat "$scratch/clone.log" >&2; die "cannot clone the template from $source"; }
 git -C "$scratch/repo" cat-file -e "$base_commit^{commit}" 2>/dev/null \
     || die "the recorded commit $base_commit is not in $source any more"
@@ -103,8 +104,9 @@ base=$scratch/base/out/$name
 theirs=$scratch/theirs/out/$name
 
 binary() { [ "$(head -c 8000 "$1" | tr -d '\000' | wc -c)" != "$(head -c 8000 "$1" | wc -c)" ]; }
-same() { cmp -s "$1" "$2"; }
 mode_of() { if [ -x "$1" ]; then echo 100755; else echo 100644; fi; }
+# The same content and the same executable bit.
+same() { cmp -s "$1" "$2" && [ "$(mode_of "$1")" = "$(mode_of "$2")" ]; }
 take() { mkdir -p "$(dirname "$2")"; cp -p "$1" "$2"; }
 
 taken=() merged=() conflicted=() added=() deleted=() kept=() beside=()
@@ -119,14 +121,14 @@ conflict_in_index() {
     git update-index --index-info <<<"$stages"
 }
 
-paths=$({ (cd "$base" && find . -type f); (cd "$theirs" && find . -type f); git ls-files | sed 's|^|./|'; } \
+paths=$({ (cd "$base" && find . -type f); (cd "$theirs" && find . -type f); git -c core.quotepath=off ls-files | sed 's|^|./|'; } \
     | sed 's|^\./||' | sort -u)
 while IFS= read -r path; do
     [ "$path" = "$answers" ] && continue
     in_base=false in_theirs=false in_ours=false
     [ -f "$base/$path" ] && in_base=true
     [ -f "$theirs/$path" ] && in_theirs=true
-    git ls-files --error-unmatch -- "$path" >/dev/null 2>&1 && in_ours=true
+    git --literal-pathspecs ls-files --error-unmatch -- "$path" >/dev/null 2>&1 && in_ours=true
     if $in_base && $in_theirs; then
         same "$base/$path" "$theirs/$path" && continue      # the template left it alone
         if ! $in_ours; then kept+=("$path (deleted here)"); continue; fi
@@ -136,6 +138,11 @@ while IFS= read -r path; do
             take "$theirs/$path" "$path.template-new"; beside+=("$path.template-new"); continue
         fi
         cp -p "$path" "$scratch/ours"
+        # The executable bit, as the contents: the template's if only it changed.
+        if [ "$(mode_of "$base/$path")" != "$(mode_of "$theirs/$path")" ] \
+            && [ "$(mode_of "$path")" = "$(mode_of "$base/$path")" ]; then
+            if [ -x "$theirs/$path" ]; then chmod +x "$path"; else chmod -x "$path"; fi
+        fi
         if git merge-file -L ours -L base -L template "$path" "$base/$path" "$theirs/$path"; then
             merged+=("$path")
         else
@@ -145,6 +152,9 @@ while IFS= read -r path; do
     elif $in_theirs; then                                     # new in the template
         if ! $in_ours; then take "$theirs/$path" "$path"; added+=("$path"); continue; fi
         same "$theirs/$path" "$path" && continue
+        if binary "$path" || binary "$theirs/$path"; then
+            take "$theirs/$path" "$path.template-new"; beside+=("$path.template-new"); continue
+        fi
         cp -p "$path" "$scratch/ours"
         : >"$scratch/empty"
         if git merge-file -L ours -L base -L template "$path" "$scratch/empty" "$theirs/$path"; then
@@ -158,20 +168,21 @@ while IFS= read -r path; do
     fi
 done <<<"$paths"
 
-# The record: the new version and commit, with this service's answers.
-cp "$theirs/$answers" "$answers"
-
-# Upgrade notes for every version crossed, oldest first.
+# Upgrade notes for every version crossed, oldest first, on the merged tree.
+failed_notes=()
 if [ -n "$theirs_version" ] && [ "$theirs_version" != "$version" ]; then
     mkdir -p "$scratch/notes"
     git -C "$scratch/repo" archive "$theirs_commit" template/upgrades 2>/dev/null | tar -x -C "$scratch/notes" 2>/dev/null || true
     for note in $(find "$scratch/notes" -name '*.sh' -printf '%f\n' 2>/dev/null | sed 's/\.sh$//' | sort -V); do
         if newer "$note" "$version" && ! newer "$note" "$theirs_version"; then
             echo "running the upgrade notes of $note"
-            bash "$scratch/notes/template/upgrades/$note.sh"
+            bash "$scratch/notes/template/upgrades/$note.sh" || failed_notes+=("$note")
         fi
     done
 fi
+
+# The record, last: the new version and commit, with this service's answers.
+cp "$theirs/$answers" "$answers"
 
 list() { local label=$1; shift; [ $# -eq 0 ] || printf '  %-11s %s\n' "$label" "$@"; }
 echo "template-upgrade: ${version:-?} ($base_commit) -> ${theirs_version:-?} ($theirs_commit)"
@@ -183,6 +194,10 @@ list deleted "${deleted[@]}"
 list kept "${kept[@]}"
 list beside "${beside[@]}"
 echo "taken ${#taken[@]}, merged ${#merged[@]}, conflicted ${#conflicted[@]}, added ${#added[@]}, deleted ${#deleted[@]}"
+if [ ${#failed_notes[@]} -gt 0 ]; then
+    echo "The upgrade notes of ${failed_notes[*]} failed: finish what they do by hand (see template/upgrades/ in the template)." >&2
+    exit 1
+fi
 if [ ${#conflicted[@]} -gt 0 ]; then
     echo "Resolve the conflicts (git status lists them), git add them, then commit."
 else

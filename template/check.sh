@@ -288,7 +288,7 @@ check_upgrade() {
         sed -i 's/^WORKERS=.*/WORKERS=3/' .env
     )
     commit_all "$edited" "our edits"
-    (cd "$edited" && make --no-print-directory template-upgrade >"$scratch/edited.log") || { cat "$scratch/edited.log" >&2; exit 1; }
+    (cd "$edited" && make --no-print-directory template-upgrade TO=main >"$scratch/edited.log") || { cat "$scratch/edited.log" >&2; exit 1; }
     local log
     log=$(cat "$scratch/edited.log")
     grep -q "taken .*, merged 1, conflicted 1, added 1, deleted 1" <<<"$log" || { echo "$log" >&2; exit 1; }

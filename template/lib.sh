@@ -62,7 +62,11 @@ render() {
     # root, which records none).
     local origin=()
     if [ "${RECORD_ORIGIN:-0}" = 1 ]; then
-        origin=(--define "template_source=$repo_root" --define "template_commit=$(git -C "$repo_root" rev-parse HEAD)")
+        # Where the service will fetch the template from: TEMPLATE_SOURCE,
+        # else this repository's origin (reachable from the service's CI,
+        # once HEAD is pushed), else its path here.
+        local template_source=${TEMPLATE_SOURCE:-$(git -C "$repo_root" remote get-url origin 2>/dev/null || echo "$repo_root")}
+        origin=(--define "template_source=$template_source" --define "template_commit=$(git -C "$repo_root" rev-parse HEAD)")
     fi
     env -u RUST_BACKTRACE cargo generate --path "$source" --name "$name" \
         --define "auth=$auth" "${origin[@]}" --destination "$parent" --vcs none --silent >"$parent/.render-$name.log" 2>&1 \

@@ -99,14 +99,24 @@ pub async fn migrate_before_serving(database: &DatabaseSettings) -> Result<(), M
                 tracing::info!(?applied, "migrations applied");
                 return Ok(());
             }
+            // PostgreSQL still starting; not a wrong password or URL.
             Err(err @ (MigrateError::Connect(_) | MigrateError::Timeout))
-                if tokio::time::Instant::now() < deadline =>
+                if still_starting(&err) && tokio::time::Instant::now() < deadline =>
             {
                 tracing::warn!(error = %error::chain(&err), "PostgreSQL not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(err) => return Err(err),
         }
+    }
+}
+
+fn still_starting(err: &MigrateError) -> bool {
+    match err {
+        MigrateError::Connect(err) => {
+            err.as_db_error().is_none() && !err.to_string().contains("invalid")
+        }
+        _ => true,
     }
 }
 

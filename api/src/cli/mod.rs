@@ -64,8 +64,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// Apply every pending migration to DATABASE_URL, in order; the first
-    /// that fails stops it, and what it changed is rolled back.
+    /// Apply every pending migration to DATABASE_URL, in order. The first
+    /// that fails stops it and is rolled back; those before it stay.
     Migrate(DatabaseSettings),
     /// List each set's applied and pending migrations.
     Status(DatabaseSettings),

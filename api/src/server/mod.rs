@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 
 use crate::config::{env_lines, Settings};
 use crate::startup::{self, Application};
@@ -148,7 +149,6 @@ pub fn run(args: ServeArgs, reload: Reload) -> ExitCode {
 /// workers forked with a shared copy of that pipe steal each other's
 /// signals.
 fn migrate_in_a_child(args: &ServeArgs) -> bool {
-    use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, ForkResult};
 
     // SAFETY: nothing but this thread exists yet (no runtime, no worker),
@@ -169,23 +169,48 @@ fn migrate_in_a_child(args: &ServeArgs) -> bool {
             };
             std::process::exit(code);
         }
-        Ok(ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, 0)) => return true,
-                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return false,
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(err) => {
-                    eprintln!("error: cannot wait for the migrations: {err}");
-                    return false;
-                }
-            }
-        },
+        Ok(ForkResult::Parent { child }) => wait_for_migrations(child),
         Err(err) => {
             eprintln!("error: cannot start the migrations: {err}");
             false
         }
     }
+}
+
+/// Waits for the migrating child. A stop signal meanwhile (the master may
+/// be PID 1 of a container, where the default action of SIGTERM is nothing)
+/// is passed on to it, and start-up ends there.
+fn wait_for_migrations(child: nix::unistd::Pid) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handlers: Vec<_> = [SIGTERM, SIGINT, SIGQUIT]
+        .into_iter()
+        .filter_map(|signal| signal_hook::flag::register(signal, stop.clone()).ok())
+        .collect();
+    let migrated = loop {
+        if stop.swap(false, Ordering::Relaxed) {
+            tracing::info!("stop signal during the migrations: stopping them");
+            let _ = kill(child, Signal::SIGTERM);
+        }
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => break code == 0,
+            Ok(WaitStatus::Signaled(..)) => break false,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => std::thread::sleep(Duration::from_millis(50)),
+            Err(err) => {
+                eprintln!("error: cannot wait for the migrations: {err}");
+                break false;
+            }
+        }
+    };
+    for handler in handlers {
+        signal_hook::low_level::unregister(handler);
+    }
+    migrated
 }
 
 /// Brings the schema up to date before serving; says why it cannot.

@@ -18,7 +18,10 @@ use tokio_postgres::NoTls;
 use super::postgres::DatabaseSettings;
 
 /// The advisory lock's key ("migrate" in ASCII).
-const LOCK: i64 = 0x006d_6967_7261_7465;
+pub const LOCK: i64 = 0x006d_6967_7261_7465;
+
+/// How long a migration's statement may wait for a table's lock.
+pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One set of migrations and the table that records it.
 pub struct Migrations {
@@ -56,6 +59,8 @@ pub fn core() -> Migrations {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    #[error("DATABASE_URL is not a PostgreSQL URL")]
+    Url(#[source] tokio_postgres::Error),
     #[error("cannot connect to PostgreSQL to migrate")]
     Connect(#[source] tokio_postgres::Error),
     #[error("PostgreSQL did not answer in time")]
@@ -162,8 +167,12 @@ pub async fn status(
 /// A connection of its own, outside the pool: the advisory lock is held by
 /// the connection, and must not go back into the pool with it.
 async fn connect(database: &DatabaseSettings) -> Result<tokio_postgres::Client, MigrateError> {
-    let mut config: tokio_postgres::Config = database.url.parse().map_err(MigrateError::Connect)?;
+    let mut config: tokio_postgres::Config = database.url.parse().map_err(MigrateError::Url)?;
     config.connect_timeout(database.timeout());
+    // A connection that dies silently mid-migration is noticed, not waited
+    // on for ever.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
     let (client, connection) = tokio::time::timeout(database.timeout(), config.connect(NoTls))
         .await
         .map_err(|_| MigrateError::Timeout)?
@@ -176,23 +185,30 @@ async fn connect(database: &DatabaseSettings) -> Result<tokio_postgres::Client, 
     Ok(client)
 }
 
-/// Waits for the lock at most `wait`; PostgreSQL's own `lock_timeout` bounds
-/// it, and stays on for the migrations, so a DDL statement queued behind a
-/// long query fails instead of stalling every query behind it.
+/// Takes the lock, waiting at most `wait` for another process's run to
+/// finish (however long its migrations take, up to that). Then bounds each
+/// statement's wait for a table lock by [`DDL_LOCK_TIMEOUT`]: a DDL
+/// statement queued behind a long query of a running replica fails, and the
+/// start with it, instead of stalling every query on that table meanwhile.
 async fn lock(client: &tokio_postgres::Client, wait: Duration) -> Result<(), MigrateError> {
-    let millis = wait.as_millis().max(1);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK])
+            .await
+            .map_err(MigrateError::Postgres)?
+            .get(0);
+        if locked {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(MigrateError::Locked(wait));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let millis = DDL_LOCK_TIMEOUT.as_millis();
     client
         .batch_execute(&format!("SET lock_timeout = {millis}"))
         .await
-        .map_err(MigrateError::Postgres)?;
-    match client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-            Err(MigrateError::Locked(wait))
-        }
-        Err(err) => Err(MigrateError::Postgres(err)),
-    }
+        .map_err(MigrateError::Postgres)
 }

@@ -208,3 +208,48 @@ fn env_file_fills_in_settings_and_the_real_environment_wins() {
         text(&missing.stderr)
     );
 }
+
+#[tokio::test]
+async fn db_migrate_waits_while_another_process_migrates_then_applies() {
+    let url = empty_database(&Servers::shared()).await;
+    // Another process's run, as far as the lock can tell.
+    let holder = crate::schema::connect(&url).await;
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&app::storage::migrations::LOCK],
+        )
+        .await
+        .unwrap();
+    let mut migrate = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+        .args(["db", "migrate"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(migrate.try_wait().unwrap().is_none(), "it did not wait");
+    let history: bool = holder
+        .query_one("SELECT to_regclass('schema_history') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!history, "it migrated under another's lock");
+
+    holder
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&app::storage::migrations::LOCK],
+        )
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || migrate.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("applied schema_history: V1__init"));
+}

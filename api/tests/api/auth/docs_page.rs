@@ -172,7 +172,9 @@ async fn authorize_then_try_it_out_on_get_name_and_set_name() {
             headers.contains("content-type: application/problem+json"),
             "{headers}"
         );
-        let id = problem["request_id"].as_str().unwrap_or_default();
+        let id = problem["request_id"]
+            .as_str()
+            .expect("the problem document names its request");
         assert!(
             headers.contains(&format!("x-request-id: {id}")),
             "{headers}"
