@@ -274,6 +274,22 @@ impl<E: Endpoint> Endpoint for DocumentedRoutesEndpoint<E> {
     }
 }
 
+/// The answer to a request whose handler panicked (`CatchPanic`, at the
+/// edge): a 500 problem document like any other, and the panic in the log
+/// beside the request's id, instead of a dropped connection.
+pub fn panicked(panic: Box<dyn std::any::Any + Send>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    tracing::error!(panic = %message, "request failed: its handler panicked");
+    problem_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the server failed to handle this request",
+    )
+}
+
 /// Turns any error that reached the top of the app (our `ApiError`, poem's
 /// 404/405, body parse failures) into a problem document. Installed once with `catch_all_error`.
 pub async fn render(err: poem::Error) -> Response {

@@ -13,6 +13,7 @@ use poem::endpoint::StaticFilesEndpoint;
 use poem::http::uri::Scheme;
 use poem::http::Method;
 use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::CatchPanic;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, EndpointExt, Request, Response, Route, Server};
 use tokio::sync::watch;
@@ -284,7 +285,12 @@ impl Application {
         // its id and client address and is logged once.
         let context =
             RequestContext::new(&self.settings.trusted_proxies, self.state.metrics.clone());
-        let app = self.app.with(context);
+        // A panic becomes a problem document inside the context, so that
+        // it carries the request's id and is logged and counted as a 500.
+        let app = self
+            .app
+            .with(CatchPanic::new().with_handler(error::panicked))
+            .with(context);
         // The modules' tasks run while the app serves, and stop with it.
         let tasks: Vec<_> = self
             .extensions

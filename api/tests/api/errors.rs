@@ -2,7 +2,9 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Servers};
+use poem::{handler, EndpointExt, Route};
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, spawn_app_wrapped, Servers};
 
 #[tokio::test]
 async fn unknown_paths_are_404_problems() {
@@ -75,4 +77,66 @@ async fn oversized_headers_are_431_problems() {
         .unwrap();
 
     assert_problem(response, 431).await;
+}
+
+/// A handler that panics gets a problem document with the request's id, the
+/// panic is in the log, and the service serves on.
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_problem_and_the_service_serves_on() {
+    #[handler]
+    fn boom() -> &'static str {
+        panic!("a handler broke")
+    }
+    let app = spawn_app_wrapped(&Servers::shared(), &[], |app| {
+        Route::new().at("/boom", boom).nest("/", app).boxed()
+    })
+    .await;
+
+    let response = app.get("/boom").await;
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let problem = assert_problem(response, 500).await;
+    assert_eq!(problem["request_id"], id.as_str());
+    assert_eq!(
+        problem["detail"],
+        "the server failed to handle this request"
+    );
+    assert_eq!(app.get("/v1/hello").await.status(), 200);
+}
+
+/// Raw bytes, since an HTTP client removes dot segments before sending and
+/// the server's own guard would never be reached.
+#[tokio::test]
+async fn a_path_out_of_the_static_directory_is_refused_whatever_its_spelling() {
+    let app = spawn_app().await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    for path in [
+        "/static/../Cargo.toml",
+        "/static/%2e%2e/Cargo.toml",
+        "/static/..%2fCargo.toml",
+        "/static/%2e%2e%2fCargo.toml",
+        "/static/assets/../../Cargo.toml",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let status = answer.split(' ').nth(1).unwrap_or_default();
+        assert!(
+            ["400", "403", "404"].contains(&status),
+            "{path}: {}",
+            answer.lines().next().unwrap_or_default()
+        );
+        assert!(!answer.contains("[workspace]"), "{path} read Cargo.toml");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{path}: not a problem document:\n{answer}"
+        );
+    }
 }
