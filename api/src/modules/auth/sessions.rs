@@ -123,7 +123,7 @@ impl SessionStore {
             .arg(now_ms())
             .arg(client_ip.map(|ip| ip.to_string()).unwrap_or_default())
             .arg(self.lifetimes.absolute.as_millis() as u64);
-        let created: bool = self.bounded(call.invoke_async(&mut redis)).await?;
+        let created: bool = self.redis.bounded(call.invoke_async(&mut redis)).await?;
         if !created {
             // 122 random bits colliding means the RNG is broken: refuse.
             return Err(StorageError::invariant("session token collision"));
@@ -146,7 +146,7 @@ impl SessionStore {
             .arg(self.lifetimes.absolute.as_millis() as u64)
             .arg(&self.names);
         let found: Option<(i64, Option<String>)> =
-            self.bounded(call.invoke_async(&mut redis)).await?;
+            self.redis.bounded(call.invoke_async(&mut redis)).await?;
         Ok(found.map(|(user_id, cached_name)| Session {
             token,
             user_id,
@@ -157,10 +157,14 @@ impl SessionStore {
     /// The user's live sessions, oldest first.
     pub async fn list(&self, user_id: i64) -> Result<Vec<(Uuid, SessionInfo)>, StorageError> {
         let mut redis = self.redis.connection();
-        let tokens: Vec<String> = self.bounded(redis.smembers(self.user_key(user_id))).await?;
+        let tokens: Vec<String> = self
+            .redis
+            .bounded(redis.smembers(self.user_key(user_id)))
+            .await?;
         let mut sessions = Vec::new();
         for token in tokens.iter().filter_map(|t| Uuid::try_parse(t).ok()) {
             let fields: (Option<u64>, Option<u64>, Option<String>) = self
+                .redis
                 .bounded(redis.hmget(self.key(token), &["created", "seen", "ip"]))
                 .await?;
             if let (Some(created), Some(last_seen), ip) = fields {
@@ -185,7 +189,7 @@ impl SessionStore {
         call.key(self.key(token))
             .arg(&self.users)
             .arg(token.as_hyphenated().to_string());
-        let _removed: i64 = self.bounded(call.invoke_async(&mut redis)).await?;
+        let _removed: i64 = self.redis.bounded(call.invoke_async(&mut redis)).await?;
         Ok(())
     }
 
@@ -194,14 +198,7 @@ impl SessionStore {
         let mut redis = self.redis.connection();
         let mut call = REVOKE_ALL.prepare_invoke();
         call.key(self.user_key(user_id)).arg(&self.sessions);
-        self.bounded(call.invoke_async(&mut redis)).await
-    }
-
-    async fn bounded<T>(
-        &self,
-        call: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StorageError> {
-        self.redis.bounded(call).await
+        self.redis.bounded(call.invoke_async(&mut redis)).await
     }
 }
 

@@ -38,6 +38,9 @@ pub enum RelayError {
     Timeout,
 }
 
+/// It keeps its own bounded call rather than `Redis::bounded`, which logs
+/// every failure: a relay retries each second through an outage, and says
+/// so only when the outage starts and ends.
 pub struct Relay {
     db: Pool,
     redis: ConnectionManager,
