@@ -31,6 +31,12 @@ CREATE TABLE IF NOT EXISTS users (
 -- it too.
 ALTER TABLE users ADD COLUMN IF NOT EXISTS name_version bigint NOT NULL DEFAULT 0;
 
+-- Counts changes of the user's credentials: a password or role change, or
+-- their sessions ended. Each session carries the count it logged in under,
+-- and one from before the latest change is refused, so that a login in
+-- flight during the change cannot outlive it (api/src/modules/auth/sessions.rs).
+ALTER TABLE users ADD COLUMN credential_epoch bigint NOT NULL DEFAULT 0;
+
 -- Serves POST /login (WHERE lower(username) = lower($1)) and makes usernames
 -- unique regardless of case; its name is mapped to "username taken".
 CREATE UNIQUE INDEX IF NOT EXISTS users_username_lower_key ON users (lower(username));

@@ -32,7 +32,7 @@ use crate::storage::migrations::Migrations;
 use events::relay::Relay;
 use names::NameCache;
 use passwords::Passwords;
-use sessions::{Lifetimes, SessionStore};
+use sessions::{Limits, SessionStore};
 use throttle::LoginThrottle;
 
 /// What sign-in's handlers share: the core's handles they use, and their
@@ -48,11 +48,11 @@ pub struct AuthState {
 }
 
 impl AuthState {
-    /// Computes the dummy password hash, so this takes one hash's time.
     pub fn new(settings: &Settings, core: &AppState) -> Self {
-        let lifetimes = Lifetimes {
+        let limits = Limits {
             absolute: settings.session_ttl(),
             idle: settings.session_idle(),
+            per_user: settings.sessions_per_user,
         };
         let throttle = LoginThrottle::new(
             Counters::new(core.redis.clone()),
@@ -62,7 +62,7 @@ impl AuthState {
         AuthState {
             db: core.db.clone(),
             metrics: core.metrics.clone(),
-            sessions: SessionStore::new(core.redis.clone(), lifetimes),
+            sessions: SessionStore::new(core.redis.clone(), limits),
             throttle,
             names: NameCache::new(core.redis.clone()),
             passwords: Passwords::new(settings.hash_concurrency()),

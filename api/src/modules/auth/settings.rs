@@ -22,6 +22,14 @@ pub struct Settings {
         default_value_t = 3_600
     )]
     pub session_idle_seconds: u64,
+    /// Live sessions a user may have at once; a login past it ends their
+    /// oldest.
+    #[arg(
+        long = "sessions-per-user",
+        env = "SESSIONS_PER_USER",
+        default_value_t = 10
+    )]
+    pub sessions_per_user: u32,
     /// Failed logins an account may have within LOGIN_FAILURE_WINDOW_SECONDS
     /// before further attempts get 429, from any address.
     #[arg(
@@ -69,6 +77,9 @@ impl Settings {
         if self.session_idle_seconds == 0 {
             return Err("SESSION_IDLE_SECONDS must be at least 1".into());
         }
+        if self.sessions_per_user == 0 {
+            return Err("SESSIONS_PER_USER must be at least 1".into());
+        }
         if self.login_max_failures == 0 || self.login_failure_window_seconds == 0 {
             return Err(
                 "LOGIN_MAX_FAILURES and LOGIN_FAILURE_WINDOW_SECONDS must be at least 1".into(),
@@ -85,6 +96,7 @@ impl Settings {
                 "SESSION_IDLE_SECONDS",
                 self.session_idle_seconds.to_string(),
             ),
+            ("SESSIONS_PER_USER", self.sessions_per_user.to_string()),
             ("LOGIN_MAX_FAILURES", self.login_max_failures.to_string()),
             (
                 "LOGIN_FAILURE_WINDOW_SECONDS",

@@ -23,6 +23,18 @@ pub enum LoginError {
     Hash(#[from] HashError),
 }
 
+/// Whose failures an attempt counts against.
+#[derive(Debug, Clone, Copy)]
+pub enum Account<'a> {
+    /// A user that exists: counted by id, so every spelling that reaches
+    /// the account shares one count.
+    User(i64),
+    /// A username no user has: counted by the name as typed (ASCII case
+    /// aside), so unknown names are throttled as known ones are and cannot
+    /// be told apart by it.
+    Unknown(&'a str),
+}
+
 #[derive(Clone)]
 pub struct LoginThrottle {
     counters: Counters,
@@ -42,23 +54,34 @@ impl LoginThrottle {
         }
     }
 
+    fn key(&self, account: Account<'_>) -> String {
+        match account {
+            Account::User(id) => format!("{}user:{id}", self.prefix),
+            Account::Unknown(name) => {
+                [self.prefix.as_str(), "name:", &name.to_ascii_lowercase()].concat()
+            }
+        }
+    }
+
     /// Runs `check` (a password check that yields `Some` on success) under
-    /// `username`'s throttle. While the account is throttled it is refused
-    /// unchecked, so guessing from many addresses gains nothing; a failure
-    /// is counted, and a success clears the count.
+    /// `account`'s throttle. Each attempt reserves its place in the count
+    /// before the check, in one atomic step, so however many arrive at once
+    /// no more than LOGIN_MAX_FAILURES are checked per window; past that
+    /// they are refused unchecked, from whatever address. A success clears
+    /// the count.
     pub async fn password_check<T>(
         &self,
-        username: &str,
+        account: Account<'_>,
         check: impl Future<Output = Result<Option<T>, LoginError>>,
     ) -> Result<T, LoginError> {
-        let key = [self.prefix.as_str(), &username.to_lowercase()].concat();
+        let key = self.key(account);
         let standing = self
             .counters
-            .count(&key, self.failures, self.window, 0)
+            .count(&key, self.failures, self.window, 1)
             .await?;
-        if standing.spent() {
+        if standing.over() {
             tracing::warn!(
-                failures = standing.used,
+                attempts = standing.used,
                 "password check refused: account throttled"
             );
             return Err(LoginError::Throttled(standing));
@@ -68,12 +91,7 @@ impl LoginThrottle {
                 self.counters.clear(&key).await?;
                 Ok(passed)
             }
-            None => {
-                self.counters
-                    .count(&key, self.failures, self.window, 1)
-                    .await?;
-                Err(LoginError::InvalidCredentials)
-            }
+            None => Err(LoginError::InvalidCredentials),
         }
     }
 }

@@ -11,6 +11,9 @@ use crate::storage::StorageError;
 pub struct Credentials {
     pub id: i64,
     pub password_hash: String,
+    /// Read with the hash: the session of a login that checks this hash
+    /// carries it (see `super::sessions`).
+    pub epoch: i64,
 }
 
 /// The fields any signed-in user may see about another.
@@ -29,7 +32,7 @@ pub struct NewUser<'a> {
 
 /// The login lookup, public so tests can EXPLAIN exactly what runs.
 pub const CREDENTIALS_SQL: &str =
-    "SELECT id, password_hash FROM users WHERE lower(username) = lower($1)";
+    "SELECT id, password_hash, credential_epoch FROM users WHERE lower(username) = lower($1)";
 
 pub async fn find_credentials(
     client: &impl GenericClient,
@@ -40,6 +43,7 @@ pub async fn find_credentials(
     Ok(row.map(|row| Credentials {
         id: row.get(0),
         password_hash: row.get(1),
+        epoch: row.get(2),
     }))
 }
 
@@ -121,29 +125,75 @@ pub async fn set_name(
     Ok(Some(stored))
 }
 
-/// The user's username and password hash; `None` when the user no longer
-/// exists.
-pub async fn get_credentials_by_id(
+/// The user's password hash; `None` when the user no longer exists.
+pub async fn get_password_hash(
     client: &impl GenericClient,
     id: i64,
-) -> Result<Option<(String, String)>, StorageError> {
+) -> Result<Option<String>, StorageError> {
     let statement = client
-        .prepare_cached("SELECT username, password_hash FROM users WHERE id = $1")
+        .prepare_cached("SELECT password_hash FROM users WHERE id = $1")
         .await?;
     let row = client.query_opt(&statement, &[&id]).await?;
-    Ok(row.map(|row| (row.get(0), row.get(1))))
+    Ok(row.map(|row| row.get(0)))
 }
 
-/// Replaces the password hash; `false` when the user no longer exists.
+/// Runs `sql`, an UPDATE of one user that starts their new credential
+/// epoch and returns it first, and records `event` in the same transaction.
+/// `None` when the user no longer exists.
+async fn change_credentials(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    event: &Event<'_>,
+) -> Result<Option<tokio_postgres::Row>, StorageError> {
+    let statement = transaction.prepare_cached(sql).await?;
+    let Some(row) = transaction.query_opt(&statement, params).await? else {
+        return Ok(None);
+    };
+    events::record(transaction, event).await?;
+    Ok(Some(row))
+}
+
+/// Replaces the password hash, starts a new credential epoch and records
+/// `user.password_changed`, in one transaction. Returns the new epoch, or
+/// `None` when the user no longer exists.
 pub async fn set_password_hash(
-    client: &impl GenericClient,
+    client: &mut Client,
     id: i64,
     hash: &str,
-) -> Result<bool, StorageError> {
-    let statement = client
-        .prepare_cached("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
-        .await?;
-    Ok(client.execute(&statement, &[&id, &hash]).await? == 1)
+) -> Result<Option<i64>, StorageError> {
+    let transaction = client.transaction().await?;
+    let row = change_credentials(
+        &transaction,
+        "UPDATE users SET password_hash = $2, credential_epoch = credential_epoch + 1, \
+         updated_at = now() WHERE id = $1 RETURNING credential_epoch",
+        &[&id, &hash],
+        &Event::PasswordChanged { user_id: id },
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// Starts a new credential epoch, so that every session of the user ends,
+/// and records `event` (who ended them), in one transaction. Returns the new
+/// epoch, or `None` when the user does not exist.
+pub async fn end_sessions(
+    client: &mut Client,
+    id: i64,
+    event: &Event<'_>,
+) -> Result<Option<i64>, StorageError> {
+    let transaction = client.transaction().await?;
+    let row = change_credentials(
+        &transaction,
+        "UPDATE users SET credential_epoch = credential_epoch + 1, updated_at = now() \
+         WHERE id = $1 RETURNING credential_epoch",
+        &[&id],
+        event,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// The user's username and role; `None` when the user no longer exists.
@@ -170,20 +220,63 @@ pub async fn get_role(
     Ok(row.map(|row| row.get(0)))
 }
 
-/// Sets the role in one statement; returns the username, or `None` when the
-/// user does not exist.
+/// What became of a role change.
+pub enum RoleChange {
+    /// Set: the username and the new credential epoch.
+    Changed {
+        username: String,
+        epoch: i64,
+    },
+    NoSuchUser,
+    /// Refused: it would leave the service with no admin.
+    LastAdmin,
+}
+
+/// Sets the role, starts a new credential epoch and records
+/// `user.role_changed`, in one transaction. The admins' rows are locked
+/// first (in id order, so two changes cannot deadlock), so that two admins
+/// demoting each other at once are taken one after the other and the second
+/// sees it would leave no admin.
 pub async fn set_role(
-    client: &impl GenericClient,
+    client: &mut Client,
     id: i64,
     role: &str,
-) -> Result<Option<String>, StorageError> {
-    let statement = client
-        .prepare_cached(
-            "UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING username",
-        )
+    by: i64,
+) -> Result<RoleChange, StorageError> {
+    let transaction = client.transaction().await?;
+    let statement = transaction
+        .prepare_cached("SELECT id FROM users WHERE role = 'admin' ORDER BY id FOR UPDATE")
         .await?;
-    let row = client.query_opt(&statement, &[&id, &role]).await?;
-    Ok(row.map(|row| row.get(0)))
+    let admins: Vec<i64> = transaction
+        .query(&statement, &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if role != "admin" && admins == [id] {
+        return Ok(RoleChange::LastAdmin);
+    }
+    let event = Event::RoleChanged {
+        user_id: id,
+        role,
+        by,
+    };
+    let row = change_credentials(
+        &transaction,
+        "UPDATE users SET role = $2, credential_epoch = credential_epoch + 1, \
+         updated_at = now() WHERE id = $1 RETURNING credential_epoch, username",
+        &[&id, &role],
+        &event,
+    )
+    .await?;
+    let Some(row) = row else {
+        return Ok(RoleChange::NoSuchUser);
+    };
+    transaction.commit().await?;
+    Ok(RoleChange::Changed {
+        epoch: row.get(0),
+        username: row.get(1),
+    })
 }
 
 /// The search statement, public so tests can EXPLAIN exactly what runs. The

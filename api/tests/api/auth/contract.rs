@@ -13,8 +13,14 @@ use crate::helpers::{repo_root, spawn_app_with, Servers};
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_no_broken_contract() {
     // Rate limits would turn a fuzzer into 429s: random current passwords
-    // sent to /v2/password count as failed logins.
-    let limits = ["--rate-limit-per-minute=0", "--login-max-failures=1000000"];
+    // sent to /v2/password count as failed logins. And the hook logs in
+    // for every case, ahead of sending it: a cap on sessions would end the
+    // tokens of cases not yet sent.
+    let limits = [
+        "--rate-limit-per-minute=0",
+        "--login-max-failures=1000000",
+        "--sessions-per-user=1000000",
+    ];
     let app = spawn_app_with(&Servers::shared(), &limits).await;
     // Far from any id the fuzzer tries, so it cannot demote its own admin.
     let hash = app::modules::auth::passwords::hash_blocking(PASSWORD).unwrap();

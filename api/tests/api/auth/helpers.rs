@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use app::modules::auth::users::{self, NewUser};
-use app::modules::auth::{passwords, AuthState};
+use app::modules::auth::{passwords, sessions, AuthState};
 use app::storage::postgres::{self, DatabaseSettings};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -145,7 +145,12 @@ impl SignIn for TestApp {
 
     async fn session_key_ttl(&self, token: &str) -> i64 {
         let mut redis = self.redis.get_multiplexed_async_connection().await.unwrap();
-        let key = format!("{}session:{token}", self.settings.redis.key_prefix);
+        let token = uuid::Uuid::parse_str(token).unwrap();
+        let key = format!(
+            "{}session:{}",
+            self.settings.redis.key_prefix,
+            sessions::digest(token)
+        );
         redis::cmd("TTL")
             .arg(key)
             .query_async(&mut redis)

@@ -2,7 +2,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::helpers::{ServedSignIn, SignIn, PASSWORD};
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Servers};
 use crate::observability::{answered_line, scrape, value};
 use crate::serving::Served;
 
@@ -171,4 +171,53 @@ async fn request_logs_name_the_user_and_never_the_token() {
         !served.log().contains(&token),
         "a session token reached the log"
     );
+}
+
+/// The token is in the answer: no cache, shared or the browser's, may keep
+/// it.
+#[tokio::test]
+async fn the_login_answer_is_never_stored() {
+    let app = spawn_app().await;
+    app.create_user("alice").await;
+    let response = app.post_login("alice", PASSWORD).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+}
+
+/// Usernames are ASCII. Spellings that Unicode case folding (PostgreSQL's
+/// `lower()` among them) maps onto an ASCII username are nobody's: they
+/// never log in, and never count against another throttle than the
+/// account's, so a locked account stays locked whatever the spelling.
+#[tokio::test]
+async fn odd_spellings_of_a_username_never_reach_the_account() {
+    let app = spawn_app_with(&Servers::shared(), &["--login-max-failures", "3"]).await;
+    // Each with spellings that fold onto it: dotted capital I (U+0130),
+    // the Kelvin sign (U+212A), the long s (U+017F).
+    let accounts = [
+        ("victim", ["vİctim", "VİCTİM"]),
+        ("kirk", ["\u{212A}irk", "\u{212A}IRK"]),
+        ("sam", ["\u{17F}am", "\u{17F}AM"]),
+    ];
+    for (username, spellings) in accounts {
+        app.create_user(username).await;
+        for spelling in spellings {
+            let response = app.post_login(spelling, PASSWORD).await;
+            assert_eq!(response.status(), 401, "{spelling:?} logged in");
+        }
+        // ASCII case is the account's own, and counts against it.
+        assert_eq!(
+            app.post_login(&username.to_uppercase(), "wrong")
+                .await
+                .status(),
+            401
+        );
+        for _ in 0..2 {
+            assert_eq!(app.post_login(username, "wrong").await.status(), 401);
+        }
+        assert_problem(app.post_login(username, PASSWORD).await, 429).await;
+        for spelling in spellings {
+            let response = app.post_login(spelling, PASSWORD).await;
+            assert_ne!(response.status(), 200, "{spelling:?} got past the lock");
+        }
+    }
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod contract;
 mod docs_page;
+mod epochs;
 mod errors;
 mod events;
 mod forward_auth;

@@ -261,3 +261,44 @@ async fn an_admin_cannot_change_their_own_role() {
     let search = app.get_with_token("/v2/users?q=boss", &token).await;
     assert_eq!(search.status(), 200);
 }
+
+/// Two admins demoting each other at once: one demotion is taken, the
+/// other refused (409, or 403 once its sender is no admin), and the
+/// service keeps an admin. Several rounds, since it is a race.
+#[tokio::test]
+async fn admins_demoting_each_other_at_once_always_leave_an_admin() {
+    let app = spawn_app().await;
+    let demote = |target: i64, token: String| {
+        let request = app
+            .client
+            .put(app.url(&format!("/v2/users/{target}/role")))
+            .bearer_auth(token)
+            .json(&json!({ "role": "user" }));
+        async move { request.send().await.unwrap().status() }
+    };
+    let client = app.db.get().await.unwrap();
+    for round in 0..8 {
+        let (ann, ann_token) = app.signed_in_admin(&format!("ann{round}")).await;
+        let (ben, ben_token) = app.signed_in_admin(&format!("ben{round}")).await;
+
+        let (by_ann, by_ben) = tokio::join!(demote(ben, ann_token), demote(ann, ben_token));
+
+        let admins: i64 = client
+            .query_one("SELECT count(*) FROM users WHERE role = 'admin'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(admins, 1, "round {round}: {by_ann} and {by_ben}");
+        let mut statuses = [by_ann.as_u16(), by_ben.as_u16()];
+        statuses.sort();
+        assert!(
+            statuses == [200, 403] || statuses == [200, 409],
+            "round {round}: {statuses:?}"
+        );
+        // The next round starts with no admin.
+        client
+            .execute("DELETE FROM users WHERE role = 'admin'", &[])
+            .await
+            .unwrap();
+    }
+}

@@ -1,5 +1,5 @@
-//! Events for other services: users created, names changed, logins and
-//! logouts, on a Redis stream (`{REDIS_KEY_PREFIX}events`), through a
+//! Events for other services: users created, names, roles and passwords
+//! changed, logins and logouts, sessions ended by an admin, on a Redis stream (`{REDIS_KEY_PREFIX}events`), through a
 //! transactional outbox. docs/architecture.md shows a consumer.
 //!
 //! A change and its event are written in one PostgreSQL transaction
@@ -46,6 +46,21 @@ pub enum Event<'a> {
         user_id: i64,
         session: Option<&'a str>,
     },
+    /// Every session of the user ended with it. `by`: the admin.
+    RoleChanged {
+        user_id: i64,
+        role: &'a str,
+        by: i64,
+    },
+    /// Every session of the user ended with it.
+    PasswordChanged {
+        user_id: i64,
+    },
+    /// An admin (`by`) ended every session of the user.
+    SessionsEnded {
+        user_id: i64,
+        by: i64,
+    },
 }
 
 impl Event<'_> {
@@ -56,6 +71,9 @@ impl Event<'_> {
             Event::NameChanged { .. } => "user.name_changed",
             Event::LoggedIn { .. } => "user.logged_in",
             Event::LoggedOut { .. } => "user.logged_out",
+            Event::RoleChanged { .. } => "user.role_changed",
+            Event::PasswordChanged { .. } => "user.password_changed",
+            Event::SessionsEnded { .. } => "user.sessions_ended",
         }
     }
 
@@ -64,7 +82,10 @@ impl Event<'_> {
             Event::UserCreated { user_id, .. }
             | Event::NameChanged { user_id, .. }
             | Event::LoggedIn { user_id, .. }
-            | Event::LoggedOut { user_id, .. } => *user_id,
+            | Event::LoggedOut { user_id, .. }
+            | Event::RoleChanged { user_id, .. }
+            | Event::PasswordChanged { user_id }
+            | Event::SessionsEnded { user_id, .. } => *user_id,
         }
     }
 
@@ -86,6 +107,11 @@ impl Event<'_> {
                 "session": session,
                 "all_sessions": session.is_none(),
             }),
+            Event::RoleChanged { user_id, role, by } => {
+                json!({ "user_id": user_id, "role": role, "by": by })
+            }
+            Event::PasswordChanged { user_id } => json!({ "user_id": user_id }),
+            Event::SessionsEnded { user_id, by } => json!({ "user_id": user_id, "by": by }),
         }
     }
 }

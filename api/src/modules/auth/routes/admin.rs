@@ -10,7 +10,9 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use super::login::AdminAuth;
 use super::AuthTags;
 use crate::error::ApiError;
-use crate::modules::auth::{users, AuthState};
+use crate::modules::auth::events::Event;
+use crate::modules::auth::users::{self, RoleChange};
+use crate::modules::auth::AuthState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
@@ -59,7 +61,8 @@ impl Api {
     ///
     /// Ends all of the user's sessions, so that they sign in again under
     /// the new role. Not one's own (409): an admin cannot lock themselves
-    /// out, or leave the service with no admin by mistake.
+    /// out by mistake. Nor the last admin's (409), however many admins
+    /// demote each other at once: the service always keeps one.
     #[oai(path = "/users/:id/role", method = "put")]
     async fn set_role(
         &self,
@@ -75,12 +78,22 @@ impl Api {
             ));
         }
         let role = body.0.role;
-        let username = {
-            let client = state.db.get().await?;
-            users::set_role(&client, id.0, role.as_str()).await?
-        }
-        .ok_or_else(|| ApiError::NotFound(format!("no user with id {}", id.0)))?;
-        let sessions_ended = state.sessions.revoke_all(id.0).await?;
+        let change = {
+            let mut client = state.db.get().await?;
+            users::set_role(&mut client, id.0, role.as_str(), admin.0.user_id).await?
+        };
+        let (username, epoch) = match change {
+            RoleChange::Changed { username, epoch } => (username, epoch),
+            RoleChange::NoSuchUser => {
+                return Err(ApiError::NotFound(format!("no user with id {}", id.0)))
+            }
+            RoleChange::LastAdmin => {
+                return Err(ApiError::Conflict(
+                    "that would leave the service with no admin".into(),
+                ))
+            }
+        };
+        let sessions_ended = state.sessions.end_all(id.0, epoch).await?;
         tracing::info!(
             admin = admin.0.user_id,
             user_id = id.0,
@@ -105,14 +118,17 @@ impl Api {
         /// The user's id.
         id: Path<i64>,
     ) -> Result<SessionsEnded, ApiError> {
-        let exists = {
-            let client = state.db.get().await?;
-            users::get_role(&client, id.0).await?.is_some()
+        let event = Event::SessionsEnded {
+            user_id: id.0,
+            by: admin.0.user_id,
         };
-        if !exists {
-            return Err(ApiError::NotFound(format!("no user with id {}", id.0)));
+        // A new credential epoch, so a login of the user in flight ends too.
+        let epoch = {
+            let mut client = state.db.get().await?;
+            users::end_sessions(&mut client, id.0, &event).await?
         }
-        let ended = state.sessions.revoke_all(id.0).await?;
+        .ok_or_else(|| ApiError::NotFound(format!("no user with id {}", id.0)))?;
+        let ended = state.sessions.end_all(id.0, epoch).await?;
         tracing::info!(
             admin = admin.0.user_id,
             user_id = id.0,

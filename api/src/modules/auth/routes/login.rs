@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::metrics::{CounterFamily, Metrics};
 use crate::modules::auth::events::{self, Event};
 use crate::modules::auth::sessions::{public_id, Session};
-use crate::modules::auth::throttle::LoginError;
+use crate::modules::auth::throttle::{Account, LoginError};
 use crate::modules::auth::{users, AuthState};
 use crate::requests::ClientIp;
 use crate::storage::StorageError;
@@ -120,7 +120,13 @@ pub enum LoginResponse {
     /// Logged in. The token is also in the `Authorization` header, ready to be
     /// sent back as is.
     #[oai(status = 200)]
-    Ok(Json<TokenResponse>, #[oai(header = "Authorization")] String),
+    Ok(
+        Json<TokenResponse>,
+        #[oai(header = "Authorization")] String,
+        /// `no-store`: no cache, shared or the browser's, may keep a token.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
 }
 
 #[derive(ApiResponse)]
@@ -246,15 +252,16 @@ impl Api {
         auth: BearerAuth,
     ) -> Result<Json<Vec<SessionSummary>>, ApiError> {
         let sessions = state.sessions.list(auth.0.user_id).await?;
+        let current = public_id(auth.0.token);
         Ok(Json(
             sessions
                 .into_iter()
-                .map(|(token, info)| SessionSummary {
+                .map(|info| SessionSummary {
+                    current: info.id == current,
                     id: info.id,
                     created_at: info.created / 1000,
                     last_seen_at: info.last_seen / 1000,
                     client_ip: info.client_ip,
-                    current: token == auth.0.token,
                 })
                 .collect(),
         ))
@@ -269,13 +276,20 @@ impl Api {
         state: Data<&AuthState>,
         auth: BearerAuth,
     ) -> Result<LogoutEverywhereResponse, ApiError> {
-        let ended = state.sessions.revoke_all(auth.0.user_id).await?;
+        let user_id = auth.0.user_id;
         let event = Event::LoggedOut {
-            user_id: auth.0.user_id,
+            user_id,
             session: None,
         };
-        record_now(&state, &event).await?;
-        tracing::info!(user_id = auth.0.user_id, ended, "logged out everywhere");
+        // A new credential epoch, so a login of this user in flight ends too.
+        let epoch = {
+            let mut client = state.db.get().await.map_err(StorageError::from)?;
+            users::end_sessions(&mut client, user_id, &event)
+                .await?
+                .ok_or_else(unauthenticated)?
+        };
+        let ended = state.sessions.end_all(user_id, epoch).await?;
+        tracing::info!(user_id, ended, "logged out everywhere");
         Ok(LogoutEverywhereResponse::LoggedOut)
     }
 }
@@ -290,21 +304,37 @@ async fn log_in(
         username: Text(username),
         password: Text(password),
     } = body;
+    // Usernames are ASCII (the schema's users_username_format). Any other
+    // spelling is nobody's, and is not looked up: PostgreSQL's lower()
+    // folds some of them onto ASCII names (`vİctim` onto `victim`), which
+    // would reach an account under another throttle count.
+    let credentials = if username.is_ascii() {
+        let client = state.db.get().await.map_err(StorageError::from)?;
+        users::find_credentials(&client, &username).await?
+    } else {
+        None
+    };
+    let account = match &credentials {
+        Some(found) => Account::User(found.id),
+        None => Account::Unknown(&username),
+    };
     let check = async {
-        let credentials = {
-            let client = state.db.get().await.map_err(StorageError::from)?;
-            users::find_credentials(&client, &username).await?
-        };
-        let (user_id, stored_hash) = match credentials {
-            Some(found) => (Some(found.id), Some(found.password_hash)),
+        let (user, stored_hash) = match credentials {
+            Some(found) => (Some((found.id, found.epoch)), Some(found.password_hash)),
             None => (None, None),
         };
         let verified = state.passwords.verify(password, stored_hash).await?;
-        Ok::<_, LoginError>(user_id.filter(|_| verified))
+        Ok::<_, LoginError>(user.filter(|_| verified))
     };
-    let user_id = state.throttle.password_check(&username, check).await?;
+    let (user_id, epoch) = state.throttle.password_check(account, check).await?;
     let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
-    let session = state.sessions.create(user_id, client_ip).await?;
+    // `None`: the password was changed (or the sessions ended) while it was
+    // being checked, so it no longer opens a session.
+    let session = state
+        .sessions
+        .create(user_id, epoch, client_ip)
+        .await?
+        .ok_or(LoginError::InvalidCredentials)?;
     let session_id = public_id(session.token);
     let event = Event::LoggedIn {
         user_id,
@@ -326,11 +356,12 @@ async fn log_in(
             expires_in: state.sessions.expires_in().as_secs(),
         }),
         header,
+        "no-store".into(),
     ))
 }
 
-/// Records the event of a change already made in Redis (logins and logouts
-/// change no PostgreSQL row, so there is no transaction to share).
+/// Records the event of a change already made in Redis (a login or a logout
+/// changes no PostgreSQL row, so there is no transaction to share).
 async fn record_now(state: &AuthState, event: &Event<'_>) -> Result<(), ApiError> {
     let client = state.db.get().await.map_err(StorageError::from)?;
     events::record(&client, event).await?;

@@ -10,7 +10,7 @@ use super::text::Text;
 use super::{on_constraint, unauthenticated, AuthTags};
 use crate::error::ApiError;
 use crate::modules::auth::domain::{DisplayName, NewPassword};
-use crate::modules::auth::throttle::LoginError;
+use crate::modules::auth::throttle::{Account, LoginError};
 use crate::modules::auth::{users, AuthState};
 
 #[derive(Debug, Object)]
@@ -126,9 +126,9 @@ impl Api {
             new_password: Text(new),
         } = body.0;
         let user_id = auth.0.user_id;
-        let (username, stored) = {
+        let stored = {
             let client = state.db.get().await?;
-            users::get_credentials_by_id(&client, user_id)
+            users::get_password_hash(&client, user_id)
                 .await?
                 .ok_or_else(unauthenticated)?
         };
@@ -137,7 +137,11 @@ impl Api {
             let verified = state.passwords.verify(current, Some(stored)).await?;
             Ok::<_, LoginError>(verified.then_some(()))
         };
-        match state.throttle.password_check(&username, check).await {
+        match state
+            .throttle
+            .password_check(Account::User(user_id), check)
+            .await
+        {
             Ok(()) => {}
             Err(LoginError::InvalidCredentials) => {
                 return Err(ApiError::Forbidden("the current password is wrong"))
@@ -145,13 +149,13 @@ impl Api {
             Err(other) => return Err(other.into()),
         }
         let hash = state.passwords.hash(new.into_inner()).await?;
-        {
-            let client = state.db.get().await?;
-            if !users::set_password_hash(&client, user_id, &hash).await? {
-                return Err(unauthenticated());
-            }
-        }
-        let ended = state.sessions.revoke_all(user_id).await?;
+        let epoch = {
+            let mut client = state.db.get().await?;
+            users::set_password_hash(&mut client, user_id, &hash)
+                .await?
+                .ok_or_else(unauthenticated)?
+        };
+        let ended = state.sessions.end_all(user_id, epoch).await?;
         tracing::info!(user_id, ended, "password changed; sessions ended");
         Ok(PasswordChanged::Changed)
     }
