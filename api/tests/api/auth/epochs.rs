@@ -2,6 +2,8 @@
 //! every session of the user, those of logins still in flight when it
 //! happened included.
 
+use std::time::Duration;
+
 use app::modules::auth::users;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -151,17 +153,31 @@ async fn a_session_of_an_older_epoch_is_refused_once_redis_learns_the_new_one() 
 async fn logins_in_flight_during_a_password_change_do_not_outlive_it() {
     // Enough failures allowed that the throttle refuses none of the logins.
     let app = spawn_app_with(&Servers::shared(), &["--login-max-failures", "1000"]).await;
-    let (user, token) = app.signed_in_user("alice").await;
-    let mut logins = tokio::task::JoinSet::new();
-    for _ in 0..24 {
+    let (_, token) = app.signed_in_user("alice").await;
+    let login = || {
         let request = app
             .client
             .post(app.url("/login"))
             .json(&json!({ "username": "alice", "password": PASSWORD }));
-        logins.spawn(async move { request.send().await.unwrap() });
+        async move { request.send().await.unwrap() }
+    };
+    // Logins before the change, and more while it runs: those whose hash
+    // check waits behind the change's own are the ones the race is about.
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        logins.spawn(login());
     }
-    let changed = Ending::PasswordChange.apply(&app, user, &token, "").await;
-    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    let change = app
+        .client
+        .post(app.url("/v2/password"))
+        .bearer_auth(&token)
+        .json(&json!({ "current_password": PASSWORD, "new_password": NEW_PASSWORD }));
+    let change = tokio::spawn(async move { change.send().await.unwrap().status() });
+    for _ in 0..16 {
+        logins.spawn(login());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(change.await.unwrap(), StatusCode::NO_CONTENT);
 
     let mut issued = Vec::new();
     while let Some(login) = logins.join_next().await {

@@ -24,16 +24,21 @@ pub struct Entry {
 
 /// The app's event stream, from the start.
 pub async fn stream(app: &TestApp) -> Vec<Entry> {
+    read_stream(app).await.unwrap()
+}
+
+/// The stream, or why Redis could not give it (say, it is still loading
+/// its data after a restart).
+async fn read_stream(app: &TestApp) -> redis::RedisResult<Vec<Entry>> {
     let key = format!("{}events", app.settings.redis.key_prefix);
-    let mut redis = app.redis.get_multiplexed_async_connection().await.unwrap();
+    let mut redis = app.redis.get_multiplexed_async_connection().await?;
     let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
         .arg(&key)
         .arg("-")
         .arg("+")
         .query_async(&mut redis)
-        .await
-        .unwrap();
-    entries
+        .await?;
+    Ok(entries
         .into_iter()
         .map(|(_, flat)| {
             let fields: HashMap<String, String> = flat
@@ -48,14 +53,19 @@ pub async fn stream(app: &TestApp) -> Vec<Entry> {
                 fields,
             }
         })
-        .collect()
+        .collect())
 }
 
-/// The stream once it holds `count` entries (or what it holds after 15 s).
+/// The stream once it holds `count` entries (or what it holds after 15 s,
+/// Redis answering or not until then).
 pub async fn stream_of(app: &TestApp, count: usize) -> Vec<Entry> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let entries = stream(app).await;
+        let entries = match read_stream(app).await {
+            Ok(entries) => entries,
+            Err(_) if Instant::now() < deadline => Vec::new(),
+            Err(err) => panic!("the stream cannot be read: {err}"),
+        };
         if entries.len() >= count || Instant::now() > deadline {
             return entries;
         }
