@@ -9,6 +9,7 @@ mod errors;
 mod events;
 mod forward_auth;
 mod helpers;
+mod input;
 mod login;
 mod migrations;
 mod name_cache;
