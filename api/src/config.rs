@@ -16,11 +16,13 @@ use crate::storage::redis::RedisSettings;
 /// Where the service listens unless told otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 
-/// Proxies whose `X-Real-IP` is believed unless told otherwise: loopback and
-/// the private ranges, where nginx sits beside the service. The service
-/// itself must then be reachable only through nginx (as in compose.prod.yaml).
-pub const DEFAULT_TRUSTED_PROXIES: &str =
-    "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+/// Proxies whose `X-Real-IP` is believed unless told otherwise: nginx's own
+/// address when it runs beside the service (`make local`, the tests), and
+/// nothing more. A wider range would let anything else in it (another
+/// container, another process on the host) name any client, and so spend
+/// another's rate-limit budget or hide behind made-up addresses; the compose
+/// stacks give nginx a fixed address and set exactly that.
+pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.1/32,::1/128";
 
 /// Marks a value in `.env.prod` that must be replaced before going live.
 pub const PLACEHOLDER: &str = "CHANGE_ME";

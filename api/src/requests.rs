@@ -1,7 +1,10 @@
 //! What the service knows about each request beyond its route: who sent it
 //! ([`ClientIp`]), which request it is ([`RequestId`]), the one access-log
-//! line and the metrics written when it is answered; and how much it may
-//! send ([`SizeLimits`]).
+//! line and the metrics written when it is answered; how much it may send
+//! ([`SizeLimits`]); and that its JSON names each key once
+//! ([`UniqueJsonKeys`]).
+
+mod json_keys;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use ipnet::IpNet;
 use poem::error::ReadBodyError;
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::PathPattern;
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -253,17 +256,25 @@ impl<E: Endpoint> Endpoint for SizeLimitsEndpoint<E> {
         if declared.is_some_and(|length| length > self.max_body_bytes) {
             return Err(body_too_large(self.max_body_bytes));
         }
-        let body = request
-            .take_body()
-            .into_bytes_limit(self.max_body_bytes)
-            .await
-            .map_err(|err| match err {
-                ReadBodyError::PayloadTooLarge => body_too_large(self.max_body_bytes),
-                other => other.into(),
-            })?;
+        let body = read_body(&mut request, self.max_body_bytes).await?;
         request.set_body(body);
         self.inner.call(request).await
     }
+}
+
+/// The whole body, or 413 past `limit` bytes.
+async fn read_body(
+    request: &mut Request,
+    limit: usize,
+) -> poem::Result<impl AsRef<[u8]> + Into<Body>> {
+    request
+        .take_body()
+        .into_bytes_limit(limit)
+        .await
+        .map_err(|err| match err {
+            ReadBodyError::PayloadTooLarge => body_too_large(limit),
+            other => other.into(),
+        })
 }
 
 fn body_too_large(limit: usize) -> poem::Error {
@@ -271,6 +282,79 @@ fn body_too_large(limit: usize) -> poem::Error {
         format!("the request body is over {limit} bytes"),
         StatusCode::PAYLOAD_TOO_LARGE,
     )
+}
+
+/// Middleware: a JSON body (`application/json`, or any `application/*+json`)
+/// in which an object names a key twice, at any depth, is refused with 400
+/// before any handler reads it, naming the key. serde_json would keep the
+/// last of the two, so whatever read the first (a proxy, a log, the
+/// client's own code) and the handler would disagree about the request.
+///
+/// It goes inside [`SizeLimits`], which has read the body already; it reads
+/// with the same cap all the same, so that its own read is bounded wherever
+/// it is put.
+pub(crate) struct UniqueJsonKeys {
+    pub(crate) max_body_bytes: usize,
+}
+
+impl<E: Endpoint> Middleware<E> for UniqueJsonKeys {
+    type Output = UniqueJsonKeysEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        UniqueJsonKeysEndpoint {
+            inner,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+pub(crate) struct UniqueJsonKeysEndpoint<E> {
+    inner: E,
+    max_body_bytes: usize,
+}
+
+impl<E: Endpoint> Endpoint for UniqueJsonKeysEndpoint<E> {
+    type Output = E::Output;
+
+    async fn call(&self, mut request: Request) -> poem::Result<Self::Output> {
+        if !request.content_type().is_some_and(is_json) {
+            return self.inner.call(request).await;
+        }
+        let body = read_body(&mut request, self.max_body_bytes).await?;
+        if let Some(key) = json_keys::duplicate_key(body.as_ref()) {
+            return Err(poem::Error::from_string(
+                format!(
+                    "the JSON body names the key {} twice in one object",
+                    shown(&key)
+                ),
+                StatusCode::BAD_REQUEST,
+            ));
+        }
+        request.set_body(body);
+        self.inner.call(request).await
+    }
+}
+
+/// Whether a `Content-Type` is one the handlers read as JSON: poem-openapi
+/// takes `application/json` and any `application/*+json`, parameters aside.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
+}
+
+/// A key as the problem document quotes it: escaped, and cut short, since
+/// it is the client's text and may be as long as the body.
+fn shown(key: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    if key.chars().count() <= MAX_CHARS {
+        return format!("{key:?}");
+    }
+    let start: String = key.chars().take(MAX_CHARS).collect();
+    format!("{start:?}…")
 }
 
 #[cfg(test)]
@@ -334,6 +418,30 @@ mod tests {
             let value = HeaderValue::from_str(&header).ok();
             proptest::prop_assert_eq!(resolve(peer, value.as_ref(), &trusted), peer);
         }
+    }
+
+    #[test]
+    fn json_bodies_are_told_by_their_content_type() {
+        for json in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge-patch+json",
+            "application/problem+JSON ; q=1",
+        ] {
+            assert!(is_json(json), "{json}");
+        }
+        for other in ["text/plain", "application/jsonx", "text/json", "json", ""] {
+            assert!(!is_json(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_quoted_key_is_escaped_and_cut_short() {
+        assert_eq!(shown("name"), "\"name\"");
+        assert_eq!(shown("a\"b\n"), r#""a\"b\n""#);
+        let long = shown(&"k".repeat(1000));
+        assert_eq!(long, format!("{:?}…", "k".repeat(64)));
     }
 
     #[test]

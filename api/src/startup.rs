@@ -24,7 +24,7 @@ use crate::error::{self, DocumentedRoutes};
 use crate::extension::{Extensions, Shared};
 use crate::modules;
 use crate::openapi::{self, DocumentError, Documents};
-use crate::requests::{RequestContext, SizeLimits};
+use crate::requests::{RequestContext, SizeLimits, UniqueJsonKeys};
 use crate::routes;
 use crate::state::{AppState, StateError};
 use crate::storage::migrations::{self, MigrateError, Migrations};
@@ -58,6 +58,9 @@ pub fn app(
         }
     }
     let routes = route
+        .with(UniqueJsonKeys {
+            max_body_bytes: settings.max_body_bytes,
+        })
         .with(SizeLimits {
             max_body_bytes: settings.max_body_bytes,
             max_header_bytes: settings.max_header_bytes,

@@ -7,9 +7,11 @@
 //! runs and names in `DEPLOY_TOOLS`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::cli::{cli_in, text};
@@ -184,6 +186,43 @@ fn the_prod_stack_publishes_only_nginx_and_keeps_data_and_secrets_in_place() {
         for network in service["networks"].as_object().unwrap().keys() {
             assert_eq!(networks[network]["internal"], true, "{store} on {network}");
         }
+    }
+}
+
+/// The API believes X-Real-IP from nginx alone: in each stack nginx has a
+/// fixed address on a network it shares with the API, outside the range
+/// the other containers' addresses come from (so none can take it first),
+/// and the API's TRUSTED_PROXIES is exactly that address.
+#[test]
+fn each_stack_trusts_exactly_nginxs_fixed_address() {
+    for (file, env) in [("compose.yaml", ".env"), ("compose.prod.yaml", ".env.prod")] {
+        let config = compose_config(file, env);
+        let services = services(&config);
+        let nginx = services["nginx"]["networks"].as_object().unwrap();
+        let fixed: Vec<(&String, IpAddr)> = nginx
+            .iter()
+            .filter_map(|(network, attached)| {
+                let address = attached["ipv4_address"].as_str()?;
+                Some((network, address.parse().unwrap()))
+            })
+            .collect();
+        let [(network, address)] = fixed[..] else {
+            panic!("{file}: nginx has not one fixed address: {nginx:?}");
+        };
+        let api = services["api"]["networks"].as_object().unwrap();
+        assert!(
+            api.contains_key(network),
+            "{file}: the API is not on {network}"
+        );
+        let ipam = &config["networks"][network]["ipam"]["config"][0];
+        let net = |key: &str| -> IpNet { ipam[key].as_str().unwrap().parse().unwrap() };
+        assert!(net("subnet").contains(&address), "{file}: {ipam}");
+        assert!(!net("ip_range").contains(&address), "{file}: {ipam}");
+        assert_eq!(
+            services["api"]["environment"]["TRUSTED_PROXIES"],
+            format!("{address}/32"),
+            "{file}"
+        );
     }
 }
 

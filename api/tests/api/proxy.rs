@@ -10,7 +10,10 @@ use poem::{handler, EndpointExt, Request, Route};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, free_port, repo_root, spawn_app_wrapped, Servers, TestApp};
+use crate::helpers::{
+    assert_problem, free_port, repo_root, spawn_app_with, spawn_app_wrapped, Servers, TestApp,
+};
+use crate::ratelimits::assert_limited;
 
 /// nginx with the shipped configuration, stopped on drop.
 pub struct Nginx {
@@ -290,4 +293,44 @@ async fn json_is_gzipped_for_clients_that_accept_it() {
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-encoding"], "gzip");
+}
+
+/// With the default TRUSTED_PROXIES, only the proxy's own address beside
+/// the service (127.0.0.1, where make local's nginx connects from) names
+/// the client. Another peer on the same host, 127.0.0.2, making up a new
+/// X-Real-IP on every request is counted as itself and runs out of its
+/// budget; the same headers from 127.0.0.1 are believed, one budget each.
+#[tokio::test]
+async fn by_default_only_the_proxys_own_address_names_the_client() {
+    let app = spawn_app_with(&Servers::shared(), &["--rate-limit-per-minute=3"]).await;
+    let default: Vec<ipnet::IpNet> = app::config::DEFAULT_TRUSTED_PROXIES
+        .split(',')
+        .map(|net| net.parse().unwrap())
+        .collect();
+    assert_eq!(app.settings.trusted_proxies, default);
+    let from = |local: &str| {
+        reqwest::Client::builder()
+            .local_address(local.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let rotating = |client: &reqwest::Client, turn: u8| {
+        client
+            .get(app.url("/v1/hello"))
+            .header("x-real-ip", format!("198.51.100.{turn}"))
+            .send()
+    };
+
+    let neighbour = from("127.0.0.2");
+    for turn in 0..3 {
+        let response = rotating(&neighbour, turn).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_limited(rotating(&neighbour, 3).await.unwrap()).await;
+
+    let proxy = from("127.0.0.1");
+    for turn in 10..16 {
+        let response = rotating(&proxy, turn).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "198.51.100.{turn}");
+    }
 }

@@ -10,6 +10,7 @@ mod errors;
 mod events;
 mod forward_auth;
 mod helpers;
+mod input;
 mod login;
 mod migrations;
 mod name_cache;
