@@ -70,9 +70,12 @@ pub fn app(
     let app = extensions
         .wrap(routes)
         .catch_all_error(error::render)
-        .with(documented)
         .with(deprecations)
         .with(RequestBudget::new(state.limiter))
+        // Outermost of these, so that every answer, the budget's 429s
+        // included, carries the route template it was for (metrics label
+        // it so).
+        .with(documented)
         .boxed();
     Ok(app)
 }

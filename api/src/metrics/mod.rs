@@ -29,6 +29,19 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 /// random paths cannot make a series each.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// The method label: HTTP's own methods by name, any other as `other`. A
+/// client may send any token as a method, and each would otherwise make new
+/// series for as long as the process lives.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
+}
+
 /// A counter with one label, declared beside the code that counts it.
 pub struct CounterFamily {
     pub name: &'static str,
@@ -88,7 +101,7 @@ struct Counted {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RequestKey {
-    method: Method,
+    method: &'static str,
     route: Arc<str>,
     status: u16,
 }
@@ -105,7 +118,7 @@ impl Metrics {
 
     pub fn observe_request(&self, method: &Method, route: Arc<str>, status: u16, took: Duration) {
         let key = RequestKey {
-            method: method.clone(),
+            method: method_label(method),
             route,
             status,
         };
@@ -152,7 +165,7 @@ impl Metrics {
         for (key, histogram) in lock(&self.inner.requests).iter() {
             let status = key.status.to_string();
             let labels = [
-                ("method", key.method.as_str()),
+                ("method", key.method),
                 ("route", &*key.route),
                 ("status", status.as_str()),
             ];

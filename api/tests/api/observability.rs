@@ -341,3 +341,58 @@ async fn a_real_prometheus_scrapes_the_service_and_every_dashboard_query_runs() 
         failures.join("\n")
     );
 }
+
+/// Every series `/metrics` has, by name and labels (values aside).
+fn series(samples: &[Sample]) -> std::collections::BTreeSet<String> {
+    samples
+        .iter()
+        .map(|s| format!("{}{:?}", s.name, s.labels))
+        .collect()
+}
+
+/// A client may send any token as a method; metrics label HTTP's own
+/// methods by name and every other as `other`, so made-up methods add no
+/// series, however many.
+#[tokio::test]
+async fn made_up_methods_add_no_series() {
+    let app = spawn_app().await;
+    let send = |method: &str| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        app.client.request(method, app.url("/x")).send()
+    };
+    // The first one makes the `other` series, the first scrape its own.
+    send("AAAA").await.unwrap();
+    scrape(&app.address).await;
+    let before = series(&scrape(&app.address).await);
+
+    for n in 0..5 {
+        send(&format!("QZ{}", "Z".repeat(100 * n))).await.unwrap();
+    }
+
+    let after = scrape(&app.address).await;
+    assert_eq!(series(&after), before);
+    let other = [("method", "other"), ("route", "unmatched")];
+    assert_eq!(value(&after, "http_requests_total", &other), 6.0);
+}
+
+/// The per-address budget answers before any route runs, yet its 429s are
+/// labelled with the route they were for, not as unmatched.
+#[tokio::test]
+async fn a_429_of_the_request_budget_is_labelled_with_its_route() {
+    let app = crate::helpers::spawn_app_with(
+        &crate::helpers::Servers::shared(),
+        &["--rate-limit-per-minute=2"],
+    )
+    .await;
+    for _ in 0..3 {
+        app.get("/v1/hello").await;
+    }
+    let samples = scrape(&app.address).await;
+    let limited = [("route", "/v1/hello"), ("status", "429"), ("method", "GET")];
+    assert_eq!(value(&samples, "http_requests_total", &limited), 1.0);
+    let rejections = [("route", "/v1/hello")];
+    assert_eq!(
+        value(&samples, "rate_limit_rejections_total", &rejections),
+        1.0
+    );
+}
