@@ -9,7 +9,7 @@
 //! 429 with `Retry-After`.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -122,7 +122,41 @@ pub struct RateLimiter {
     per_minute: u64,
     prefix: String,
     timeout: Duration,
-    credits: Arc<Mutex<HashMap<IpAddr, Held>>>,
+    credits: Arc<Mutex<Credits>>,
+}
+
+/// What this process holds of addresses' budgets: at most [`CREDITS_KEPT`]
+/// addresses, so that a flood of distinct addresses cannot grow it.
+#[derive(Default)]
+struct Credits {
+    held: HashMap<IpAddr, Held>,
+    /// When expired entries were last swept out: at most once a second,
+    /// so that no request pays for a sweep under the lock every request
+    /// takes.
+    swept: Option<Instant>,
+}
+
+impl Credits {
+    /// Room for one more address, sweeping out what has expired if full
+    /// and no sweep ran within the last second.
+    fn has_room(&mut self, now: Instant, reservation_timeout: Duration) -> bool {
+        if self.held.len() < CREDITS_KEPT {
+            return true;
+        }
+        if self
+            .swept
+            .is_none_or(|swept| now - swept >= Duration::from_secs(1))
+        {
+            self.swept = Some(now);
+            self.held.retain(|_, held| match held {
+                Held::Credit {
+                    left, window_ends, ..
+                } => *left > 0 && *window_ends > now,
+                Held::Reserving { since } => now - *since < reservation_timeout,
+            });
+        }
+        self.held.len() < CREDITS_KEPT
+    }
 }
 
 /// What this process holds of an address's budget (see
@@ -152,8 +186,23 @@ fn seconds(left: Duration) -> u64 {
     left.as_millis().div_ceil(1000) as u64
 }
 
-/// Addresses held, past which finished ones are swept out.
-const CREDITS_KEPT: usize = 10_000;
+/// Addresses this process holds credit for, at most. Past it, a new
+/// address is counted one request at a time in Redis (as correct, one round
+/// trip each) until held ones expire.
+pub const CREDITS_KEPT: usize = 10_000;
+
+/// The block a budget is kept for: an IPv4 address as is, an IPv6 one by
+/// its /64, the smallest block a client is usually given, so that rotating
+/// through it gains nothing. (An IPv4-mapped IPv6 address is its IPv4 one.)
+pub fn client_block(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+    }
+}
 
 impl RateLimiter {
     pub fn new(redis: Redis, per_minute: u64) -> RateLimiter {
@@ -175,6 +224,7 @@ impl RateLimiter {
     /// it may be refused a little early while another worker holds credit it
     /// has not used. Small budgets (under 40) are counted one by one.
     pub async fn request(&self, ip: IpAddr) -> Result<Standing, StorageError> {
+        let ip = client_block(ip);
         let limit = self.per_minute;
         let reserve = match self.take(ip, limit) {
             Take::Spent(standing) => return Ok(standing),
@@ -189,7 +239,7 @@ impl RateLimiter {
         let chunk = (limit / 20).max(1);
         let reserved = self.counters.add(&key, window, chunk).await;
         let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
-        credits.remove(&ip);
+        credits.held.remove(&ip);
         let (reserved, window_left) = reserved?;
         let before = reserved.saturating_sub(chunk);
         let granted = limit.saturating_sub(before).min(chunk);
@@ -202,22 +252,15 @@ impl RateLimiter {
                 reset,
             });
         }
-        if granted > 1 {
-            if credits.len() >= CREDITS_KEPT {
-                let now = Instant::now();
-                credits.retain(|_, held| match held {
-                    Held::Credit {
-                        left, window_ends, ..
-                    } => *left > 0 && *window_ends > now,
-                    Held::Reserving { since } => now - *since < Duration::from_secs(1),
-                });
-            }
+        // The slot its reservation took is free again, unless a sweep took
+        // it meanwhile and others filled it.
+        if granted > 1 && credits.held.len() < CREDITS_KEPT {
             let held = Held::Credit {
                 left: granted - 1,
                 used_when_spent: before + granted,
                 window_ends: Instant::now() + window_left,
             };
-            credits.insert(ip, held);
+            credits.held.insert(ip, held);
         }
         Ok(Standing {
             limit,
@@ -229,7 +272,11 @@ impl RateLimiter {
     fn take(&self, ip: IpAddr, limit: u64) -> Take {
         let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        match credits.get_mut(&ip) {
+        let reservation_timeout = self.timeout * 2;
+        if !credits.held.contains_key(&ip) && !credits.has_room(now, reservation_timeout) {
+            return Take::CountOne;
+        }
+        match credits.held.get_mut(&ip) {
             Some(Held::Credit {
                 left,
                 used_when_spent,
@@ -243,9 +290,9 @@ impl RateLimiter {
                 })
             }
             // A reservation abandoned (its request cancelled) expires.
-            Some(Held::Reserving { since }) if now - *since < self.timeout * 2 => Take::CountOne,
+            Some(Held::Reserving { since }) if now - *since < reservation_timeout => Take::CountOne,
             _ => {
-                credits.insert(ip, Held::Reserving { since: now });
+                credits.held.insert(ip, Held::Reserving { since: now });
                 Take::Reserve
             }
         }
@@ -253,6 +300,12 @@ impl RateLimiter {
 
     pub fn budget_enabled(&self) -> bool {
         self.per_minute > 0
+    }
+
+    /// How many addresses this process holds credit or a reservation for.
+    pub fn addresses_held(&self) -> usize {
+        let credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
+        credits.held.len()
     }
 }
 
@@ -278,3 +331,17 @@ static COUNT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         ",
     )
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_are_kept_by_their_64_and_ipv4_as_they_are() {
+        let block = |ip: &str| client_block(ip.parse().unwrap()).to_string();
+        assert_eq!(block("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(block("2001:db8:1:2::"), "2001:db8:1:2::");
+        assert_eq!(block("203.0.113.7"), "203.0.113.7");
+        assert_eq!(block("::ffff:203.0.113.7"), "203.0.113.7");
+    }
+}

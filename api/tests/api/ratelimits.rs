@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use app::ratelimit::RateLimiter;
+use app::ratelimit::{self, RateLimiter};
 use app::storage::redis::Redis;
 use reqwest::{Response, StatusCode};
 
@@ -94,4 +94,57 @@ async fn budgets_reserved_in_chunks_never_let_an_address_past_its_limit() {
         assert_eq!(limiter.request(other).await.unwrap().used, used);
     }
     assert!(limiter.request(other).await.unwrap().over());
+}
+
+/// A flood of distinct addresses (one request each, more of them than a
+/// process holds credit for) leaves the limiter's memory within its bound,
+/// and an address that comes after it is limited as exactly as ever.
+#[tokio::test]
+async fn a_flood_of_distinct_addresses_stays_within_the_bound_and_limits_hold() {
+    let app = spawn_app_with(&Servers::shared(), &[]).await;
+    let redis = Redis::new(&app.settings.redis).unwrap();
+    let limiter = RateLimiter::new(redis, 200);
+    let flood = (ratelimit::CREDITS_KEPT + 2_000) as u32;
+    let mut requests = tokio::task::JoinSet::new();
+    for batch in (0..flood).collect::<Vec<_>>().chunks(500) {
+        for &n in batch {
+            let limiter = limiter.clone();
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            requests.spawn(async move { limiter.request(ip).await.unwrap() });
+        }
+        while let Some(standing) = requests.join_next().await {
+            assert_eq!(standing.unwrap().used, 1, "a fresh address");
+        }
+        assert!(limiter.addresses_held() <= ratelimit::CREDITS_KEPT);
+    }
+    assert!(limiter.addresses_held() <= ratelimit::CREDITS_KEPT);
+
+    let late: IpAddr = "203.0.113.9".parse().unwrap();
+    let mut allowed = 0;
+    for _ in 0..210 {
+        if !limiter.request(late).await.unwrap().over() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 200);
+}
+
+/// An IPv6 client is usually given a /64: its budget is the block's, so
+/// rotating through the block's addresses gains nothing.
+#[tokio::test]
+async fn ipv6_clients_share_the_budget_of_their_64() {
+    let app = spawn_app_with(&Servers::shared(), &["--rate-limit-per-minute=3"]).await;
+    let from = |address: &str| {
+        app.client
+            .get(app.url("/v1/hello"))
+            .header("x-real-ip", address)
+            .send()
+    };
+    for n in 1..=3 {
+        let response = from(&format!("2001:db8:1:2::{n}")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_limited(from("2001:db8:1:2:ffff:ffff:ffff:ffff").await.unwrap()).await;
+    let neighbour = from("2001:db8:1:3::1").await.unwrap();
+    assert_eq!(neighbour.status(), StatusCode::OK);
 }
