@@ -70,6 +70,16 @@ pub struct Settings {
         default_value_t = 16_384
     )]
     pub max_header_bytes: usize,
+    /// The most a request may take, in milliseconds; past it, 503 (the work
+    /// is dropped). Above DATABASE_TIMEOUT_MS and REDIS_TIMEOUT_MS, so that
+    /// a dependency's own timeout answers first; below nginx's
+    /// proxy_read_timeout, so the client gets a problem document, not a 504.
+    #[arg(
+        long = "request-timeout-ms",
+        env = "REQUEST_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub request_timeout_ms: u64,
     /// Directory served under /static.
     #[arg(long = "static-dir", env = "STATIC_DIR", default_value = "static")]
     pub static_dir: PathBuf,
@@ -121,6 +131,9 @@ impl Settings {
         if self.database.pool_size == 0 {
             return Err("DATABASE_POOL_SIZE must be at least 1".into());
         }
+        if self.request_timeout_ms == 0 {
+            return Err("REQUEST_TIMEOUT_MS must be at least 1".into());
+        }
         if self.environment == Environment::Production {
             let secrets = [
                 ("DATABASE_URL", &self.database.url),
@@ -159,6 +172,7 @@ impl Settings {
             ),
             ("MAX_BODY_BYTES", self.max_body_bytes.to_string()),
             ("MAX_HEADER_BYTES", self.max_header_bytes.to_string()),
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms.to_string()),
             ("STATIC_DIR", self.static_dir.display().to_string()),
             (
                 "TRUSTED_PROXIES",

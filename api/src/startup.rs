@@ -24,7 +24,7 @@ use crate::error::{self, DocumentedRoutes};
 use crate::extension::{Extensions, Shared};
 use crate::modules;
 use crate::openapi::{self, DocumentError, Documents};
-use crate::requests::{RequestContext, SizeLimits, UniqueJsonKeys};
+use crate::requests::{RequestContext, RequestDeadline, SizeLimits, UniqueJsonKeys};
 use crate::routes;
 use crate::state::{AppState, StateError};
 use crate::storage::migrations::{self, MigrateError, Migrations};
@@ -72,6 +72,9 @@ pub fn app(
         .catch_all_error(error::render)
         .with(deprecations)
         .with(RequestBudget::new(state.limiter))
+        .with(RequestDeadline {
+            timeout: Duration::from_millis(settings.request_timeout_ms),
+        })
         // Outermost of these, so that every answer, the budget's 429s
         // included, carries the route template it was for (metrics label
         // it so).

@@ -31,7 +31,8 @@ pub struct DatabaseSettings {
     )]
     pub pool_size: usize,
     /// How long to wait for a pooled connection, a new connection or a
-    /// connection check before answering 503.
+    /// connection check before answering 503; also the longest any one
+    /// statement may run (PostgreSQL's statement_timeout).
     #[arg(
         id = "database_timeout_ms",
         long = "database-timeout-ms",
@@ -62,6 +63,23 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
     // Without this a connect to a black-holed host waits for the kernel's
     // TCP timeout, minutes, instead of answering 503.
     pg.connect_timeout(settings.timeout());
+    // A statement that runs (or waits for a lock) longer is cancelled by
+    // the server itself. Migrations connect on their own, without it.
+    let statement_timeout = format!("-c statement_timeout={}", settings.timeout_ms);
+    let options = match pg.get_options() {
+        Some(given) => format!("{given} {statement_timeout}"),
+        None => statement_timeout,
+    };
+    pg.options(options);
+    // A peer that vanished (a host gone, a cable pulled) is noticed by the
+    // kernel within seconds, not after its default two hours; unanswered
+    // writes give up after the timeout. A server that is there but frozen
+    // acknowledges and never answers: REQUEST_TIMEOUT_MS bounds that.
+    pg.keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(settings.timeout());
     let manager = Manager::from_config(
         pg,
         tokio_postgres::NoTls,
@@ -84,11 +102,21 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
     Ok(pool)
 }
 
-/// Answers whether PostgreSQL serves queries right now.
+/// Answers whether PostgreSQL serves queries right now, within the pool's
+/// timeout however it fails: a frozen server takes the query and never
+/// answers.
 pub async fn ping(pool: &Pool) -> Result<(), StorageError> {
-    let client = pool.get().await?;
-    client.simple_query("SELECT 1").await?;
-    Ok(())
+    let timeout = pool.timeouts().wait.unwrap_or(Duration::from_secs(2));
+    let answered = tokio::time::timeout(timeout, async {
+        let client = pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    })
+    .await;
+    answered.unwrap_or_else(|elapsed| {
+        tracing::warn!("PostgreSQL did not answer a ping in time");
+        Err(StorageError::unavailable(Dependency::Postgres, elapsed))
+    })
 }
 
 /// The pool's levels, as gauges: summed over workers they are the service's

@@ -371,15 +371,53 @@ impl DedicatedServices {
         self.signal_redis(nix::sys::signal::Signal::SIGCONT);
     }
 
+    /// Freezes PostgreSQL (SIGSTOP to the postmaster and every backend):
+    /// connections stay open and take queries, nothing answers.
+    pub fn freeze_postgres(&self) {
+        self.signal_postgres("-STOP");
+    }
+
+    pub fn thaw_postgres(&self) {
+        self.signal_postgres("-CONT");
+    }
+
+    fn signal_postgres(&self, signal: &str) {
+        assert!(
+            self.signal_postgres_quietly(signal),
+            "could not signal PostgreSQL {signal}"
+        );
+    }
+
+    /// Signals the postmaster and its backends; false if it could not.
+    fn signal_postgres_quietly(&self, signal: &str) -> bool {
+        let pidfile = self.dir.path().join("pg/data/postmaster.pid");
+        let Some(pid) = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|text| Some(text.lines().next()?.trim().to_owned()))
+        else {
+            return false;
+        };
+        // The backends first, so that none is left running behind a
+        // stopped postmaster, nor woken after it.
+        let _ = Command::new("pkill").args([signal, "-P", &pid]).status();
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
     fn signal_redis(&self, signal: nix::sys::signal::Signal) {
+        self.try_signal_redis(signal).unwrap();
+    }
+
+    fn try_signal_redis(&self, signal: nix::sys::signal::Signal) -> Result<(), String> {
         let pidfile = self.dir.path().join("redis/redis.pid");
-        let pid: i32 = std::fs::read_to_string(pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(pid > 0, "bad Redis pid {pid}");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+        let text = std::fs::read_to_string(pidfile).map_err(|err| err.to_string())?;
+        let pid: i32 = text.trim().parse().map_err(|_| format!("bad pid {text}"))?;
+        if pid <= 0 {
+            return Err(format!("bad Redis pid {pid}"));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| e.to_string())
     }
 }
 
@@ -392,6 +430,10 @@ impl Drop for DedicatedServices {
                 .args([command, &self.path(dir)])
                 .status();
         };
+        // A test that failed while either was frozen leaves it stopped,
+        // and a stopped server cannot be shut down: wake both first.
+        self.signal_postgres_quietly("-CONT");
+        let _ = self.try_signal_redis(nix::sys::signal::Signal::SIGCONT);
         stop("redis-stop", "redis");
         stop("pg-stop", "pg");
     }

@@ -12,10 +12,13 @@ use crate::helpers::{assert_problem, eventually, spawn_app_with, DedicatedServic
 /// Generous next to the 500 ms / 1 s timeouts the test app runs with.
 const PROMPT: Duration = Duration::from_secs(4);
 
-/// The response, asserting it came back promptly.
+/// The response, asserting it came back promptly (and never waiting
+/// longer for it).
 pub async fn promptly(what: &str, request: impl Future<Output = Response>) -> Response {
     let start = Instant::now();
-    let response = request.await;
+    let response = tokio::time::timeout(PROMPT, request)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {PROMPT:?}"));
     let took = start.elapsed();
     assert!(took < PROMPT, "{what} took {took:?}");
     response
@@ -93,4 +96,27 @@ async fn postgres_outage_is_a_prompt_503_and_the_service_recovers() {
         recovers(&app).await,
         "no recovery after PostgreSQL returned"
     );
+}
+
+/// A frozen PostgreSQL (SIGSTOP: connections open, queries taken, nothing
+/// answered) is not a hang: readiness answers 503 within the database
+/// timeout, again and again, and all recovers once it wakes.
+#[tokio::test]
+async fn a_frozen_postgres_is_a_prompt_503_never_a_hang_and_the_service_recovers() {
+    let services = DedicatedServices::start();
+    let app = spawn_app_with(&services.servers(), &[]).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    services.freeze_postgres();
+
+    for _ in 0..3 {
+        let ready = promptly("readyz", app.get("/readyz")).await;
+        assert_eq!(ready.headers()["retry-after"], "1");
+        assert_problem(ready, 503).await;
+    }
+    assert_eq!(app.get("/v1/hello").await.status(), 200);
+
+    services.thaw_postgres();
+
+    assert!(recovers(&app).await, "no recovery after PostgreSQL woke up");
 }

@@ -87,3 +87,38 @@ async fn postgres_outage_is_a_prompt_503_and_the_service_recovers() {
         "no recovery after PostgreSQL returned"
     );
 }
+
+/// A write while PostgreSQL is frozen: its pooled connection takes the
+/// statement and nothing answers. The request is cut off at
+/// REQUEST_TIMEOUT_MS with a 503 problem document, and the service serves
+/// again once PostgreSQL wakes.
+#[tokio::test]
+async fn a_write_to_a_frozen_postgres_is_a_prompt_503_and_the_service_recovers() {
+    let services = DedicatedServices::start();
+    let app = spawn_app_with(&services.servers(), &["--request-timeout-ms=2000"]).await;
+    let (_, token) = app.signed_in_user("alice").await;
+    let rename = |name: String| {
+        let (app, token) = (&app, &token);
+        async move {
+            app.post_set_name(token, &serde_json::json!({ "name": name }))
+                .await
+        }
+    };
+    assert_eq!(rename("Alice".into()).await.status(), 200);
+
+    services.freeze_postgres();
+
+    for attempt in 0..2 {
+        let response = promptly("setName", rename(format!("Frozen {attempt}"))).await;
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_problem(response, 503).await;
+    }
+
+    services.thaw_postgres();
+
+    assert!(
+        recovers(&app, &token).await,
+        "no recovery after PostgreSQL woke up"
+    );
+    assert_eq!(rename("Alice again".into()).await.status(), 200);
+}
