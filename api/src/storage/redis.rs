@@ -1,10 +1,11 @@
 //! Redis: one multiplexed connection a process, shared by everything that
-//! keeps state there, with every call bounded in time and every key under
-//! the service's prefix.
+//! keeps state there, with every call bounded in time, a breaker that stops
+//! asking for a while once Redis failed, and every key under the service's
+//! prefix.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -47,12 +48,43 @@ impl RedisSettings {
     }
 }
 
-/// The process's Redis: cheap to clone, every clone the same connection.
+/// The process's Redis: cheap to clone, every clone the same connection
+/// and the same breaker.
 #[derive(Clone)]
 pub struct Redis {
     connection: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+/// Whether to ask Redis at all. A Redis that failed (did not answer in
+/// time, or refused the connection) is not asked again for a timeout's
+/// length: calls fail at once, so that a stalled Redis costs a request
+/// nothing rather than a timeout per call (the request budget alone makes
+/// one on every request). Then one call probes; the others keep failing at
+/// once until it answers.
+#[derive(Debug, Clone, Copy)]
+enum Breaker {
+    Closed,
+    Open { until: Instant },
+    Probing { since: Instant },
+}
+
+impl Breaker {
+    /// May a call go to Redis now? Takes the probe when the breaker's time
+    /// is up (or a probe was abandoned, its request cancelled).
+    fn admit(&mut self, now: Instant, timeout: Duration) -> bool {
+        match *self {
+            Breaker::Closed => true,
+            Breaker::Open { until } if now < until => false,
+            Breaker::Probing { since } if now - since < timeout * 2 => false,
+            Breaker::Open { .. } | Breaker::Probing { .. } => {
+                *self = Breaker::Probing { since: now };
+                true
+            }
+        }
+    }
 }
 
 impl Redis {
@@ -71,6 +103,7 @@ impl Redis {
             connection: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix: settings.key_prefix.as_str().into(),
             timeout: settings.timeout(),
+            breaker: Arc::new(Mutex::new(Breaker::Closed)),
         })
     }
 
@@ -89,18 +122,46 @@ impl Redis {
     }
 
     /// Caps a Redis call, including the reconnects the manager does
-    /// underneath it, so an outage is a prompt 503, never a hang.
+    /// underneath it, so an outage is a prompt 503, never a hang; while the
+    /// breaker is open, fails at once without asking.
     pub async fn bounded<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StorageError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => Ok(result?),
+        let breaker = || self.breaker.lock().unwrap_or_else(PoisonError::into_inner);
+        if !breaker().admit(Instant::now(), self.timeout) {
+            return Err(StorageError::unavailable(Dependency::Redis, BreakerOpen));
+        }
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(StorageError::from),
             Err(elapsed) => {
                 tracing::warn!(timeout = ?self.timeout, "Redis did not answer in time");
                 Err(StorageError::unavailable(Dependency::Redis, elapsed))
             }
+        };
+        let mut breaker = breaker();
+        match (&result, *breaker) {
+            (Err(StorageError::Unavailable { .. }), Breaker::Closed) => {
+                tracing::warn!(
+                    pause = ?self.timeout,
+                    "Redis failed; not asking it again for a while"
+                );
+                *breaker = Breaker::Open {
+                    until: Instant::now() + self.timeout,
+                };
+            }
+            (Err(StorageError::Unavailable { .. }), _) => {
+                *breaker = Breaker::Open {
+                    until: Instant::now() + self.timeout,
+                };
+            }
+            (_, Breaker::Closed) => {}
+            _ => {
+                tracing::info!("Redis answers again");
+                *breaker = Breaker::Closed;
+            }
         }
+        result
     }
 
     /// Answers whether Redis serves commands right now.
@@ -110,6 +171,11 @@ impl Redis {
         Ok(())
     }
 }
+
+/// Why a call was not sent: Redis failed a moment ago (see [`Breaker`]).
+#[derive(Debug, thiserror::Error)]
+#[error("Redis failed a moment ago; not asked")]
+struct BreakerOpen;
 
 /// A Redis failure is an outage when the connection is at fault, else a bug.
 impl From<redis::RedisError> for StorageError {
@@ -125,5 +191,28 @@ impl From<redis::RedisError> for StorageError {
         } else {
             StorageError::Failed(err.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_stops_asking_for_a_timeout_then_lets_one_probe_through() {
+        let timeout = Duration::from_millis(100);
+        let start = Instant::now();
+        let mut breaker = Breaker::Closed;
+        assert!(breaker.admit(start, timeout));
+        breaker = Breaker::Open {
+            until: start + timeout,
+        };
+        assert!(!breaker.admit(start + timeout / 2, timeout));
+        // Time is up: one probe goes, the others wait for its answer.
+        assert!(breaker.admit(start + timeout, timeout));
+        assert!(!breaker.admit(start + timeout, timeout));
+        assert!(!breaker.admit(start + timeout * 2, timeout));
+        // A probe never answered (its request cancelled): another goes.
+        assert!(breaker.admit(start + timeout * 3, timeout));
     }
 }

@@ -120,3 +120,27 @@ async fn a_frozen_postgres_is_a_prompt_503_never_a_hang_and_the_service_recovers
 
     assert!(recovers(&app).await, "no recovery after PostgreSQL woke up");
 }
+
+/// Once Redis failed, the service stops asking it for a while: a frozen
+/// Redis costs one request its timeout, not every request (each makes a
+/// Redis call for its budget). Twenty requests take far less than twenty
+/// timeouts, and all are answered.
+#[tokio::test]
+async fn a_frozen_redis_is_not_asked_again_at_every_request() {
+    let services = DedicatedServices::start();
+    let app = spawn_app_with(&services.servers(), &[]).await;
+    let timeout = Duration::from_millis(app.settings.redis.timeout_ms);
+
+    services.pause_redis();
+
+    let start = Instant::now();
+    for _ in 0..20 {
+        let hello = promptly("hello", app.get("/v1/hello")).await;
+        assert_eq!(hello.status(), 200);
+    }
+    let took = start.elapsed();
+
+    services.resume_redis();
+    assert!(took < timeout * 10, "20 requests took {took:?}");
+    assert!(recovers(&app).await, "no recovery after Redis woke up");
+}
