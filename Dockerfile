@@ -56,7 +56,9 @@ COPY static ./static
 USER 10001:10001
 ENV BIND=0.0.0.0:8000 STATIC_DIR=/app/static LOG_FORMAT=json
 EXPOSE 8000
-# `api healthcheck` asks /readyz on BIND's port; the image has no curl.
+# `api healthcheck` asks for liveness (/healthz on BIND's port): the process
+# serves. Readiness (/readyz, PostgreSQL and Redis) decides traffic, not
+# restarts: a Redis blip must not restart every replica. The image has no curl.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["api", "healthcheck"]
 # The master is PID 1: it reaps children and handles every stop signal.
 ENTRYPOINT ["api"]

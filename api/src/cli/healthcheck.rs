@@ -1,4 +1,9 @@
 //! `healthcheck`: a probe for container HEALTHCHECKs, which have no curl.
+//!
+//! By default it asks for liveness (`/healthz`: the process serves), which
+//! is what a container's health should mean: a restart helps a wedged
+//! process, never a Redis blip. `--ready` asks for readiness (`/readyz`:
+//! PostgreSQL and Redis answer), which decides traffic, not restarts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -10,9 +15,13 @@ use crate::config::DEFAULT_BIND;
 
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    /// URL to probe; defaults to /readyz on the port of BIND, on loopback.
+    /// URL to probe; defaults to /healthz (or /readyz with --ready) on the
+    /// port of BIND, on loopback.
     #[arg(long)]
     pub url: Option<String>,
+    /// Ask for readiness (/readyz) instead of liveness (/healthz).
+    #[arg(long, conflicts_with = "url")]
+    pub ready: bool,
     /// The service's listen address, used to derive the default URL.
     #[arg(long, env = "BIND", default_value = DEFAULT_BIND, hide = true)]
     pub bind: SocketAddr,
@@ -28,7 +37,8 @@ pub async fn run(args: HealthcheckArgs) -> ExitCode {
         if target.ip().is_unspecified() {
             target.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
-        format!("http://{target}/readyz")
+        let probe = if args.ready { "readyz" } else { "healthz" };
+        format!("http://{target}/{probe}")
     });
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(args.timeout_seconds))

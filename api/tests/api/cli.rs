@@ -129,6 +129,44 @@ async fn config_check_fails_on_invalid_settings() {
     assert!(stderr.contains("REDIS_URL"), "{stderr}");
 }
 
+/// A container's health is liveness: `healthcheck` asks /healthz, which
+/// holds while Redis is away; `--ready` asks /readyz, which does not.
+#[tokio::test]
+async fn healthcheck_asks_liveness_and_readiness_only_when_told() {
+    let services = crate::helpers::DedicatedServices::start();
+    let app = crate::helpers::spawn_app_with(&services.servers(), &[]).await;
+    let bind = app.address.trim_start_matches("http://").to_owned();
+    let probe = |ready: bool| {
+        let bind = bind.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["healthcheck"];
+            if ready {
+                args.push("--ready");
+            }
+            cli(&args, &[("BIND", &bind)], "")
+        })
+    };
+    assert!(probe(false).await.unwrap().status.success());
+    assert!(probe(true).await.unwrap().status.success());
+
+    services.stop_redis();
+
+    let live = probe(false).await.unwrap();
+    assert!(live.status.success(), "{}", text(&live.stderr));
+    assert!(
+        text(&live.stdout).contains("/healthz"),
+        "{}",
+        text(&live.stdout)
+    );
+    let ready = probe(true).await.unwrap();
+    assert!(!ready.status.success());
+    assert!(
+        text(&ready.stderr).contains("/readyz answered 503"),
+        "{}",
+        text(&ready.stderr)
+    );
+}
+
 #[tokio::test]
 async fn healthcheck_exits_0_only_when_ready() {
     let app = spawn_app().await;

@@ -525,3 +525,44 @@ fn the_security_document_names_only_tests_that_exist() {
     }
     assert!(named >= 10, "only {named} tests named");
 }
+
+/// A container's health is liveness: the API's healthcheck asks /healthz
+/// (a Redis blip must not restart every replica; readiness decides traffic,
+/// not restarts), and nginx's asks nginx itself, never through the API, in
+/// both stacks and in the image.
+#[test]
+fn container_healthchecks_ask_liveness_and_nginx_checks_itself() {
+    let words = |test: &Value| -> Vec<String> {
+        test.as_array()
+            .unwrap()
+            .iter()
+            .map(|word| word.as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (file, env) in [("compose.yaml", ".env"), ("compose.prod.yaml", ".env.prod")] {
+        let config = compose_config(file, env);
+        let services = services(&config);
+        let api = words(&services["api"]["healthcheck"]["test"]);
+        assert!(
+            api.last().is_some_and(|word| word == "healthcheck"),
+            "{file}: the API's healthcheck is {api:?}"
+        );
+        assert!(
+            !api.iter().any(|word| word.contains("ready")),
+            "{file}: {api:?}"
+        );
+        let nginx = words(&services["nginx"]["healthcheck"]["test"]);
+        assert_eq!(
+            nginx.last().map(String::as_str),
+            Some("http://127.0.0.1/nginx-health"),
+            "{file}: nginx's healthcheck is {nginx:?}"
+        );
+    }
+    let image = dockerfile();
+    let healthcheck = &image
+        .iter()
+        .rfind(|(_, instruction, _)| instruction == "HEALTHCHECK")
+        .unwrap()
+        .2;
+    assert!(healthcheck.ends_with("\"healthcheck\"]"), "{healthcheck}");
+}

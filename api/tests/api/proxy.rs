@@ -334,3 +334,26 @@ async fn by_default_only_the_proxys_own_address_names_the_client() {
         assert_eq!(response.status(), StatusCode::OK, "198.51.100.{turn}");
     }
 }
+
+/// nginx answers its own health probe itself: 200 with no service behind
+/// it at all, where anything proxied gets 502.
+#[tokio::test]
+async fn nginx_answers_its_own_health_probe_without_the_service() {
+    let nginx = Nginx::start(free_port(), &[]);
+    let client = reqwest::Client::new();
+
+    let own = client
+        .get(format!("{}/nginx-health", nginx.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    assert_eq!(own.text().await.unwrap(), "ok\n");
+
+    let proxied = client
+        .get(format!("{}/healthz", nginx.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 502);
+}
