@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::time::Duration;
 
 use app::requests::{ClientIp, RequestId};
 use poem::endpoint::BoxEndpoint;
 use poem::{handler, EndpointExt, Request, Route};
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
     assert_problem, free_port, repo_root, spawn_app_with, spawn_app_wrapped, Servers, TestApp,
@@ -333,4 +335,187 @@ async fn by_default_only_the_proxys_own_address_names_the_client() {
         let response = rotating(&proxy, turn).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "198.51.100.{turn}");
     }
+}
+
+/// An answer read off the wire: its status, its headers (names in lower
+/// case) and its body.
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl RawAnswer {
+    /// The first value of header `name` (lower case), or "".
+    pub fn header<'a>(&'a self, name: &'a str) -> &'a str {
+        self.all(name).next().unwrap_or_default()
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.headers
+            .iter()
+            .filter(move |(header, _)| header.as_str() == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// `request` sent as it is (an HTTP client would fix it up or refuse it)
+/// to `address` (`http://host:port`), and the answer read until the server
+/// closes, within five seconds.
+pub async fn raw_request(address: &str, request: &[u8]) -> RawAnswer {
+    let address = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut bytes));
+    assert!(read.await.is_ok(), "no end of the answer to {request:?}");
+    parse_answer(&bytes)
+}
+
+pub fn parse_answer(bytes: &[u8]) -> RawAnswer {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    RawAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A problem document of `status` with the request id of its X-Request-ID,
+/// as [`assert_problem`] checks one reqwest got.
+pub fn assert_raw_problem(answer: &RawAnswer, status: u16, what: &str) -> Value {
+    assert_eq!(answer.status, status, "{what}: {}", answer.body);
+    assert_eq!(
+        answer.header("content-type"),
+        "application/problem+json",
+        "{what}"
+    );
+    let problem: Value = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|err| panic!("{what}: not JSON ({err}): {}", answer.body));
+    let request_id = answer.header("x-request-id");
+    assert!(!request_id.is_empty(), "{what}: no X-Request-ID");
+    assert_eq!(problem["request_id"], request_id, "{what}");
+    assert_eq!(problem["type"], "about:blank", "{what}");
+    assert_eq!(problem["status"], status, "{what}");
+    for field in ["title", "detail"] {
+        assert!(
+            problem[field].as_str().is_some_and(|text| !text.is_empty()),
+            "{what}: no {field}: {problem}"
+        );
+    }
+    problem
+}
+
+/// What nginx refuses itself, before or after it chose a location, is a
+/// problem document with the request id, never nginx's HTML page. Raw
+/// bytes: an HTTP client would not send most of these.
+#[tokio::test]
+async fn nginxs_own_errors_are_problem_documents_with_the_request_id() {
+    let proxied = spawn_behind_nginx(&[]).await;
+    let nginx = &proxied.app.address;
+    let long_uri = format!("/v1/{}", "a".repeat(10_000));
+    let large_header = "x".repeat(10_000);
+    let cases: Vec<(u16, &str, String)> = vec![
+        (400, "an unreadable request line", "GARBAGE\r\n\r\n".into()),
+        (400, "no Host", "GET /v1/hello HTTP/1.1\r\n\r\n".into()),
+        (
+            403,
+            "a directory",
+            "GET /static/assets/ HTTP/1.1\r\n".into(),
+        ),
+        (
+            404,
+            "a missing file with a type",
+            "GET /static/none.css HTTP/1.1\r\n".into(),
+        ),
+        (405, "TRACE", "TRACE /v1/hello HTTP/1.1\r\n".into()),
+        (
+            405,
+            "POST of a file",
+            "POST /static/assets/img/happy.png HTTP/1.1\r\nContent-Length: 0\r\n".into(),
+        ),
+        (
+            414,
+            "a long request line",
+            format!("GET {long_uri} HTTP/1.1\r\n"),
+        ),
+        (
+            431,
+            "a large header",
+            format!("GET /v1/hello HTTP/1.1\r\nX-Padding: {large_header}\r\n"),
+        ),
+        (
+            501,
+            "an unknown transfer coding",
+            "POST /v1/hello HTTP/1.1\r\nTransfer-Encoding: gzip\r\n".into(),
+        ),
+        (
+            505,
+            "HTTP/2.0 in plain text",
+            "GET /v1/hello HTTP/2.0\r\n".into(),
+        ),
+    ];
+    for (status, what, start) in cases {
+        // Complete requests get a Host and are closed after the answer.
+        let request = if start.ends_with("\r\n\r\n") {
+            start
+        } else {
+            format!("{start}Host: localhost\r\nConnection: close\r\n\r\n")
+        };
+        let answer = raw_request(nginx, request.as_bytes()).await;
+        assert_raw_problem(&answer, status, what);
+    }
+
+    // Where the headers were read, the client's id is the problem's.
+    let trace = raw_request(
+        nginx,
+        b"TRACE / HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: trace-4711\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let problem = assert_raw_problem(&trace, 405, "TRACE with an id");
+    assert_eq!(problem["request_id"], "trace-4711");
+}
+
+/// A 405 says what may be tried instead: nginx's own (TRACE, a file POSTed
+/// to) with Allow, the service's with its own Allow, never a second one.
+#[tokio::test]
+async fn nginxs_own_405s_carry_allow_and_the_services_keep_theirs() {
+    let proxied = spawn_behind_nginx(&[]).await;
+    let nginx = &proxied.app.address;
+    let close = "Host: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+    let trace = raw_request(
+        nginx,
+        format!("TRACE /v1/hello HTTP/1.1\r\n{close}").as_bytes(),
+    )
+    .await;
+    assert_raw_problem(&trace, 405, "TRACE");
+    let allowed = trace.header("allow");
+    assert!(allowed.contains("GET"), "Allow: {allowed}");
+    assert!(!allowed.contains("TRACE"), "Allow: {allowed}");
+
+    let file = "/static/assets/img/happy.png";
+    let post = raw_request(nginx, format!("POST {file} HTTP/1.1\r\n{close}").as_bytes()).await;
+    assert_raw_problem(&post, 405, "POST of a file");
+    assert_eq!(post.header("allow"), "GET, HEAD");
+
+    let service = raw_request(
+        nginx,
+        format!("POST /v1/hello HTTP/1.1\r\n{close}").as_bytes(),
+    )
+    .await;
+    assert_raw_problem(&service, 405, "the service's 405");
+    assert_eq!(service.header("allow"), "GET");
+    assert_eq!(service.all("allow").count(), 1);
 }
