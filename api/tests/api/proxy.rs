@@ -519,3 +519,28 @@ async fn nginxs_own_405s_carry_allow_and_the_services_keep_theirs() {
     assert_eq!(service.header("allow"), "GET");
     assert_eq!(service.all("allow").count(), 1);
 }
+
+/// A directory named without its slash is redirected to a path, not to a
+/// URL built from the client's Host, and the redirect is not cached for
+/// the week the files are. Raw bytes: the Host is the attacker's.
+#[tokio::test]
+async fn a_redirect_names_no_client_host_and_is_not_cached_like_a_file() {
+    let proxied = spawn_behind_nginx(&[]).await;
+    let nginx = &proxied.app.address;
+    let request = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    };
+
+    let redirect = raw_request(nginx, request("/static/assets").as_bytes()).await;
+    assert_eq!(redirect.status, 301, "{}", redirect.body);
+    assert_eq!(redirect.header("location"), "/static/assets/");
+    assert_eq!(
+        redirect.all("cache-control").collect::<Vec<_>>(),
+        ["no-cache"]
+    );
+
+    // The file below it keeps its week.
+    let file = raw_request(nginx, request("/static/assets/img/happy.png").as_bytes()).await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.header("cache-control"), "max-age=604800");
+}
