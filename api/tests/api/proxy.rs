@@ -2,8 +2,9 @@
 //! by scripts/nginx.sh as make local does: what clients get through it.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use app::requests::{ClientIp, RequestId};
 use poem::endpoint::BoxEndpoint;
@@ -338,10 +339,10 @@ async fn by_default_only_the_proxys_own_address_names_the_client() {
 }
 
 /// An answer read off the wire: its status, its headers (names in lower
-/// case) and its body.
+/// case, in order, a repeated one as often as it came) and its body.
 pub struct RawAnswer {
     pub status: u16,
-    pub headers: HashMap<String, String>,
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -363,13 +364,32 @@ impl RawAnswer {
 /// to `address` (`http://host:port`), and the answer read until the server
 /// closes, within five seconds.
 pub async fn raw_request(address: &str, request: &[u8]) -> RawAnswer {
-    let address = address.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    raw_request_from(LOOPBACK, address, request).await
+}
+
+/// [`raw_request`] from the local address `local` (127.0.0.2: another
+/// client on the same host).
+pub async fn raw_request_from(local: IpAddr, address: &str, request: &[u8]) -> RawAnswer {
+    let mut stream = connect_from(local, address).await;
     stream.write_all(request).await.unwrap();
     let mut bytes = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut bytes));
     assert!(read.await.is_ok(), "no end of the answer to {request:?}");
     parse_answer(&bytes)
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A connection to `address` (`http://host:port`) from `local`, within
+/// five seconds.
+pub async fn connect_from(local: IpAddr, address: &str) -> tokio::net::TcpStream {
+    let to: SocketAddr = address.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(local, 0)).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
+        .await
+        .expect("connected within 5 s")
+        .unwrap()
 }
 
 pub fn parse_answer(bytes: &[u8]) -> RawAnswer {
@@ -543,4 +563,74 @@ async fn a_redirect_names_no_client_host_and_is_not_cached_like_a_file() {
     let file = raw_request(nginx, request("/static/assets/img/happy.png").as_bytes()).await;
     assert_eq!(file.status, 200);
     assert_eq!(file.header("cache-control"), "max-age=604800");
+}
+
+/// One address may have only so many requests in progress through nginx:
+/// bodies trickled a byte at a time (each byte restarts
+/// client_body_timeout) hold their connections, and past the limit the
+/// address gets a 429 problem document with Retry-After, while another
+/// address is served at once; closed, they free the address's slots.
+#[tokio::test]
+async fn an_address_trickling_bodies_is_held_to_its_limit_and_others_are_served() {
+    let proxied = spawn_behind_nginx(&[("NGINX_CONNECTIONS_PER_ADDRESS", "4")]).await;
+    let nginx = &proxied.app.address;
+    let head = "POST /v1/hello HTTP/1.1\r\nHost: localhost\r\n\
+                Content-Type: application/json\r\nContent-Length: 64\r\n\r\n";
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from(LOOPBACK, nginx).await;
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    // nginx counts a request once it has read its headers. A request that
+    // overtook one of them would take its place, so the probe waits for
+    // them, and is a file nginx serves itself, over in an instant.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probe = b"GET /static/assets/img/happy.png HTTP/1.1\r\nHost: localhost\r\n\
+                  Connection: close\r\n\r\n";
+    // A byte more of each body, none of which has been answered.
+    async fn trickle(slow: &mut [tokio::net::TcpStream]) {
+        for stream in slow {
+            let mut answer = [0; 1];
+            let unanswered = matches!(
+                stream.try_read(&mut answer),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock
+            );
+            assert!(unanswered, "a slow body was answered or closed");
+            stream.write_all(b" ").await.unwrap();
+        }
+    }
+
+    trickle(&mut slow).await;
+    let refused = raw_request(nginx, probe).await;
+    let problem = assert_raw_problem(&refused, 429, "a fifth request");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("at once"),
+        "{problem}"
+    );
+    assert_eq!(refused.all("retry-after").collect::<Vec<_>>(), ["1"]);
+
+    // Another address is served, and promptly, while the four still hold.
+    trickle(&mut slow).await;
+    let started = Instant::now();
+    let other = raw_request_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), nginx, probe).await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    trickle(&mut slow).await;
+
+    // Closed, they free the address's slots.
+    drop(slow);
+    let mut status = 0;
+    for _ in 0..20 {
+        status = raw_request(nginx, probe).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "still refused once its slow bodies closed");
 }
