@@ -51,6 +51,9 @@ export DATABASE_URL=$(with_port "$(env_local DATABASE_URL)" "$(port)")
 export REDIS_URL=$(with_port "$(env_local REDIS_URL)" "$(port)")
 export RATE_LIMIT_PER_MINUTE=1000000000
 export BENCH_LIFTED=RATE_LIMIT_PER_MINUTE
+# wrk's connections all come from one address (limit_conn's largest: 65535).
+export NGINX_CONNECTIONS_PER_ADDRESS=65535
+BENCH_LIFTED+=" NGINX_CONNECTIONS_PER_ADDRESS"
 export NGINX_LOGIN_RATE=1000000r/s NGINX_LOGIN_BURST=1000000
 BENCH_LIFTED+=" NGINX_LOGIN_RATE NGINX_LOGIN_BURST"
 # The rest as make local has it (a variable already set wins).

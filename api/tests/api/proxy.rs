@@ -2,13 +2,16 @@
 //! by scripts/nginx.sh as make local does: what clients get through it.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use app::requests::{ClientIp, RequestId};
 use poem::endpoint::BoxEndpoint;
 use poem::{handler, EndpointExt, Request, Route};
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
     assert_problem, free_port, repo_root, spawn_app_with, spawn_app_wrapped, Servers, TestApp,
@@ -356,4 +359,300 @@ async fn nginx_answers_its_own_health_probe_without_the_service() {
         .await
         .unwrap();
     assert_eq!(proxied.status(), 502);
+
+/// An answer read off the wire: its status, its headers (names in lower
+/// case, in order, a repeated one as often as it came) and its body.
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawAnswer {
+    /// The first value of header `name` (lower case), or "".
+    pub fn header<'a>(&'a self, name: &'a str) -> &'a str {
+        self.all(name).next().unwrap_or_default()
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.headers
+            .iter()
+            .filter(move |(header, _)| header.as_str() == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// `request` sent as it is (an HTTP client would fix it up or refuse it)
+/// to `address` (`http://host:port`), and the answer read until the server
+/// closes, within five seconds.
+pub async fn raw_request(address: &str, request: &[u8]) -> RawAnswer {
+    raw_request_from(LOOPBACK, address, request).await
+}
+
+/// [`raw_request`] from the local address `local` (127.0.0.2: another
+/// client on the same host).
+pub async fn raw_request_from(local: IpAddr, address: &str, request: &[u8]) -> RawAnswer {
+    let mut stream = connect_from(local, address).await;
+    stream.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut bytes));
+    assert!(read.await.is_ok(), "no end of the answer to {request:?}");
+    parse_answer(&bytes)
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A connection to `address` (`http://host:port`) from `local`, within
+/// five seconds.
+pub async fn connect_from(local: IpAddr, address: &str) -> tokio::net::TcpStream {
+    let to: SocketAddr = address.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(local, 0)).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
+        .await
+        .expect("connected within 5 s")
+        .unwrap()
+}
+
+pub fn parse_answer(bytes: &[u8]) -> RawAnswer {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    RawAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A problem document of `status` with the request id of its X-Request-ID,
+/// as [`assert_problem`] checks one reqwest got.
+pub fn assert_raw_problem(answer: &RawAnswer, status: u16, what: &str) -> Value {
+    assert_eq!(answer.status, status, "{what}: {}", answer.body);
+    assert_eq!(
+        answer.header("content-type"),
+        "application/problem+json",
+        "{what}"
+    );
+    let problem: Value = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|err| panic!("{what}: not JSON ({err}): {}", answer.body));
+    let request_id = answer.header("x-request-id");
+    assert!(!request_id.is_empty(), "{what}: no X-Request-ID");
+    assert_eq!(problem["request_id"], request_id, "{what}");
+    assert_eq!(problem["type"], "about:blank", "{what}");
+    assert_eq!(problem["status"], status, "{what}");
+    for field in ["title", "detail"] {
+        assert!(
+            problem[field].as_str().is_some_and(|text| !text.is_empty()),
+            "{what}: no {field}: {problem}"
+        );
+    }
+    problem
+}
+
+/// What nginx refuses itself, before or after it chose a location, is a
+/// problem document with the request id, never nginx's HTML page. Raw
+/// bytes: an HTTP client would not send most of these.
+#[tokio::test]
+async fn nginxs_own_errors_are_problem_documents_with_the_request_id() {
+    let proxied = spawn_behind_nginx(&[]).await;
+    let nginx = &proxied.app.address;
+    let long_uri = format!("/v1/{}", "a".repeat(10_000));
+    let large_header = "x".repeat(10_000);
+    let cases: Vec<(u16, &str, String)> = vec![
+        (400, "an unreadable request line", "GARBAGE\r\n\r\n".into()),
+        (400, "no Host", "GET /v1/hello HTTP/1.1\r\n\r\n".into()),
+        (
+            403,
+            "a directory",
+            "GET /static/assets/ HTTP/1.1\r\n".into(),
+        ),
+        (
+            404,
+            "a missing file with a type",
+            "GET /static/none.css HTTP/1.1\r\n".into(),
+        ),
+        (405, "TRACE", "TRACE /v1/hello HTTP/1.1\r\n".into()),
+        (
+            405,
+            "POST of a file",
+            "POST /static/assets/img/happy.png HTTP/1.1\r\nContent-Length: 0\r\n".into(),
+        ),
+        (
+            414,
+            "a long request line",
+            format!("GET {long_uri} HTTP/1.1\r\n"),
+        ),
+        (
+            431,
+            "a large header",
+            format!("GET /v1/hello HTTP/1.1\r\nX-Padding: {large_header}\r\n"),
+        ),
+        (
+            501,
+            "an unknown transfer coding",
+            "POST /v1/hello HTTP/1.1\r\nTransfer-Encoding: gzip\r\n".into(),
+        ),
+        (
+            505,
+            "HTTP/2.0 in plain text",
+            "GET /v1/hello HTTP/2.0\r\n".into(),
+        ),
+    ];
+    for (status, what, start) in cases {
+        // Complete requests get a Host and are closed after the answer.
+        let request = if start.ends_with("\r\n\r\n") {
+            start
+        } else {
+            format!("{start}Host: localhost\r\nConnection: close\r\n\r\n")
+        };
+        let answer = raw_request(nginx, request.as_bytes()).await;
+        assert_raw_problem(&answer, status, what);
+    }
+
+    // Where the headers were read, the client's id is the problem's.
+    let trace = raw_request(
+        nginx,
+        b"TRACE / HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: trace-4711\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let problem = assert_raw_problem(&trace, 405, "TRACE with an id");
+    assert_eq!(problem["request_id"], "trace-4711");
+}
+
+/// A 405 says what may be tried instead: nginx's own (TRACE, a file POSTed
+/// to) with Allow, the service's with its own Allow, never a second one.
+#[tokio::test]
+async fn nginxs_own_405s_carry_allow_and_the_services_keep_theirs() {
+    let proxied = spawn_behind_nginx(&[]).await;
+    let nginx = &proxied.app.address;
+    let close = "Host: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+    let trace = raw_request(
+        nginx,
+        format!("TRACE /v1/hello HTTP/1.1\r\n{close}").as_bytes(),
+    )
+    .await;
+    assert_raw_problem(&trace, 405, "TRACE");
+    let allowed = trace.header("allow");
+    assert!(allowed.contains("GET"), "Allow: {allowed}");
+    assert!(!allowed.contains("TRACE"), "Allow: {allowed}");
+
+    let file = "/static/assets/img/happy.png";
+    let post = raw_request(nginx, format!("POST {file} HTTP/1.1\r\n{close}").as_bytes()).await;
+    assert_raw_problem(&post, 405, "POST of a file");
+    assert_eq!(post.header("allow"), "GET, HEAD");
+
+    let service = raw_request(
+        nginx,
+        format!("POST /v1/hello HTTP/1.1\r\n{close}").as_bytes(),
+    )
+    .await;
+    assert_raw_problem(&service, 405, "the service's 405");
+    assert_eq!(service.header("allow"), "GET");
+    assert_eq!(service.all("allow").count(), 1);
+}
+
+/// A directory named without its slash is redirected to a path, not to a
+/// URL built from the client's Host, and the redirect is not cached for
+/// the week the files are. Raw bytes: the Host is the attacker's.
+#[tokio::test]
+async fn a_redirect_names_no_client_host_and_is_not_cached_like_a_file() {
+    let proxied = spawn_behind_nginx(&[]).await;
+    let nginx = &proxied.app.address;
+    let request = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    };
+
+    let redirect = raw_request(nginx, request("/static/assets").as_bytes()).await;
+    assert_eq!(redirect.status, 301, "{}", redirect.body);
+    assert_eq!(redirect.header("location"), "/static/assets/");
+    assert_eq!(
+        redirect.all("cache-control").collect::<Vec<_>>(),
+        ["no-cache"]
+    );
+
+    // The file below it keeps its week.
+    let file = raw_request(nginx, request("/static/assets/img/happy.png").as_bytes()).await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.header("cache-control"), "max-age=604800");
+}
+
+/// One address may have only so many requests in progress through nginx:
+/// bodies trickled a byte at a time (each byte restarts
+/// client_body_timeout) hold their connections, and past the limit the
+/// address gets a 429 problem document with Retry-After, while another
+/// address is served at once; closed, they free the address's slots.
+#[tokio::test]
+async fn an_address_trickling_bodies_is_held_to_its_limit_and_others_are_served() {
+    let proxied = spawn_behind_nginx(&[("NGINX_CONNECTIONS_PER_ADDRESS", "4")]).await;
+    let nginx = &proxied.app.address;
+    let head = "POST /v1/hello HTTP/1.1\r\nHost: localhost\r\n\
+                Content-Type: application/json\r\nContent-Length: 64\r\n\r\n";
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from(LOOPBACK, nginx).await;
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    // nginx counts a request once it has read its headers. A request that
+    // overtook one of them would take its place, so the probe waits for
+    // them, and is a file nginx serves itself, over in an instant.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probe = b"GET /static/assets/img/happy.png HTTP/1.1\r\nHost: localhost\r\n\
+                  Connection: close\r\n\r\n";
+    // A byte more of each body, none of which has been answered.
+    async fn trickle(slow: &mut [tokio::net::TcpStream]) {
+        for stream in slow {
+            let mut answer = [0; 1];
+            let unanswered = matches!(
+                stream.try_read(&mut answer),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock
+            );
+            assert!(unanswered, "a slow body was answered or closed");
+            stream.write_all(b" ").await.unwrap();
+        }
+    }
+
+    trickle(&mut slow).await;
+    let refused = raw_request(nginx, probe).await;
+    let problem = assert_raw_problem(&refused, 429, "a fifth request");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("at once"),
+        "{problem}"
+    );
+    assert_eq!(refused.all("retry-after").collect::<Vec<_>>(), ["1"]);
+
+    // Another address is served, and promptly, while the four still hold.
+    trickle(&mut slow).await;
+    let started = Instant::now();
+    let other = raw_request_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), nginx, probe).await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    trickle(&mut slow).await;
+
+    // Closed, they free the address's slots.
+    drop(slow);
+    let mut status = 0;
+    for _ in 0..20 {
+        status = raw_request(nginx, probe).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "still refused once its slow bodies closed");
 }

@@ -73,3 +73,43 @@ async fn a_login_flood_gets_429_problem_documents() {
     assert_security_headers(&refused);
     assert_problem(refused, 429).await;
 }
+
+/// nginx's 429 on /login says when to try again, from the zone's rate (one
+/// attempt a second here), and waiting that long is enough to get through.
+#[tokio::test]
+async fn a_login_429_from_nginx_says_when_to_retry_and_that_is_enough() {
+    let limits = [("NGINX_LOGIN_RATE", "1r/s"), ("NGINX_LOGIN_BURST", "5")];
+    let proxied = spawn_behind_nginx(&limits).await;
+    let app = &proxied.app;
+    // A name each: the service's own limit on one account's failures stays
+    // out of the way.
+    let attempt = |turn: usize| {
+        let guess = json!({ "username": format!("nobody-{turn}"), "password": "guess" });
+        app.client.post(app.url("/login")).json(&guess).send()
+    };
+
+    let mut attempts = tokio::task::JoinSet::new();
+    for turn in 0..20 {
+        attempts.spawn(attempt(turn));
+    }
+    let limited: Vec<reqwest::Response> = attempts
+        .join_all()
+        .await
+        .into_iter()
+        .map(|answer| answer.unwrap())
+        .filter(|answer| answer.status() == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(limited.len() >= 10, "only {} of 20 limited", limited.len());
+    let mut waits = Vec::new();
+    for refused in limited {
+        let retry_after = refused.headers().get_all("retry-after");
+        let values: Vec<&str> = retry_after.iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(values, ["1"], "Retry-After of a 1r/s zone");
+        waits.push(values[0].parse::<u64>().unwrap());
+        assert_problem(refused, 429).await;
+    }
+
+    tokio::time::sleep(std::time::Duration::from_secs(waits[0])).await;
+    let after_waiting = attempt(20).await.unwrap();
+    assert_eq!(after_waiting.status(), StatusCode::UNAUTHORIZED);
+}
