@@ -359,6 +359,7 @@ async fn nginx_answers_its_own_health_probe_without_the_service() {
         .await
         .unwrap();
     assert_eq!(proxied.status(), 502);
+}
 
 /// An answer read off the wire: its status, its headers (names in lower
 /// case, in order, a repeated one as often as it came) and its body.
