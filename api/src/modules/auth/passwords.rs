@@ -1,43 +1,97 @@
-//! Password hashing with argon2id, off the async threads and bounded in
-//! concurrency, so a login flood queues instead of starving every request.
+//! Password hashing with argon2id, off the async threads, on a fixed set of
+//! HASH_CONCURRENCY hashing threads. Each thread owns the memory argon2
+//! works in (19 MiB at the parameters below) and reuses it for every hash,
+//! so hashing memory is bounded by the thread count, however many logins
+//! arrive: allocating it afresh per hash left each blocking-pool thread's
+//! allocator arena holding its own copy (753 MiB at peak under a login
+//! flood, in docs/benchmarks.md). A login flood queues instead of starving
+//! every request or the container's memory.
 
+use std::panic::AssertUnwindSafe;
 #[cfg(any(test, feature = "test-hooks"))]
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::{AcquireError, Semaphore};
-use tokio::task::JoinError;
+use argon2::password_hash::{Output, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
-    #[error("the hashing pool is closed")]
-    Closed(#[source] AcquireError),
-    #[error("the hashing task failed")]
-    Task(#[source] JoinError),
+    #[error("the hashing threads are gone")]
+    Closed,
+    #[error("the hashing thread failed (it panicked)")]
+    Lost,
+    #[error("the stored password hash cannot be read")]
+    Stored(#[source] argon2::password_hash::Error),
+    #[error(
+        "the stored password hash asks for {0} KiB, more than the {MAX_MEMORY_KIB} KiB allowed"
+    )]
+    TooCostly(u32),
     #[error("argon2 failed")]
-    Argon2(#[source] argon2::password_hash::Error),
+    Argon2(#[source] argon2::Error),
 }
 
 /// OWASP's minimum for argon2id: 19 MiB of memory, 2 passes, 1 lane.
 const MEMORY_KIB: u32 = 19_456;
 const ITERATIONS: u32 = 2;
 const PARALLELISM: u32 = 1;
+const OUTPUT_BYTES: usize = 32;
+
+/// The most memory a stored hash may ask for (its own `m=`): hashes made
+/// with older, cheaper settings verify, and no row can make a thread hold
+/// more than this.
+const MAX_MEMORY_KIB: u32 = 4 * MEMORY_KIB;
+
+fn params() -> Params {
+    // The constants above are within argon2's bounds, so this cannot fail.
+    Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, Some(OUTPUT_BYTES))
+        .expect("argon2 parameters are valid")
+}
 
 fn argon2() -> Argon2<'static> {
-    // The constants above are within argon2's bounds, so this cannot fail.
-    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
-        .expect("argon2 parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
+}
+
+/// Verified against when the user does not exist, so an unknown username
+/// costs the same time as a wrong password and cannot be told apart. A
+/// constant rather than hashed at start-up, which would cost every worker a
+/// hash's time on an async thread; a test pins it to [`params`], so
+/// changing those fails until this is made anew.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$SmhxqRjSb3X2p/hag6IcpA$enMjqbxwKRZC6Yw1JNZq1fDR/YfgEfBnXQ3QY91u1KM";
+
+/// Work for a hashing thread, given that thread's memory.
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
+
+/// A hashing thread's own memory, reused by every hash it computes.
+#[derive(Default)]
+pub struct Memory {
+    blocks: Vec<Block>,
+    /// How many times it was allocated (or grown).
+    allocations: usize,
+}
+
+impl Memory {
+    /// The first `count` blocks, allocated once (and grown only for a
+    /// stored hash that asks for more, within [`MAX_MEMORY_KIB`]).
+    fn blocks(&mut self, count: usize) -> &mut [Block] {
+        if self.blocks.len() < count {
+            self.blocks.resize(count, Block::default());
+            self.allocations += 1;
+        }
+        &mut self.blocks[..count]
+    }
 }
 
 #[derive(Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
-    /// What tests watch: verifications so far, hashes running now and the
-    /// most that ever ran at once. Not in a release build.
+    jobs: mpsc::Sender<Job>,
+    /// What tests watch: verifications so far, hashes running now, the
+    /// most that ever ran at once and how often a thread allocated its
+    /// memory. Not in a release build.
     #[cfg(any(test, feature = "test-hooks"))]
     counters: Arc<Counters>,
 }
@@ -48,27 +102,34 @@ struct Counters {
     verifications: AtomicU64,
     busy: AtomicUsize,
     most_busy: AtomicUsize,
+    allocations: AtomicUsize,
 }
 
-/// Verified against when the user does not exist, so an unknown username
-/// costs the same time as a wrong password and cannot be told apart. A
-/// constant rather than hashed at start-up, which would cost every worker a
-/// hash's time on an async thread; a test pins it to [`argon2`]'s
-/// parameters, so changing those fails until this is made anew.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$SmhxqRjSb3X2p/hag6IcpA$enMjqbxwKRZC6Yw1JNZq1fDR/YfgEfBnXQ3QY91u1KM";
-
 impl Passwords {
+    /// Starts `concurrency` hashing threads; they end when the last clone
+    /// of this is dropped.
     pub fn new(concurrency: usize) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..concurrency.max(1) {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-hash-{n}"))
+                .spawn(move || hashing_thread(&queue));
+            if let Err(err) = spawned {
+                // Fewer threads, or none: hashing then answers Closed, a 500.
+                tracing::error!(error = %err, "could not start a password hashing thread");
+            }
+        }
         Passwords {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            jobs,
             #[cfg(any(test, feature = "test-hooks"))]
             counters: Arc::default(),
         }
     }
 
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        self.run(move || hash_blocking(&password)).await?
+        self.run(move |memory| hash_with(memory, &password)).await?
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when
@@ -81,7 +142,7 @@ impl Passwords {
         let user_exists = stored.is_some();
         let hash = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
         let matches = self
-            .run(move || verify_blocking(&password, &hash))
+            .run(move |memory| verify_with(memory, &password, &hash))
             .await??;
         #[cfg(any(test, feature = "test-hooks"))]
         self.counters.verifications.fetch_add(1, Ordering::Relaxed);
@@ -100,53 +161,145 @@ impl Passwords {
         self.counters.verifications.load(Ordering::Relaxed)
     }
 
+    /// How many times a hashing thread allocated its memory.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn memory_allocations(&self) -> usize {
+        self.counters.allocations.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` on a hashing thread, once one is free.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self.permits.acquire().await.map_err(HashError::Closed)?;
+        let (done, answer) = oneshot::channel();
         #[cfg(any(test, feature = "test-hooks"))]
-        {
-            let now = self.counters.busy.fetch_add(1, Ordering::Relaxed) + 1;
-            self.counters.most_busy.fetch_max(now, Ordering::Relaxed);
-        }
-        let done = tokio::task::spawn_blocking(work).await;
-        #[cfg(any(test, feature = "test-hooks"))]
-        self.counters.busy.fetch_sub(1, Ordering::Relaxed);
-        done.map_err(HashError::Task)
+        let counters = Arc::clone(&self.counters);
+        let job: Job = Box::new(move |memory: &mut Memory| {
+            // Its request is gone (cut off at its deadline, or the client
+            // left): no one waits for this hash, so it is not computed.
+            if done.is_closed() {
+                return;
+            }
+            #[cfg(any(test, feature = "test-hooks"))]
+            let before = memory.allocations;
+            #[cfg(any(test, feature = "test-hooks"))]
+            {
+                let now = counters.busy.fetch_add(1, Ordering::Relaxed) + 1;
+                counters.most_busy.fetch_max(now, Ordering::Relaxed);
+            }
+            let result = work(memory);
+            #[cfg(any(test, feature = "test-hooks"))]
+            {
+                counters.busy.fetch_sub(1, Ordering::Relaxed);
+                let allocated = memory.allocations - before;
+                counters.allocations.fetch_add(allocated, Ordering::Relaxed);
+            }
+            let _ = done.send(result);
+        });
+        self.jobs.send(job).map_err(|_| HashError::Closed)?;
+        answer.await.map_err(|_| HashError::Lost)
     }
+}
+
+/// A hashing thread: takes jobs until every [`Passwords`] is dropped. A job
+/// that panics loses its answer (the caller gets [`HashError::Lost`]), not
+/// the thread.
+fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>) {
+    let mut memory = Memory::default();
+    loop {
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else {
+            return;
+        };
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
+    }
+}
+
+/// A new PHC string for `password`, computed in `memory`.
+fn hash_with(memory: &mut Memory, password: &str) -> Result<String, HashError> {
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
+    let raw_salt = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(HashError::Stored)?;
+    let params = params();
+    let mut out = [0u8; OUTPUT_BYTES];
+    argon2()
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            raw_salt,
+            &mut out,
+            memory.blocks(params.block_count()),
+        )
+        .map_err(HashError::Argon2)?;
+    let output = Output::new(&out).map_err(HashError::Stored)?;
+    Ok(format!(
+        "$argon2id$v={}$m={},t={},p={}${}${}",
+        Version::V0x13 as u32,
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        salt.as_str(),
+        output
+    ))
+}
+
+/// Checks `password` against the PHC string `stored`, computing in
+/// `memory`. The parameters come from `stored`, so hashes made with older
+/// settings keep verifying after the constants above change.
+fn verify_with(memory: &mut Memory, password: &str, stored: &str) -> Result<bool, HashError> {
+    let parsed = PasswordHash::new(stored).map_err(HashError::Stored)?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(HashError::Stored)?;
+    let version = match parsed.version {
+        Some(version) => Version::try_from(version).map_err(HashError::Argon2)?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).map_err(HashError::Stored)?;
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return Err(HashError::TooCostly(params.m_cost()));
+    }
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(HashError::Stored(
+            argon2::password_hash::Error::PhcStringField,
+        ));
+    };
+    let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
+    let raw_salt = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(HashError::Stored)?;
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params.clone())
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            raw_salt,
+            &mut out,
+            memory.blocks(params.block_count()),
+        )
+        .map_err(HashError::Argon2)?;
+    // Output's equality is constant-time.
+    Ok(Output::new(&out).map_err(HashError::Stored)? == expected)
 }
 
 /// Hashes on the calling thread; for the CLI. Request handlers use [`Passwords::hash`].
 pub fn hash_blocking(password: &str) -> Result<String, HashError> {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(HashError::Argon2)
+    hash_with(&mut Memory::default(), password)
 }
 
 /// How long one verification takes on this machine, on one core: the median
 /// of `samples` runs. It bounds login throughput (`make bench` reports it).
 pub fn verification_time(samples: usize) -> Result<std::time::Duration, HashError> {
-    let stored = hash_blocking("a password of no consequence")?;
+    let mut memory = Memory::default();
+    let stored = hash_with(&mut memory, "a password of no consequence")?;
     let mut times = Vec::with_capacity(samples.max(1));
     for _ in 0..samples.max(1) {
         let started = std::time::Instant::now();
-        verify_blocking("a password of no consequence", &stored)?;
+        verify_with(&mut memory, "a password of no consequence", &stored)?;
         times.push(started.elapsed());
     }
     times.sort();
     Ok(times[times.len() / 2])
-}
-
-fn verify_blocking(password: &str, stored: &str) -> Result<bool, HashError> {
-    // The parameters come from the stored PHC string, so hashes made with
-    // older settings keep verifying after the constants above change.
-    let parsed = PasswordHash::new(stored).map_err(HashError::Argon2)?;
-    Ok(argon2()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok())
 }
 
 #[cfg(test)]
@@ -215,7 +368,8 @@ mod tests {
             (fields[..4].join("$"), lengths)
         };
         assert_eq!(shape(DUMMY_HASH), shape(&real));
-        assert!(verify_blocking("dummy password for unknown users", DUMMY_HASH).unwrap());
+        let mut memory = Memory::default();
+        assert!(verify_with(&mut memory, "dummy password for unknown users", DUMMY_HASH).unwrap());
     }
 
     #[tokio::test]
@@ -226,5 +380,60 @@ mod tests {
             .await
             .unwrap();
         assert!(!verdict);
+    }
+
+    /// Hashes made here are standard PHC strings: the argon2 crate's own
+    /// verifier accepts them, and this one accepts the crate's.
+    #[test]
+    fn hashes_are_standard_phc_strings_both_ways() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let ours = hash_blocking("correct horse").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(argon2().verify_password(b"correct horse", &parsed).is_ok());
+        assert!(argon2().verify_password(b"wrong horse", &parsed).is_err());
+
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = argon2()
+            .hash_password(b"battery", &salt)
+            .unwrap()
+            .to_string();
+        let mut memory = Memory::default();
+        assert!(verify_with(&mut memory, "battery", &theirs).unwrap());
+        assert!(!verify_with(&mut memory, "staple", &theirs).unwrap());
+    }
+
+    /// Each hashing thread allocates argon2's memory once and reuses it:
+    /// however many checks run, hashing memory is the thread count times
+    /// one hash's.
+    #[tokio::test]
+    async fn each_hashing_thread_allocates_its_memory_once() {
+        let passwords = Passwords::new(2);
+        let hash = passwords.hash("pw".into()).await.unwrap();
+        let mut checks = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let (passwords, hash) = (passwords.clone(), hash.clone());
+            checks.spawn(async move { passwords.verify("pw".into(), Some(hash)).await });
+        }
+        while let Some(verdict) = checks.join_next().await {
+            assert!(verdict.unwrap().unwrap());
+        }
+        assert!(
+            passwords.memory_allocations() <= 2,
+            "{}",
+            passwords.memory_allocations()
+        );
+    }
+
+    /// A stored hash cannot make a thread hold more than MAX_MEMORY_KIB.
+    #[test]
+    fn a_stored_hash_asking_for_too_much_memory_is_refused_unrun() {
+        let costly = DUMMY_HASH.replace("m=19456", &format!("m={}", MAX_MEMORY_KIB + 1));
+        let mut memory = Memory::default();
+        let refused = verify_with(&mut memory, "anything", &costly);
+        assert!(
+            matches!(refused, Err(HashError::TooCostly(_))),
+            "{refused:?}"
+        );
+        assert_eq!(memory.allocations, 0);
     }
 }
