@@ -80,6 +80,32 @@ pub struct Settings {
         default_value_t = 5_000
     )]
     pub request_timeout_ms: u64,
+    /// How long a client may take to send a request's headers, from its
+    /// connection or its first byte after an answer, in milliseconds (as
+    /// nginx's client_header_timeout); past it the connection is closed.
+    #[arg(
+        long = "header-timeout-ms",
+        env = "HEADER_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_timeout_ms: u64,
+    /// The longest a request body may pause between reads, in milliseconds
+    /// (as nginx's client_body_timeout); past it the connection is closed.
+    #[arg(
+        long = "body-timeout-ms",
+        env = "BODY_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub body_timeout_ms: u64,
+    /// How long an idle keep-alive connection is kept, in milliseconds.
+    /// Longer than nginx's upstream keepalive_timeout (60 s), so that nginx
+    /// never sends a request on a connection the service is closing.
+    #[arg(
+        long = "keepalive-timeout-ms",
+        env = "KEEPALIVE_TIMEOUT_MS",
+        default_value_t = 75_000
+    )]
+    pub keepalive_timeout_ms: u64,
     /// Directory served under /static.
     #[arg(long = "static-dir", env = "STATIC_DIR", default_value = "static")]
     pub static_dir: PathBuf,
@@ -131,8 +157,16 @@ impl Settings {
         if self.database.pool_size == 0 {
             return Err("DATABASE_POOL_SIZE must be at least 1".into());
         }
-        if self.request_timeout_ms == 0 {
-            return Err("REQUEST_TIMEOUT_MS must be at least 1".into());
+        let timeouts = [
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms),
+            ("HEADER_TIMEOUT_MS", self.header_timeout_ms),
+            ("BODY_TIMEOUT_MS", self.body_timeout_ms),
+            ("KEEPALIVE_TIMEOUT_MS", self.keepalive_timeout_ms),
+        ];
+        for (name, value) in timeouts {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
         }
         if self.environment == Environment::Production {
             let secrets = [
@@ -173,6 +207,12 @@ impl Settings {
             ("MAX_BODY_BYTES", self.max_body_bytes.to_string()),
             ("MAX_HEADER_BYTES", self.max_header_bytes.to_string()),
             ("REQUEST_TIMEOUT_MS", self.request_timeout_ms.to_string()),
+            ("HEADER_TIMEOUT_MS", self.header_timeout_ms.to_string()),
+            ("BODY_TIMEOUT_MS", self.body_timeout_ms.to_string()),
+            (
+                "KEEPALIVE_TIMEOUT_MS",
+                self.keepalive_timeout_ms.to_string(),
+            ),
             ("STATIC_DIR", self.static_dir.display().to_string()),
             (
                 "TRUSTED_PROXIES",

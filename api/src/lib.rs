@@ -11,6 +11,8 @@
 pub(crate) mod budget;
 pub mod cli;
 pub mod config;
+pub(crate) mod connections;
+pub(crate) mod deadline;
 pub mod error;
 pub mod extension;
 pub(crate) mod metrics;

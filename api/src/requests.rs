@@ -8,7 +8,7 @@ mod json_keys;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ipnet::IpNet;
 use poem::error::ReadBodyError;
@@ -18,7 +18,6 @@ use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::error::ApiError;
 use crate::metrics::{self, DependencyFailed, Metrics};
 
 /// The header a request's id travels in, from nginx to the service and back
@@ -356,46 +355,6 @@ fn shown(key: &str) -> String {
     }
     let start: String = key.chars().take(MAX_CHARS).collect();
     format!("{start:?}…")
-}
-
-/// Middleware: no request takes longer than `timeout`. Past it the work is
-/// dropped (a query waiting on a frozen PostgreSQL with it) and the client
-/// gets a 503 problem document with `Retry-After`, instead of waiting for
-/// nginx to give up a minute later. Every wait inside a request is bounded
-/// by this, whatever code a service adds.
-pub(crate) struct RequestDeadline {
-    pub(crate) timeout: Duration,
-}
-
-impl<E: Endpoint> Middleware<E> for RequestDeadline {
-    type Output = RequestDeadlineEndpoint<E>;
-
-    fn transform(&self, inner: E) -> Self::Output {
-        RequestDeadlineEndpoint {
-            inner,
-            timeout: self.timeout,
-        }
-    }
-}
-
-pub(crate) struct RequestDeadlineEndpoint<E> {
-    inner: E,
-    timeout: Duration,
-}
-
-impl<E: Endpoint> Endpoint for RequestDeadlineEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, request: Request) -> poem::Result<Response> {
-        match tokio::time::timeout(self.timeout, self.inner.call(request)).await {
-            Ok(answered) => answered.map(IntoResponse::into_response),
-            Err(_) => {
-                let millis = self.timeout.as_millis() as u64;
-                tracing::warn!(timeout_ms = millis, "request cut off at its deadline");
-                Err(ApiError::TimedOut(millis).into())
-            }
-        }
-    }
 }
 
 #[cfg(test)]

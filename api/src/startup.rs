@@ -20,11 +20,13 @@ use tokio::sync::watch;
 
 use crate::budget::RequestBudget;
 use crate::config::{Docs, Settings};
+use crate::connections::{ConnectionLimits, Phases, RequestPhases, TimedAcceptor};
+use crate::deadline::RequestDeadline;
 use crate::error::{self, DocumentedRoutes};
 use crate::extension::{Extensions, Shared};
 use crate::modules;
 use crate::openapi::{self, DocumentError, Documents};
-use crate::requests::{RequestContext, RequestDeadline, SizeLimits, UniqueJsonKeys};
+use crate::requests::{RequestContext, SizeLimits, UniqueJsonKeys};
 use crate::routes;
 use crate::state::{AppState, StateError};
 use crate::storage::migrations::{self, MigrateError, Migrations};
@@ -280,11 +282,18 @@ impl Application {
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
         let grace = Duration::from_secs(self.settings.graceful_timeout);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let limits = ConnectionLimits {
+            header: Duration::from_millis(self.settings.header_timeout_ms),
+            body: Duration::from_millis(self.settings.body_timeout_ms),
+            keepalive: Duration::from_millis(self.settings.keepalive_timeout_ms),
+        };
+        let phases = Phases::default();
         let acceptor = StopAccepting {
             local_addr: self.acceptor.local_addr(),
             inner: Some(self.acceptor),
             stop: stop_rx,
         };
+        let acceptor = TimedAcceptor::new(acceptor, limits, phases.clone());
         let drain = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
@@ -299,7 +308,10 @@ impl Application {
         let app = self
             .app
             .with(CatchPanic::new().with_handler(error::panicked))
-            .with(context);
+            .with(context)
+            // Outside everything: the connection's time limits follow each
+            // request from the moment the app has it until it is answered.
+            .with(RequestPhases { phases });
         // The modules' tasks run while the app serves, and stop with it.
         let tasks: Vec<_> = self
             .extensions

@@ -4,6 +4,7 @@
 
 mod auth;
 mod cli;
+mod connections;
 mod contract;
 mod deploy;
 mod docs_page;
