@@ -13,6 +13,12 @@
 //! is wrapped ([`TimedIo`]) and told by middleware ([`RequestPhases`]) when
 //! a request has been handed to the app and when it has been answered, so
 //! it knows which limit applies while it waits for bytes.
+//!
+//! The same socket turns the few answers hyper writes by itself (a request
+//! it cannot parse: more than 100 header fields, a control character in a
+//! header; an empty 400 or 431) into problem documents like every other
+//! error, since nothing in poem reaches them: they are the only answers
+//! without the request id every answer of the app carries.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,6 +35,13 @@ use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::error::{Problem, PROBLEM_JSON};
+use crate::requests::{usable_request_id, REQUEST_ID_HEADER};
+
+/// The most of a request's head kept for its `X-Request-ID`, should hyper
+/// refuse the request (see [`hypers_own_error`]).
+const HEAD_KEPT: usize = 64 * 1024;
 
 /// The three limits, from the settings.
 #[derive(Debug, Clone, Copy)]
@@ -152,6 +165,8 @@ impl<A: Acceptor> Acceptor for TimedAcceptor<A> {
             limits: self.limits,
             timer: Box::pin(tokio::time::sleep_until(now)),
             registered: peer.map(|peer| (peer, self.phases.clone())),
+            replacement: None,
+            head: Vec::new(),
         };
         Ok((io, local, remote, scheme))
     }
@@ -166,6 +181,12 @@ pub(crate) struct TimedIo<T> {
     timer: Pin<Box<Sleep>>,
     /// Where this connection is registered, to leave when it closes.
     registered: Option<(SocketAddr, Phases)>,
+    /// A problem document written in place of hyper's own empty error
+    /// answer, and how much of it has gone out.
+    replacement: Option<(Vec<u8>, usize)>,
+    /// The bytes of the request head being read (up to [`HEAD_KEPT`]), for
+    /// the request id of such an answer.
+    head: Vec<u8>,
 }
 
 impl<T> Drop for TimedIo<T> {
@@ -192,8 +213,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     phase.last_io = now;
                     // The first byte of the next request starts its header
                     // timer.
-                    if let State::Idle = phase.state {
-                        phase.state = State::Head { since: now };
+                    match phase.state {
+                        State::Idle => {
+                            phase.state = State::Head { since: now };
+                            this.head.clear();
+                        }
+                        State::Handling => this.head.clear(),
+                        State::Head { .. } => {}
+                    }
+                    if let State::Head { .. } = phase.state {
+                        let read = &buf.filled()[before..];
+                        let room = HEAD_KEPT.saturating_sub(this.head.len());
+                        this.head.extend_from_slice(&read[..read.len().min(room)]);
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -220,6 +251,30 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> TimedIo<T> {
+    /// Sends what is left of a replacement answer; ready once all is out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, sent)) = &mut self.replacement {
+            if *sent == bytes.len() {
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(count)) => *sent += count,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn wrote(&self, count: usize) {
+        if count > 0 {
+            lock(&self.phase).last_io = Instant::now();
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -227,22 +282,125 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.replacement.is_some() {
+            // Whatever hyper writes after its own error answer (nothing, as
+            // it closes) is dropped with it.
+            return this.poll_replacement(cx).map_ok(|()| buf.len());
+        }
+        // Only before the app has the request: what it answers is never
+        // touched, whatever its body holds.
+        let unhandled = matches!(lock(&this.phase).state, State::Head { .. });
+        if let Some(answer) = hypers_own_error(buf, &this.head).filter(|_| unhandled) {
+            this.replacement = Some((answer, 0));
+            return this.poll_replacement(cx).map_ok(|()| buf.len());
+        }
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(count)) = written {
-            if count > 0 {
-                lock(&this.phase).last_io = Instant::now();
-            }
+            this.wrote(count);
         }
         written
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // Before the app has the request (hyper answering by itself) or
+        // while a replacement goes out, one slice at a time through the
+        // check above; it is rare.
+        let unhandled = matches!(lock(&this.phase).state, State::Head { .. });
+        if unhandled || this.replacement.is_some() {
+            let Some(first) = bufs.iter().find(|buf| !buf.is_empty()) else {
+                return Poll::Ready(Ok(0));
+            };
+            return Pin::new(this).poll_write(cx, first);
+        }
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(count)) = written {
+            this.wrote(count);
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        match this.poll_replacement(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            other => other,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        match this.poll_replacement(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
+}
+
+/// If `written` is the head of an error answer hyper wrote by itself (a
+/// 4xx or 5xx without the request id every answer of the app carries), the
+/// problem document to send instead, closing the connection as hyper does.
+/// Its request id is the request's own (`request_head`'s `X-Request-ID`, as
+/// nginx sends it) when usable, else a new one.
+fn hypers_own_error(written: &[u8], request_head: &[u8]) -> Option<Vec<u8>> {
+    let head_end = written.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&written[..head_end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let code: u16 = status_line
+        .strip_prefix("HTTP/1.1 ")?
+        .get(..3)?
+        .parse()
+        .ok()?;
+    if code < 400 {
+        return None;
+    }
+    let carries_id = lines.any(|line| {
+        line.split_once(':')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case(REQUEST_ID_HEADER))
+    });
+    if carries_id {
+        return None;
+    }
+    let status = poem::http::StatusCode::from_u16(code).ok()?;
+    let id = request_id_in(request_head).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let problem = Problem {
+        kind: "about:blank".to_owned(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: code,
+        detail: "the request could not be read as HTTP".to_owned(),
+        request_id: Some(id.clone()),
+    };
+    let body = poem_openapi::types::ToJSON::to_json_string(&problem);
+    let answer = format!(
+        "HTTP/1.1 {code} {}\r\ncontent-type: {PROBLEM_JSON}\r\ncontent-length: {}\r\n\
+         {REQUEST_ID_HEADER}: {id}\r\nconnection: close\r\n\r\n{body}",
+        status.canonical_reason().unwrap_or("Error"),
+        body.len(),
+    );
+    tracing::info!(status = code, request_id = %id, "answered a request that could not be read as HTTP");
+    Some(answer.into_bytes())
+}
+
+/// The usable `X-Request-ID` among a raw request head's lines, if any.
+fn request_id_in(head: &[u8]) -> Option<String> {
+    head.split(|&byte| byte == b'\n').find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?;
+        let (name, value) = line.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case(REQUEST_ID_HEADER) {
+            return None;
+        }
+        let value = poem::http::HeaderValue::from_str(value.trim()).ok()?;
+        usable_request_id(&value)
+    })
 }
 
 /// Middleware: tells each request's connection that the app has it (its
@@ -342,9 +500,44 @@ mod tests {
             limits: limits(),
             timer: Box::pin(tokio::time::sleep_until(now)),
             registered: Some((peer, phases.clone())),
+            replacement: None,
+            head: Vec::new(),
         };
         assert_eq!(phases.len(), 1);
         drop(io);
         assert_eq!(phases.len(), 0);
+    }
+
+    #[test]
+    fn only_hypers_own_error_answers_are_replaced() {
+        let hypers =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let replaced = String::from_utf8(hypers_own_error(hypers, b"").unwrap()).unwrap();
+        assert!(replaced.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(replaced.contains("content-type: application/problem+json\r\n"));
+        let body: serde_json::Value =
+            serde_json::from_str(replaced.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["status"], 431);
+        let id = body["request_id"].as_str().unwrap();
+        assert!(replaced.contains(&format!("x-request-id: {id}\r\n")));
+
+        let ours = b"HTTP/1.1 400 Bad Request\r\nX-Request-ID: abc\r\ncontent-length: 2\r\n\r\n{}";
+        assert!(hypers_own_error(ours, b"").is_none());
+        let fine = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert!(hypers_own_error(fine, b"").is_none());
+        let continuing = b"HTTP/1.1 100 Continue\r\n\r\n";
+        assert!(hypers_own_error(continuing, b"").is_none());
+        assert!(hypers_own_error(b"{\"half a body", b"").is_none());
+
+        // The request's own id, as nginx sent it, when it is usable.
+        let head = b"GET / HTTP/1.1\r\nX-Request-Id: from-nginx-7\r\nx-f: a\r\n";
+        let replaced = String::from_utf8(hypers_own_error(hypers, head).unwrap()).unwrap();
+        assert!(
+            replaced.contains("x-request-id: from-nginx-7\r\n"),
+            "{replaced}"
+        );
+        let hostile = b"GET / HTTP/1.1\r\nx-request-id: a b\r\n";
+        let replaced = String::from_utf8(hypers_own_error(hypers, hostile).unwrap()).unwrap();
+        assert!(!replaced.contains("a b"), "{replaced}");
     }
 }

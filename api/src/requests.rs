@@ -73,7 +73,7 @@ fn resolve(peer: IpAddr, real_ip: Option<&HeaderValue>, trusted: &[IpNet]) -> Ip
 
 /// An incoming id is kept only if it is short and plain, since it goes into
 /// logs and headers verbatim.
-fn usable_request_id(value: &HeaderValue) -> Option<String> {
+pub(crate) fn usable_request_id(value: &HeaderValue) -> Option<String> {
     let id = value.to_str().ok()?;
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     (!id.is_empty() && id.len() <= 128 && id.chars().all(plain)).then(|| id.to_owned())

@@ -657,3 +657,35 @@ async fn an_address_trickling_bodies_is_held_to_its_limit_and_others_are_served(
     }
     assert_eq!(status, 200, "still refused once its slow bodies closed");
 }
+
+/// What hyper refuses inside the service before the app sees it (more
+/// than 100 header fields; a control character in a header value) is a
+/// problem document too, straight to the service and through nginx alike:
+/// not hyper's empty answer.
+#[tokio::test]
+async fn requests_the_service_cannot_read_get_problem_documents_too() {
+    let proxied = spawn_behind_nginx(&[]).await;
+    let many_fields: String = (0..120).map(|n| format!("x-field-{n}: a\r\n")).collect();
+    let cases = [
+        (
+            "too many header fields",
+            format!("GET /v1/hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{many_fields}\r\n"),
+            431,
+        ),
+        (
+            "a control character in a header",
+            "GET /v1/hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-bad: a\u{1}b\r\n\r\n"
+                .to_owned(),
+            400,
+        ),
+    ];
+    for (what, request, status) in cases {
+        for (through, address) in [
+            ("service", &proxied.direct),
+            ("nginx", &proxied.app.address),
+        ] {
+            let answer = raw_request(address, request.as_bytes()).await;
+            assert_raw_problem(&answer, status, &format!("{what}, to the {through}"));
+        }
+    }
+}
