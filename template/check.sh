@@ -220,6 +220,10 @@ check_upgrade() {
     # work tree, and A, an earlier version, is B with a few lines changed, a
     # file B dropped and without a file B added.
     local tpl=$scratch/upgrade-template
+    # B is this work tree's version; A is called 0.1.0.
+    local b_version
+    b_version=$(sed -nE 's/^template_version = "(.*)"$/\1/p' "$repo_root/template-answers.toml")
+    [ -n "$b_version" ] && [ "$b_version" != 0.1.0 ]
     stage "$tpl"
     git -C "$tpl" init -q -b main
     git -C "$tpl" config user.email template@example.invalid
@@ -228,7 +232,7 @@ check_upgrade() {
         cd "$tpl"
         sed -i -E 's/^template_version = .*/template_version = "0.1.0"/' template-answers.toml template-answers.toml.liquid
         sed -i '3s/.*/This line is version 0.1.0'"'"'s./' docs/serving.md docs/versioning.md docs/architecture.md
-        printf 'Notes that version 0.2.0 drops.\n' >docs/old-notes.md
+        printf 'Notes that version %s drops.\n' "$b_version" >docs/old-notes.md
         rm scripts/measure-load-spread.sh
         git add -A && git commit -q -m "version 0.1.0"
     )
@@ -238,8 +242,8 @@ check_upgrade() {
     (cd "$tpl" && git ls-files -z | xargs -0 rm -f)
     stage "$tpl"
     mkdir -p "$tpl/template/upgrades"
-    printf '#!/usr/bin/env bash\necho "notes of 0.2.0: nothing to change"\n' >"$tpl/template/upgrades/0.2.0.sh"
-    git -C "$tpl" add -A && git -C "$tpl" commit -q -m "version 0.2.0"
+    printf '#!/usr/bin/env bash\necho "notes of %s: nothing to change"\n' "$b_version" >"$tpl/template/upgrades/$b_version.sh"
+    git -C "$tpl" add -A && git -C "$tpl" commit -q -m "version $b_version"
     b_commit=$(git -C "$tpl" rev-parse HEAD)
 
     # generate COMMIT NAME PARENT: a service as `make new` makes one, from
@@ -258,9 +262,9 @@ check_upgrade() {
     local untouched=$scratch/upgrade-untouched/untouched
     git -C "$untouched" init -q -b main && commit_all "$untouched" generated
     if (cd "$untouched" && make --no-print-directory template-check >"$scratch/check.log" 2>&1); then
-        echo "template: make template-check passed on version 0.1.0 with 0.2.0 out" >&2; exit 1
+        echo "template: make template-check passed on version 0.1.0 with $b_version out" >&2; exit 1
     fi
-    grep -q "template 0.2.0 is out" "$scratch/check.log"
+    grep -q "template $b_version is out" "$scratch/check.log"
     touch "$untouched/uncommitted"
     if (cd "$untouched" && make --no-print-directory template-upgrade >"$scratch/dirty.log" 2>&1); then
         echo "template: make template-upgrade ran on a dirty tree" >&2; exit 1
@@ -270,7 +274,7 @@ check_upgrade() {
     (cd "$untouched" && make --no-print-directory template-upgrade >"$scratch/untouched.log")
     generate "$b_commit" untouched "$scratch/upgrade-fresh"
     diff -r -x .git "$scratch/upgrade-fresh/untouched" "$untouched"
-    echo "template-check failed while 0.2.0 was out; a dirty tree was refused; an untouched service upgraded to exactly a fresh render of the new version"
+    echo "template-check failed while $b_version was out; a dirty tree was refused; an untouched service upgraded to exactly a fresh render of the new version"
 
     # An edited one: the template and the user change the same line of
     # docs/serving.md (a conflict) and different lines of docs/versioning.md
@@ -292,7 +296,7 @@ check_upgrade() {
     local log
     log=$(cat "$scratch/edited.log")
     grep -q "taken .*, merged 1, conflicted 1, added 1, deleted 1" <<<"$log" || { echo "$log" >&2; exit 1; }
-    grep -q "running the upgrade notes of 0.2.0" <<<"$log"
+    grep -q "running the upgrade notes of $b_version" <<<"$log"
     [ "$(git -C "$edited" status --porcelain -- docs/serving.md)" = "UU docs/serving.md" ]
     [ "$(grep -c '^<<<<<<< ours' "$edited/docs/serving.md")" = 1 ]
     grep -qx "This line is what we wrote." "$edited/docs/serving.md"
@@ -301,14 +305,14 @@ check_upgrade() {
     [ ! -e "$edited/docs/architecture.md" ] && [ ! -e "$edited/docs/old-notes.md" ]
     [ -f "$edited/docs/decisions.md" ] && [ -x "$edited/scripts/measure-load-spread.sh" ]
     grep -qx "WORKERS=3" "$edited/.env"
-    grep -qx 'template_version = "0.2.0"' "$edited/template-answers.toml"
+    grep -qx "template_version = \"$b_version\"" "$edited/template-answers.toml"
     grep -qx "template_commit = \"$b_commit\"" "$edited/template-answers.toml"
     echo "merged: one conflict where both changed a line, the rest as each side left it"
 
     # Resolved as the template has it, the service passes its own tests, and
     # it is on the newest version.
     git -C "$edited" checkout -q --theirs docs/serving.md
-    commit_all "$edited" "template 0.2.0"
+    commit_all "$edited" "template $b_version"
     (cd "$edited" && make test)
     (cd "$edited" && make --no-print-directory template-check)
     echo "the upgraded service passes make test and make template-check"
