@@ -704,7 +704,7 @@ mod tests {
                     }
                 } },
                 "/v2/orders": { "post": {
-                    "security": [{ "BearerAuth": [] }],
+                    "security": [{ "KeyAuth": [] }],
                     "requestBody": { "required": true, "content": { "application/json": {
                         "schema": { "$ref": "#/components/schemas/Order" } } } },
                     "responses": { "204": {} }
@@ -743,8 +743,8 @@ mod tests {
                     } }
                 },
                 "securitySchemes": {
-                    "BearerAuth": { "type": "http", "scheme": "bearer" },
-                    "AdminAuth": { "type": "http", "scheme": "bearer" },
+                    "KeyAuth": { "type": "http", "scheme": "basic" },
+                    "AdminAuth": { "type": "http", "scheme": "basic" },
                     "OAuth": { "type": "oauth2", "flows": {} }
                 }
             }
@@ -1139,9 +1139,9 @@ mod tests {
     #[test]
     fn security_on_an_operation_anyone_could_call_is_breaking() {
         let found = changes(|doc| {
-            doc["paths"]["/v2/users/{id}"]["get"]["security"] = json!([{ "BearerAuth": [] }]);
+            doc["paths"]["/v2/users/{id}"]["get"]["security"] = json!([{ "KeyAuth": [] }]);
         });
-        assert_one(found, "GET /v2/users/{id}: now requires BearerAuth");
+        assert_one(found, "GET /v2/users/{id}: now requires KeyAuth");
         // The document's requirement holds where an operation has none.
         let found = changes(|doc| {
             doc["security"] = json!([{ "OAuth": ["read"] }, { "AdminAuth": [] }]);
@@ -1159,15 +1159,15 @@ mod tests {
         });
         assert_one(
             found,
-            "POST /v2/orders: BearerAuth is no longer enough: now requires AdminAuth",
+            "POST /v2/orders: KeyAuth is no longer enough: now requires AdminAuth",
         );
         let found = changes(|doc| {
             doc["paths"]["/v2/orders"]["post"]["security"] =
-                json!([{ "BearerAuth": [], "OAuth": ["write"] }]);
+                json!([{ "KeyAuth": [], "OAuth": ["write"] }]);
         });
         assert_one(
             found,
-            "POST /v2/orders: BearerAuth is no longer enough: now requires BearerAuth and OAuth (write)",
+            "POST /v2/orders: KeyAuth is no longer enough: now requires KeyAuth and OAuth (write)",
         );
         let scoped = |scopes: Value| {
             let mut doc = base();
@@ -1192,12 +1192,11 @@ mod tests {
             },
             |doc| {
                 doc["paths"]["/v2/orders"]["post"]["security"] =
-                    json!([{ "AdminAuth": [] }, { "BearerAuth": [] }]);
+                    json!([{ "AdminAuth": [] }, { "KeyAuth": [] }]);
             },
-            // Signing in is optional.
+            // Credentials are optional.
             |doc| {
-                doc["paths"]["/v2/users/{id}"]["get"]["security"] =
-                    json!([{}, { "BearerAuth": [] }]);
+                doc["paths"]["/v2/users/{id}"]["get"]["security"] = json!([{}, { "KeyAuth": [] }]);
             },
         ];
         for edit in edits {
@@ -1331,8 +1330,8 @@ mod tests {
             additionalProperties oneOf anyOf allOf $ref maxLength minLength maxItems minItems \
             maximum minimum exclusiveMaximum exclusiveMinimum multipleOf pattern uniqueItems in \
             name schema parameters requestBody content application/json responses 200 404 \
-            headers security BearerAuth get post id x";
-        const WORDS: &str = "string integer object path query id x BearerAuth read ^a$ \
+            headers security KeyAuth get post id x";
+        const WORDS: &str = "string integer object path query id x KeyAuth read ^a$ \
             #/components/schemas/A #/components/schemas/B #/components/requestBodies/A";
 
         fn words(list: &'static str) -> impl Strategy<Value = &'static str> {
@@ -1367,7 +1366,7 @@ mod tests {
         /// A security requirement list, or anything.
         fn security() -> impl Strategy<Value = Value> {
             let scopes = prop::collection::vec(words("read write"), 0..3);
-            let requirement = prop::collection::btree_map(words("BearerAuth OAuth"), scopes, 0..3);
+            let requirement = prop::collection::btree_map(words("KeyAuth OAuth"), scopes, 0..3);
             let list = prop::collection::vec(requirement, 0..3).prop_map(|list| json!(list));
             prop_oneof![list, json_ish()]
         }
