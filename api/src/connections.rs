@@ -29,10 +29,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::Stream;
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -70,14 +72,21 @@ struct Phase {
     state: State,
     /// The last byte read or written.
     last_io: Instant,
+    /// The app is waiting for the request's body. Otherwise a read while
+    /// it handles the request is hyper watching for the client hanging up,
+    /// which may wait as long as the handler takes (REQUEST_TIMEOUT_MS
+    /// bounds that).
+    awaiting_body: bool,
 }
 
 impl Phase {
-    fn deadline(&self, limits: &ConnectionLimits) -> Instant {
+    /// Until when a pending read may wait; `None`: no limit here.
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
         match self.state {
-            State::Head { since } => since + limits.header,
-            State::Handling => self.last_io + limits.body,
-            State::Idle => self.last_io + limits.keepalive,
+            State::Head { since } => Some(since + limits.header),
+            State::Handling if self.awaiting_body => Some(self.last_io + limits.body),
+            State::Handling => None,
+            State::Idle => Some(self.last_io + limits.keepalive),
         }
     }
 }
@@ -107,9 +116,13 @@ impl Phases {
         open.insert(peer, phase);
     }
 
-    fn remove(&self, peer: &SocketAddr) {
+    /// Removes `phase`'s entry, unless a newer connection from the same
+    /// peer address has taken its place.
+    fn remove(&self, peer: &SocketAddr, phase: &SharedPhase) {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.remove(peer);
+        if open.get(peer).is_some_and(|held| Arc::ptr_eq(held, phase)) {
+            open.remove(peer);
+        }
     }
 
     /// How many connections are open (for tests and metrics).
@@ -154,6 +167,7 @@ impl<A: Acceptor> Acceptor for TimedAcceptor<A> {
             // as nginx's client_header_timeout does.
             state: State::Head { since: now },
             last_io: now,
+            awaiting_body: false,
         }));
         let peer = remote.as_socket_addr().copied();
         if let Some(peer) = peer {
@@ -192,7 +206,7 @@ pub(crate) struct TimedIo<T> {
 impl<T> Drop for TimedIo<T> {
     fn drop(&mut self) {
         if let Some((peer, phases)) = &self.registered {
-            phases.remove(peer);
+            phases.remove(peer, &self.phase);
         }
     }
 }
@@ -216,9 +230,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     match phase.state {
                         State::Idle => {
                             phase.state = State::Head { since: now };
-                            this.head.clear();
+                            forget_head(&mut this.head);
                         }
-                        State::Handling => this.head.clear(),
+                        State::Handling => forget_head(&mut this.head),
                         State::Head { .. } => {}
                     }
                     if let State::Head { .. } = phase.state {
@@ -235,6 +249,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     let phase = lock(&this.phase);
                     (phase.deadline(&this.limits), phase.state)
                 };
+                let Some(deadline) = deadline else {
+                    return Poll::Pending;
+                };
                 this.timer.as_mut().reset(deadline);
                 match this.timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
@@ -249,6 +266,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             }
         }
     }
+}
+
+/// Drops the last request's head, and the room a large one took.
+fn forget_head(head: &mut Vec<u8>) {
+    head.clear();
+    head.shrink_to(1024);
 }
 
 impl<T: AsyncWrite + Unpin> TimedIo<T> {
@@ -429,21 +452,45 @@ pub(crate) struct RequestPhasesEndpoint<E> {
 impl<E: Endpoint> Endpoint for RequestPhasesEndpoint<E> {
     type Output = Response;
 
-    async fn call(&self, request: Request) -> poem::Result<Response> {
+    async fn call(&self, mut request: Request) -> poem::Result<Response> {
         let phase = request
             .remote_addr()
             .as_socket_addr()
             .and_then(|peer| self.phases.get(peer));
         if let Some(phase) = &phase {
             lock(phase).state = State::Handling;
+            let body = WatchedBody {
+                inner: Box::pin(request.take_body().into_bytes_stream()),
+                phase: Arc::clone(phase),
+            };
+            request.set_body(Body::from_bytes_stream(body));
         }
         let answered = self.inner.call(request).await;
         if let Some(phase) = &phase {
             let mut phase = lock(phase);
             phase.state = State::Idle;
+            phase.awaiting_body = false;
             phase.last_io = Instant::now();
         }
         answered.map(IntoResponse::into_response)
+    }
+}
+
+/// A request's body, telling its connection while the app waits for it:
+/// only then does the body timeout apply.
+struct WatchedBody {
+    inner: Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>,
+    phase: SharedPhase,
+}
+
+impl Stream for WatchedBody {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let polled = this.inner.as_mut().poll_next(cx);
+        lock(&this.phase).awaiting_body = polled.is_pending();
+        polled
     }
 }
 
@@ -463,48 +510,66 @@ mod tests {
     fn each_phase_waits_for_its_own_limit() {
         let start = Instant::now();
         let later = start + Duration::from_secs(3);
-        let head = Phase {
-            state: State::Head { since: start },
+        let phase = |state, awaiting_body| Phase {
+            state,
             last_io: later,
+            awaiting_body,
         };
         // Bytes trickling in do not extend the headers' time.
-        assert_eq!(head.deadline(&limits()), start + Duration::from_secs(10));
-        let handling = Phase {
-            state: State::Handling,
-            last_io: later,
-        };
+        let head = phase(State::Head { since: start }, false);
         assert_eq!(
-            handling.deadline(&limits()),
-            later + Duration::from_secs(20)
+            head.deadline(&limits()),
+            Some(start + Duration::from_secs(10))
         );
-        let idle = Phase {
-            state: State::Idle,
-            last_io: later,
-        };
-        assert_eq!(idle.deadline(&limits()), later + Duration::from_secs(75));
+        let reading_body = phase(State::Handling, true);
+        assert_eq!(
+            reading_body.deadline(&limits()),
+            Some(later + Duration::from_secs(20))
+        );
+        // The app is working, not waiting for the client: no limit here.
+        assert_eq!(phase(State::Handling, false).deadline(&limits()), None);
+        let idle = phase(State::Idle, false);
+        assert_eq!(
+            idle.deadline(&limits()),
+            Some(later + Duration::from_secs(75))
+        );
     }
 
     #[tokio::test]
     async fn connections_leave_the_registry_when_they_close() {
         let phases = Phases::default();
         let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
-        let now = Instant::now();
-        let phase = Arc::new(Mutex::new(Phase {
-            state: State::Idle,
-            last_io: now,
-        }));
-        phases.insert(peer, Arc::clone(&phase));
-        let io = TimedIo {
-            inner: tokio::io::empty(),
-            phase,
-            limits: limits(),
-            timer: Box::pin(tokio::time::sleep_until(now)),
-            registered: Some((peer, phases.clone())),
-            replacement: None,
-            head: Vec::new(),
+        let open = |phases: &Phases| {
+            let now = Instant::now();
+            let phase = Arc::new(Mutex::new(Phase {
+                state: State::Idle,
+                last_io: now,
+                awaiting_body: false,
+            }));
+            phases.insert(peer, Arc::clone(&phase));
+            TimedIo {
+                inner: tokio::io::empty(),
+                phase,
+                limits: limits(),
+                timer: Box::pin(tokio::time::sleep_until(now)),
+                registered: Some((peer, phases.clone())),
+                replacement: None,
+                head: Vec::new(),
+            }
         };
+        let first = open(&phases);
         assert_eq!(phases.len(), 1);
-        drop(io);
+        drop(first);
+        assert_eq!(phases.len(), 0);
+
+        // The peer's port reused by a new connection before the old one's
+        // socket was dropped: the old one leaves the new one's entry alone.
+        let old = open(&phases);
+        let new = open(&phases);
+        drop(old);
+        let held = phases.get(&peer).expect("the new connection is registered");
+        assert!(Arc::ptr_eq(&held, &new.phase));
+        drop(new);
         assert_eq!(phases.len(), 0);
     }
 

@@ -66,6 +66,10 @@ pub enum ApiError {
     /// 503 with `Retry-After`: a dependency did not answer in time.
     #[error("{0} is unavailable, try again shortly")]
     Unavailable(Dependency),
+    /// 503 with `Retry-After`: the service has more of this work queued
+    /// than it can do in time (password checks under a flood).
+    #[error("{0}, try again shortly")]
+    Overloaded(&'static str),
     /// 503 with `Retry-After`: the request took longer than
     /// REQUEST_TIMEOUT_MS (a dependency frozen rather than gone, say).
     #[error("no answer within {0} ms, try again shortly")]
@@ -89,7 +93,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) | ApiError::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) | ApiError::TimedOut(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -39,11 +39,6 @@ impl Standing {
         self.used > self.limit
     }
 
-    /// Nothing left: the next one would be one too many.
-    pub fn spent(&self) -> bool {
-        self.used >= self.limit
-    }
-
     /// The `RateLimit-*` headers saying where the client stands.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         for (name, value) in [
@@ -194,7 +189,7 @@ pub const CREDITS_KEPT: usize = 10_000;
 /// The block a budget is kept for: an IPv4 address as is, an IPv6 one by
 /// its /64, the smallest block a client is usually given, so that rotating
 /// through it gains nothing. (An IPv4-mapped IPv6 address is its IPv4 one.)
-pub fn client_block(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_block(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

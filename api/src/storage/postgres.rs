@@ -9,6 +9,8 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
 };
 
+use tokio_postgres::error::SqlState;
+
 use super::{Dependency, StorageError};
 use crate::metrics::{Kind, Snapshot, Value};
 
@@ -65,21 +67,23 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
     pg.connect_timeout(settings.timeout());
     // A statement that runs (or waits for a lock) longer is cancelled by
     // the server itself. Migrations connect on their own, without it.
+    // First, so that an operator's own options in DATABASE_URL win.
     let statement_timeout = format!("-c statement_timeout={}", settings.timeout_ms);
     let options = match pg.get_options() {
-        Some(given) => format!("{given} {statement_timeout}"),
+        Some(given) => format!("{statement_timeout} {given}"),
         None => statement_timeout,
     };
     pg.options(options);
     // A peer that vanished (a host gone, a cable pulled) is noticed by the
-    // kernel within seconds, not after its default two hours; unanswered
-    // writes give up after the timeout. A server that is there but frozen
-    // acknowledges and never answers: REQUEST_TIMEOUT_MS bounds that.
+    // kernel within seconds, not after its default two hours; writes left
+    // unacknowledged for 30 s (longer than a burst of packet loss) end the
+    // connection. A server that is there but frozen acknowledges and never
+    // answers: REQUEST_TIMEOUT_MS bounds that.
     pg.keepalives(true)
         .keepalives_idle(Duration::from_secs(10))
         .keepalives_interval(Duration::from_secs(2))
         .keepalives_retries(3)
-        .tcp_user_timeout(settings.timeout());
+        .tcp_user_timeout(Duration::from_secs(30));
     let manager = Manager::from_config(
         pg,
         tokio_postgres::NoTls,
@@ -158,15 +162,32 @@ impl From<PoolError> for StorageError {
     }
 }
 
+/// SQLSTATEs that say the server is busy or going away, not that the
+/// statement was wrong: a 503, not a bug.
+const OUTAGE_STATES: [SqlState; 6] = [
+    // statement_timeout: the statement ran (or waited for a lock) too long.
+    SqlState::QUERY_CANCELED,
+    SqlState::LOCK_NOT_AVAILABLE,
+    SqlState::ADMIN_SHUTDOWN,
+    SqlState::CRASH_SHUTDOWN,
+    SqlState::CANNOT_CONNECT_NOW,
+    SqlState::TOO_MANY_CONNECTIONS,
+];
+
 impl From<tokio_postgres::Error> for StorageError {
     fn from(err: tokio_postgres::Error) -> Self {
-        // A server-side error (SQLSTATE) is ours to explain; anything else is the
-        // connection going away under us, which is an outage, not a bug.
-        if err.as_db_error().is_some() {
-            StorageError::Failed(err.into())
-        } else {
-            tracing::warn!(error = %err, "database connection failed mid-request");
+        // A server-side error (SQLSTATE) is ours to explain, unless it says
+        // the server is busy or going away; anything else is the connection
+        // going away under us. Those are outages, not bugs.
+        let outage = match err.code() {
+            Some(code) => OUTAGE_STATES.contains(code),
+            None => err.as_db_error().is_none(),
+        };
+        if outage {
+            tracing::warn!(error = %err, "database failed mid-request");
             StorageError::unavailable(Dependency::Postgres, err)
+        } else {
+            StorageError::Failed(err.into())
         }
     }
 }

@@ -71,18 +71,43 @@ enum Breaker {
     Probing { since: Instant },
 }
 
+/// Why a call was let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admitted {
+    /// The breaker is closed.
+    Call,
+    /// The one call that finds out whether Redis is back: only its answer
+    /// closes the breaker (a call let through before it opened, answering
+    /// late, says nothing about now).
+    Probe,
+}
+
 impl Breaker {
     /// May a call go to Redis now? Takes the probe when the breaker's time
     /// is up (or a probe was abandoned, its request cancelled).
-    fn admit(&mut self, now: Instant, timeout: Duration) -> bool {
+    fn admit(&mut self, now: Instant, timeout: Duration) -> Option<Admitted> {
         match *self {
-            Breaker::Closed => true,
-            Breaker::Open { until } if now < until => false,
-            Breaker::Probing { since } if now - since < timeout * 2 => false,
+            Breaker::Closed => Some(Admitted::Call),
+            Breaker::Open { until } if now < until => None,
+            Breaker::Probing { since } if now - since < timeout * 2 => None,
             Breaker::Open { .. } | Breaker::Probing { .. } => {
                 *self = Breaker::Probing { since: now };
-                true
+                Some(Admitted::Probe)
             }
+        }
+    }
+
+    /// Takes a call's outcome: any outage opens the breaker for `pause`;
+    /// the probe's answer closes it.
+    fn record(&mut self, admitted: Admitted, outage: bool, now: Instant, pause: Duration) {
+        if outage {
+            if matches!(self, Breaker::Closed) {
+                tracing::warn!(?pause, "Redis failed; not asking it again for a while");
+            }
+            *self = Breaker::Open { until: now + pause };
+        } else if admitted == Admitted::Probe {
+            tracing::info!("Redis answers again");
+            *self = Breaker::Closed;
         }
     }
 }
@@ -129,9 +154,9 @@ impl Redis {
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StorageError> {
         let breaker = || self.breaker.lock().unwrap_or_else(PoisonError::into_inner);
-        if !breaker().admit(Instant::now(), self.timeout) {
+        let Some(admitted) = breaker().admit(Instant::now(), self.timeout) else {
             return Err(StorageError::unavailable(Dependency::Redis, BreakerOpen));
-        }
+        };
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result.map_err(StorageError::from),
             Err(elapsed) => {
@@ -139,28 +164,8 @@ impl Redis {
                 Err(StorageError::unavailable(Dependency::Redis, elapsed))
             }
         };
-        let mut breaker = breaker();
-        match (&result, *breaker) {
-            (Err(StorageError::Unavailable { .. }), Breaker::Closed) => {
-                tracing::warn!(
-                    pause = ?self.timeout,
-                    "Redis failed; not asking it again for a while"
-                );
-                *breaker = Breaker::Open {
-                    until: Instant::now() + self.timeout,
-                };
-            }
-            (Err(StorageError::Unavailable { .. }), _) => {
-                *breaker = Breaker::Open {
-                    until: Instant::now() + self.timeout,
-                };
-            }
-            (_, Breaker::Closed) => {}
-            _ => {
-                tracing::info!("Redis answers again");
-                *breaker = Breaker::Closed;
-            }
-        }
+        let outage = matches!(result, Err(StorageError::Unavailable { .. }));
+        breaker().record(admitted, outage, Instant::now(), self.timeout);
         result
     }
 
@@ -180,7 +185,20 @@ struct BreakerOpen;
 /// A Redis failure is an outage when the connection is at fault, else a bug.
 impl From<redis::RedisError> for StorageError {
     fn from(err: redis::RedisError) -> Self {
-        if err.is_io_error()
+        // A Redis loading its data, read-only or without its master answers,
+        // but cannot serve: an outage too.
+        let busy = matches!(
+            err.kind(),
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::BusyLoading
+                    | redis::ServerErrorKind::TryAgain
+                    | redis::ServerErrorKind::MasterDown
+                    | redis::ServerErrorKind::ReadOnly
+                    | redis::ServerErrorKind::ClusterDown
+            )
+        );
+        if busy
+            || err.is_io_error()
             || err.is_timeout()
             || err.is_connection_dropped()
             || err.is_connection_refusal()
@@ -203,16 +221,66 @@ mod tests {
         let timeout = Duration::from_millis(100);
         let start = Instant::now();
         let mut breaker = Breaker::Closed;
-        assert!(breaker.admit(start, timeout));
-        breaker = Breaker::Open {
-            until: start + timeout,
-        };
-        assert!(!breaker.admit(start + timeout / 2, timeout));
+        assert_eq!(breaker.admit(start, timeout), Some(Admitted::Call));
+        breaker.record(Admitted::Call, true, start, timeout);
+        assert_eq!(breaker.admit(start + timeout / 2, timeout), None);
+        // A call let through before the failure, answering late, does not
+        // close it.
+        breaker.record(Admitted::Call, false, start + timeout / 2, timeout);
+        assert_eq!(breaker.admit(start + timeout / 2, timeout), None);
         // Time is up: one probe goes, the others wait for its answer.
-        assert!(breaker.admit(start + timeout, timeout));
-        assert!(!breaker.admit(start + timeout, timeout));
-        assert!(!breaker.admit(start + timeout * 2, timeout));
+        assert_eq!(
+            breaker.admit(start + timeout, timeout),
+            Some(Admitted::Probe)
+        );
+        assert_eq!(breaker.admit(start + timeout, timeout), None);
         // A probe never answered (its request cancelled): another goes.
-        assert!(breaker.admit(start + timeout * 3, timeout));
+        assert_eq!(
+            breaker.admit(start + timeout * 3, timeout),
+            Some(Admitted::Probe)
+        );
+        // Its answer closes the breaker.
+        breaker.record(Admitted::Probe, false, start + timeout * 3, timeout);
+        assert_eq!(
+            breaker.admit(start + timeout * 3, timeout),
+            Some(Admitted::Call)
+        );
+    }
+
+    /// The breaker as calls meet it: a call that does not answer in time
+    /// opens it, the next fails at once without being run, and after the
+    /// pause a probe that answers closes it.
+    #[tokio::test]
+    async fn bounded_calls_drive_the_breaker() {
+        let settings = RedisSettings {
+            // Never dialled: the calls below are futures of the test's own.
+            url: "redis://127.0.0.1:9/0".into(),
+            timeout_ms: 50,
+            key_prefix: "test:".into(),
+        };
+        let redis = Redis::new(&settings).unwrap();
+        let stalled = redis.bounded(std::future::pending::<redis::RedisResult<()>>());
+        assert!(matches!(
+            stalled.await,
+            Err(StorageError::Unavailable { .. })
+        ));
+
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let skipped = redis.bounded(async {
+            ran.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        });
+        assert!(matches!(
+            skipped.await,
+            Err(StorageError::Unavailable { .. })
+        ));
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::Relaxed),
+            "asked while open"
+        );
+
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        redis.bounded(async { Ok(()) }).await.unwrap();
+        redis.bounded(async { Ok(()) }).await.unwrap();
     }
 }

@@ -8,19 +8,52 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{spawn_app_with, Servers, TestApp};
+use poem::endpoint::BoxEndpoint;
+use poem::{handler, EndpointExt, Route};
 
-/// Limits short enough for a test, and a request deadline far past them,
-/// so that it is these limits that act.
+use crate::helpers::{spawn_app_wrapped, Servers, TestApp};
+
+/// Limits short enough for a test, far enough apart to tell which acted,
+/// and a request deadline past them all.
 const LIMITS: [&str; 4] = [
-    "--header-timeout-ms=500",
-    "--body-timeout-ms=500",
-    "--keepalive-timeout-ms=700",
+    "--header-timeout-ms=1500",
+    "--body-timeout-ms=400",
+    "--keepalive-timeout-ms=2500",
     "--request-timeout-ms=60000",
 ];
 
 /// Well past every limit above: a connection still open then is kept.
 const PATIENCE: Duration = Duration::from_secs(4);
+
+/// The app, with a route that works (sleeps) longer than the body timeout
+/// before answering, and one that reads its body to the end.
+async fn spawn() -> TestApp {
+    fn with_slow_route(app: BoxEndpoint<'static>) -> BoxEndpoint<'static> {
+        #[handler]
+        async fn slow() -> &'static str {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            "done"
+        }
+        #[handler]
+        fn length(body: String) -> String {
+            format!("read {}", body.len())
+        }
+        Route::new()
+            .at("/probe/slow", slow)
+            .at("/probe/length", poem::post(length))
+            .nest("/", app)
+            .boxed()
+    }
+    spawn_app_wrapped(&Servers::shared(), &LIMITS, with_slow_route).await
+}
+
+/// How long until the service closed the connection, and what it sent
+/// meanwhile; `None` if it kept it past [`PATIENCE`].
+async fn time_to_close(stream: &mut TcpStream) -> Option<(Duration, String)> {
+    let started = Instant::now();
+    let sent = closed_within_patience(stream).await?;
+    Some((started.elapsed(), sent))
+}
 
 async fn connect(app: &TestApp) -> TcpStream {
     let address = app.address.trim_start_matches("http://");
@@ -61,17 +94,21 @@ async fn trickle(stream: &mut TcpStream, chunks: &[&[u8]], every: Duration) -> b
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
-    let app = spawn_app_with(&Servers::shared(), &LIMITS).await;
+    let app = spawn().await;
     let mut stream = connect(&app).await;
-    let started = Instant::now();
-    let sent = closed_within_patience(&mut stream).await;
-    assert!(sent.is_some(), "an empty connection was kept {PATIENCE:?}");
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    let (took, _) = time_to_close(&mut stream)
+        .await
+        .expect("an empty connection was kept");
+    // The header timeout (1.5 s), not the body's nor the keep-alive's.
+    assert!(
+        (1300..2300).contains(&took.as_millis()),
+        "closed after {took:?}"
+    );
 }
 
 #[tokio::test]
 async fn headers_trickled_a_line_at_a_time_lose_the_connection() {
-    let app = spawn_app_with(&Servers::shared(), &LIMITS).await;
+    let app = spawn().await;
     let mut stream = connect(&app).await;
     let lines: Vec<Vec<u8>> = std::iter::once(b"GET /v1/hello HTTP/1.1\r\n".to_vec())
         .chain((0..20).map(|n| format!("x-slow-{n}: a\r\n").into_bytes()))
@@ -85,21 +122,58 @@ async fn headers_trickled_a_line_at_a_time_lose_the_connection() {
 
 #[tokio::test]
 async fn a_body_that_stops_coming_loses_the_connection_after_the_body_timeout() {
-    let app = spawn_app_with(&Servers::shared(), &LIMITS).await;
+    let app = spawn().await;
     let mut stream = connect(&app).await;
     let head = "POST /v1/hello HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
                 content-length: 100\r\n\r\n{\"a\":";
     stream.write_all(head.as_bytes()).await.unwrap();
-    let sent = closed_within_patience(&mut stream).await;
-    assert!(
-        sent.is_some(),
-        "a stalled body kept the connection {PATIENCE:?}"
+    let (took, _) = time_to_close(&mut stream)
+        .await
+        .expect("a stalled body kept the connection");
+    // The body timeout (0.4 s), well before the header timeout would.
+    assert!(took < Duration::from_millis(1200), "closed after {took:?}");
+}
+
+/// A body that keeps coming, however slowly, is read to its end: the body
+/// timeout is the longest pause, not the longest body.
+#[tokio::test]
+async fn a_body_that_keeps_coming_is_read_to_its_end() {
+    let app = spawn().await;
+    let mut stream = connect(&app).await;
+    let body = b"a body, slowly";
+    let head = format!(
+        "POST /probe/length HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
     );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A byte every 250 ms: longer in all (3.5 s) than any limit but the
+    // request's, each pause within the body timeout.
+    let bytes: Vec<&[u8]> = body.chunks(1).collect();
+    let closed = trickle(&mut stream, &bytes, Duration::from_millis(250)).await;
+    assert!(!closed, "a body that kept coming lost its connection");
+    let (_, sent) = time_to_close(&mut stream).await.expect("an answer");
+    assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+    assert!(sent.ends_with(&format!("read {}", body.len())), "{sent}");
+}
+
+/// A handler that works longer than the body timeout, its body read, keeps
+/// its connection: no limit of the client's applies while the app works.
+#[tokio::test]
+async fn a_slow_handler_keeps_its_connection() {
+    let app = spawn().await;
+    let mut stream = connect(&app).await;
+    let request = "POST /probe/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\
+                   connection: close\r\n\r\n{}";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (_, sent) = time_to_close(&mut stream).await.expect("an answer");
+    assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+    assert!(sent.ends_with("done"), "{sent}");
 }
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
-    let app = spawn_app_with(&Servers::shared(), &LIMITS).await;
+    let app = spawn().await;
     let mut stream = connect(&app).await;
     stream
         .write_all(b"GET /v1/hello HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -122,16 +196,17 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
 /// the keep-alive timeout of the last, all answered on one connection.
 #[tokio::test]
 async fn a_busy_keep_alive_connection_is_kept() {
-    let app = spawn_app_with(&Servers::shared(), &LIMITS).await;
+    let app = spawn().await;
     let mut stream = connect(&app).await;
     let mut buffer = [0u8; 4096];
-    for _ in 0..4 {
+    for _ in 0..3 {
         stream
             .write_all(b"GET /v1/hello HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .unwrap();
         let read = stream.read(&mut buffer).await.unwrap();
         assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Past the header and body timeouts, within the keep-alive one.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
     }
 }

@@ -144,3 +144,22 @@ async fn a_frozen_redis_is_not_asked_again_at_every_request() {
     assert!(took < timeout * 10, "20 requests took {took:?}");
     assert!(recovers(&app).await, "no recovery after Redis woke up");
 }
+
+/// A statement that runs longer than DATABASE_TIMEOUT_MS is cancelled by
+/// PostgreSQL itself (statement_timeout), and that is an outage to answer
+/// 503 for, not a bug to answer 500 for.
+#[tokio::test]
+async fn a_statement_past_the_database_timeout_is_cancelled_as_an_outage() {
+    let app = spawn_app_with(&crate::helpers::Servers::shared(), &[]).await;
+    let client = app.db.get().await.unwrap();
+    let started = Instant::now();
+
+    let failed = client.query("SELECT pg_sleep(10)", &[]).await.unwrap_err();
+
+    assert!(started.elapsed() < PROMPT, "ran {:?}", started.elapsed());
+    let failed = app::storage::StorageError::from(failed);
+    assert!(
+        matches!(failed, app::storage::StorageError::Unavailable { .. }),
+        "{failed:?}"
+    );
+}

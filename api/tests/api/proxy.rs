@@ -687,5 +687,10 @@ async fn requests_the_service_cannot_read_get_problem_documents_too() {
             let answer = raw_request(address, request.as_bytes()).await;
             assert_raw_problem(&answer, status, &format!("{what}, to the {through}"));
         }
+        // The request's own id, as a client (or nginx) sent it, is kept.
+        let with_id = request.replacen("host: x\r\n", "host: x\r\nx-request-id: probe-17\r\n", 1);
+        let answer = raw_request(&proxied.direct, with_id.as_bytes()).await;
+        let problem = assert_raw_problem(&answer, status, what);
+        assert_eq!(problem["request_id"], "probe-17", "{what}");
     }
 }

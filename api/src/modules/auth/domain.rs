@@ -57,6 +57,7 @@ impl DisplayName {
             let shown = Shown::of(c);
             let attached = match shown {
                 Shown::Visible | Shown::Space => true,
+                Shown::Mark => matches!(previous, Shown::Visible | Shown::Mark),
                 Shown::Selector => previous == Shown::Visible,
                 Shown::Tag => matches!(previous, Shown::Visible | Shown::Tag),
                 Shown::Joiner => {
@@ -88,6 +89,9 @@ enum Shown {
     Selector,
     /// A tag character, which spells a subdivision flag after 🏴.
     Tag,
+    /// A combining mark (an accent), which shows only on the character
+    /// before it.
+    Mark,
     /// Nothing to see, or text that shows other than it is stored.
     Hidden,
 }
@@ -100,6 +104,14 @@ impl Shown {
             '\u{E0020}'..='\u{E007F}' => Shown::Tag,
             // They end a line wherever they are, in a one-line field.
             '\u{2028}' | '\u{2029}' => Shown::Hidden,
+            // Braille's blank pattern: a printable character that shows
+            // nothing.
+            '\u{2800}' => Shown::Hidden,
+            '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}' => Shown::Mark,
             c if is_default_ignorable(c) => Shown::Hidden,
             c if c.is_whitespace() => Shown::Space,
             _ => Shown::Visible,
@@ -358,5 +370,25 @@ mod tests {
         );
         let password = NewPassword::parse("correct horse".into()).unwrap();
         assert!(!format!("{password:?}").contains("horse"));
+    }
+
+    #[test]
+    fn blank_patterns_and_marks_on_nothing_do_not_show() {
+        for hidden in [
+            "\u{2800}",
+            "\u{2800}\u{2800}",
+            "\u{0301}",
+            "\u{0301}abc",
+            " \u{20DD}",
+        ] {
+            assert_eq!(
+                DisplayName::parse(hidden),
+                Err(NameError::Invisible),
+                "{hidden:?}"
+            );
+        }
+        for shown in ["e\u{0301}", "Zoe\u{0308}", "a\u{0301}\u{0323}"] {
+            assert!(DisplayName::parse(shown).is_ok(), "{shown:?}");
+        }
     }
 }

@@ -22,14 +22,16 @@ use tokio::sync::oneshot;
 pub enum HashError {
     #[error("the hashing threads are gone")]
     Closed,
+    #[error("too many passwords are waiting to be checked")]
+    Busy,
     #[error("the hashing thread failed (it panicked)")]
     Lost,
     #[error("the stored password hash cannot be read")]
     Stored(#[source] argon2::password_hash::Error),
     #[error(
-        "the stored password hash asks for {0} KiB, more than the {MAX_MEMORY_KIB} KiB allowed"
+        "the stored password hash asks for {0}, more than m={MAX_MEMORY_KIB},t={MAX_ITERATIONS},p={MAX_PARALLELISM}"
     )]
-    TooCostly(u32),
+    TooCostly(String),
     #[error("argon2 failed")]
     Argon2(#[source] argon2::Error),
 }
@@ -40,10 +42,21 @@ const ITERATIONS: u32 = 2;
 const PARALLELISM: u32 = 1;
 const OUTPUT_BYTES: usize = 32;
 
-/// The most memory a stored hash may ask for (its own `m=`): hashes made
-/// with older, cheaper settings verify, and no row can make a thread hold
-/// more than this.
+/// The most a stored hash may ask for (its own `m=`, `t=`, `p=`): hashes
+/// made with older, cheaper settings verify, and no row can make a hashing
+/// thread hold more memory, or stay busy longer, than this.
 const MAX_MEMORY_KIB: u32 = 4 * MEMORY_KIB;
+const MAX_ITERATIONS: u32 = 4 * ITERATIONS;
+const MAX_PARALLELISM: u32 = 4 * PARALLELISM;
+
+fn stored_params(params: &Params) -> String {
+    format!(
+        "m={},t={},p={}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost()
+    )
+}
 
 fn params() -> Params {
     // The constants above are within argon2's bounds, so this cannot fail.
@@ -68,7 +81,7 @@ type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
 /// A hashing thread's own memory, reused by every hash it computes.
 #[derive(Default)]
-pub struct Memory {
+pub(crate) struct Memory {
     blocks: Vec<Block>,
     /// How many times it was allocated (or grown).
     allocations: usize,
@@ -86,9 +99,14 @@ impl Memory {
     }
 }
 
+/// Hashes that may wait for a thread, per thread: about what one thread
+/// gets through within REQUEST_TIMEOUT_MS's default. Past it a login is
+/// refused at once (503) rather than queued to be cut off at its deadline.
+const QUEUED_PER_THREAD: usize = 64;
+
 #[derive(Clone)]
 pub struct Passwords {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     /// What tests watch: verifications so far, hashes running now, the
     /// most that ever ran at once and how often a thread allocated its
     /// memory. Not in a release build.
@@ -109,9 +127,14 @@ impl Passwords {
     /// Starts `concurrency` hashing threads; they end when the last clone
     /// of this is dropped.
     pub fn new(concurrency: usize) -> Self {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        Self::with_queue(concurrency, QUEUED_PER_THREAD)
+    }
+
+    fn with_queue(concurrency: usize, queued_per_thread: usize) -> Self {
+        let threads = concurrency.max(1);
+        let (jobs, queue) = mpsc::sync_channel::<Job>(threads * queued_per_thread);
         let queue = Arc::new(Mutex::new(queue));
-        for n in 0..concurrency.max(1) {
+        for n in 0..threads {
             let queue = Arc::clone(&queue);
             let spawned = std::thread::Builder::new()
                 .name(format!("password-hash-{n}"))
@@ -197,7 +220,10 @@ impl Passwords {
             }
             let _ = done.send(result);
         });
-        self.jobs.send(job).map_err(|_| HashError::Closed)?;
+        self.jobs.try_send(job).map_err(|err| match err {
+            mpsc::TrySendError::Full(_) => HashError::Busy,
+            mpsc::TrySendError::Disconnected(_) => HashError::Closed,
+        })?;
         answer.await.map_err(|_| HashError::Lost)
     }
 }
@@ -257,8 +283,11 @@ fn verify_with(memory: &mut Memory, password: &str, stored: &str) -> Result<bool
         None => Version::default(),
     };
     let params = Params::try_from(&parsed).map_err(HashError::Stored)?;
-    if params.m_cost() > MAX_MEMORY_KIB {
-        return Err(HashError::TooCostly(params.m_cost()));
+    if params.m_cost() > MAX_MEMORY_KIB
+        || params.t_cost() > MAX_ITERATIONS
+        || params.p_cost() > MAX_PARALLELISM
+    {
+        return Err(HashError::TooCostly(stored_params(&params)));
     }
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
         return Err(HashError::Stored(
@@ -424,16 +453,46 @@ mod tests {
         );
     }
 
-    /// A stored hash cannot make a thread hold more than MAX_MEMORY_KIB.
+    /// A stored hash cannot make a thread hold more memory, or work longer,
+    /// than four times the current parameters.
     #[test]
-    fn a_stored_hash_asking_for_too_much_memory_is_refused_unrun() {
-        let costly = DUMMY_HASH.replace("m=19456", &format!("m={}", MAX_MEMORY_KIB + 1));
-        let mut memory = Memory::default();
-        let refused = verify_with(&mut memory, "anything", &costly);
-        assert!(
-            matches!(refused, Err(HashError::TooCostly(_))),
-            "{refused:?}"
-        );
-        assert_eq!(memory.allocations, 0);
+    fn a_stored_hash_asking_for_too_much_memory_or_time_is_refused_unrun() {
+        let costly = [
+            format!("m={},t=2,p=1", MAX_MEMORY_KIB + 1),
+            format!("m=19456,t={},p=1", MAX_ITERATIONS + 1),
+            format!("m=19456,t=2,p={}", MAX_PARALLELISM + 1),
+        ];
+        for params in costly {
+            let stored = DUMMY_HASH.replace("m=19456,t=2,p=1", &params);
+            let mut memory = Memory::default();
+            let refused = verify_with(&mut memory, "anything", &stored);
+            assert!(
+                matches!(refused, Err(HashError::TooCostly(_))),
+                "{params}: {refused:?}"
+            );
+            assert_eq!(memory.allocations, 0);
+        }
+    }
+
+    /// Past the queue, a check is refused at once (a 503) instead of
+    /// waiting to be cut off at its request's deadline.
+    #[tokio::test]
+    async fn checks_past_the_queue_are_refused_at_once() {
+        let passwords = Passwords::with_queue(1, 2);
+        let mut checks = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let passwords = passwords.clone();
+            checks.spawn(async move { passwords.verify("pw".into(), None).await });
+        }
+        let mut busy = 0;
+        while let Some(verdict) = checks.join_next().await {
+            match verdict.unwrap() {
+                Ok(verified) => assert!(!verified),
+                Err(HashError::Busy) => busy += 1,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        // One running, two waiting: at least the rest were refused.
+        assert!(busy >= 12 - 3, "only {busy} refused");
     }
 }

@@ -290,14 +290,16 @@ static CREATE: LazyLock<Script> = LazyLock::new(|| {
                 redis.call('ZREM', KEYS[2], member)
             end
         end
-        redis.call('ZADD', KEYS[2], now, ARGV[3])
-        local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[8])
+        -- Room for this one first, so that it is never the one ended
+        -- (another replica's clock may be ahead of this one's).
+        local over = redis.call('ZCARD', KEYS[2]) - (tonumber(ARGV[8]) - 1)
         if over > 0 then
             local oldest = redis.call('ZPOPMIN', KEYS[2], over)
             for i = 1, #oldest, 2 do
                 redis.call('DEL', ARGV[9] .. oldest[i])
             end
         end
+        redis.call('ZADD', KEYS[2], now, ARGV[3])
         redis.call('PEXPIRE', KEYS[2], lifetime)
         return 1
         ",

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// The most SESSIONS_PER_USER may be.
+pub const MAX_SESSIONS_PER_USER: u32 = 1000;
+
 #[derive(Debug, Clone, Args)]
 #[group(id = "AuthSettings")]
 pub struct Settings {
@@ -77,8 +80,12 @@ impl Settings {
         if self.session_idle_seconds == 0 {
             return Err("SESSION_IDLE_SECONDS must be at least 1".into());
         }
-        if self.sessions_per_user == 0 {
-            return Err("SESSIONS_PER_USER must be at least 1".into());
+        // Every login walks the user's set inside Redis (which runs one
+        // script at a time): the cap bounds that walk.
+        if !(1..=MAX_SESSIONS_PER_USER).contains(&self.sessions_per_user) {
+            return Err(format!(
+                "SESSIONS_PER_USER must be 1 to {MAX_SESSIONS_PER_USER}"
+            ));
         }
         if self.login_max_failures == 0 || self.login_failure_window_seconds == 0 {
             return Err(

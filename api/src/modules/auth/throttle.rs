@@ -68,7 +68,10 @@ impl LoginThrottle {
     /// before the check, in one atomic step, so however many arrive at once
     /// no more than LOGIN_MAX_FAILURES are checked per window; past that
     /// they are refused unchecked, from whatever address. A success clears
-    /// the count.
+    /// the count (attempts reserved meanwhile included: the password was
+    /// known). An attempt whose check fails with an error rather than a
+    /// verdict (storage, the hashing queue full) still counts: this fails
+    /// closed.
     pub async fn password_check<T>(
         &self,
         account: Account<'_>,

@@ -230,6 +230,8 @@ pub enum RoleChange {
     NoSuchUser,
     /// Refused: it would leave the service with no admin.
     LastAdmin,
+    /// Refused: the one asking is no longer an admin.
+    NotAdmin,
 }
 
 /// Sets the role, starts a new credential epoch and records
@@ -253,6 +255,11 @@ pub async fn set_role(
         .iter()
         .map(|row| row.get(0))
         .collect();
+    // Under the lock: an admin demoted by another while their own change
+    // waited for it changes nothing.
+    if !admins.contains(&by) {
+        return Ok(RoleChange::NotAdmin);
+    }
     if role != "admin" && admins == [id] {
         return Ok(RoleChange::LastAdmin);
     }

@@ -184,23 +184,30 @@ async fn the_login_answer_is_never_stored() {
     assert_eq!(response.headers()["cache-control"], "no-store");
 }
 
-/// Usernames are ASCII. Spellings that Unicode case folding (PostgreSQL's
-/// `lower()` among them) maps onto an ASCII username are nobody's: they
-/// never log in, and never count against another throttle than the
-/// account's, so a locked account stays locked whatever the spelling.
+/// Usernames are ASCII. Spellings that PostgreSQL's `lower()` folds onto
+/// an ASCII username are nobody's: they never log in, and never count
+/// against another throttle than the account's, so a locked account stays
+/// locked whatever the spelling.
 #[tokio::test]
 async fn odd_spellings_of_a_username_never_reach_the_account() {
     let app = spawn_app_with(&Servers::shared(), &["--login-max-failures", "3"]).await;
-    // Each with spellings that fold onto it: dotted capital I (U+0130),
-    // the Kelvin sign (U+212A), the long s (U+017F).
+    // Dotted capital I (U+0130) and the Kelvin sign (U+212A).
     let accounts = [
         ("victim", ["vİctim", "VİCTİM"]),
         ("kirk", ["\u{212A}irk", "\u{212A}IRK"]),
-        ("sam", ["\u{17F}am", "\u{17F}AM"]),
     ];
+    let client = app.db.get().await.unwrap();
     for (username, spellings) in accounts {
         app.create_user(username).await;
         for spelling in spellings {
+            // The database would take it for the account: only the service
+            // stands between this spelling and the account.
+            let folds: bool = client
+                .query_one("SELECT lower($1) = lower($2)", &[&spelling, &username])
+                .await
+                .unwrap()
+                .get(0);
+            assert!(folds, "{spelling:?} does not fold onto {username}");
             let response = app.post_login(spelling, PASSWORD).await;
             assert_eq!(response.status(), 401, "{spelling:?} logged in");
         }

@@ -264,7 +264,9 @@ async fn an_admin_cannot_change_their_own_role() {
 
 /// Two admins demoting each other at once: one demotion is taken, the
 /// other refused (409, or 403 once its sender is no admin), and the
-/// service keeps an admin. Several rounds, since it is a race.
+/// service keeps an admin. The race is forced: a transaction of the test's
+/// holds the admins' rows while both requests pass their checks and reach
+/// the change, then lets them go together.
 #[tokio::test]
 async fn admins_demoting_each_other_at_once_always_leave_an_admin() {
     let app = spawn_app().await;
@@ -274,14 +276,23 @@ async fn admins_demoting_each_other_at_once_always_leave_an_admin() {
             .put(app.url(&format!("/v2/users/{target}/role")))
             .bearer_auth(token)
             .json(&json!({ "role": "user" }));
-        async move { request.send().await.unwrap().status() }
+        tokio::spawn(async move { request.send().await.unwrap().status() })
     };
-    let client = app.db.get().await.unwrap();
-    for round in 0..8 {
+    let mut client = app.db.get().await.unwrap();
+    for round in 0..3 {
         let (ann, ann_token) = app.signed_in_admin(&format!("ann{round}")).await;
         let (ben, ben_token) = app.signed_in_admin(&format!("ben{round}")).await;
 
-        let (by_ann, by_ben) = tokio::join!(demote(ben, ann_token), demote(ann, ben_token));
+        let hold = client.transaction().await.unwrap();
+        hold.execute("SELECT id FROM users WHERE role = 'admin' FOR UPDATE", &[])
+            .await
+            .unwrap();
+        let by_ann = demote(ben, ann_token);
+        let by_ben = demote(ann, ben_token);
+        // Both are past their admin check, waiting on the rows.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        hold.commit().await.unwrap();
+        let (by_ann, by_ben) = (by_ann.await.unwrap(), by_ben.await.unwrap());
 
         let admins: i64 = client
             .query_one("SELECT count(*) FROM users WHERE role = 'admin'", &[])

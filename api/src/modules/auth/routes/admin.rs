@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::login::AdminAuth;
-use super::AuthTags;
+use super::{to_the_end, AuthTags};
 use crate::error::ApiError;
 use crate::modules::auth::events::Event;
 use crate::modules::auth::users::{self, RoleChange};
@@ -78,12 +78,22 @@ impl Api {
             ));
         }
         let role = body.0.role;
-        let change = {
-            let mut client = state.db.get().await?;
-            users::set_role(&mut client, id.0, role.as_str(), admin.0.user_id).await?
-        };
-        let (username, epoch) = match change {
-            RoleChange::Changed { username, epoch } => (username, epoch),
+        let (target, by) = (id.0, admin.0.user_id);
+        let state = state.0.clone();
+        let (change, sessions_ended) = to_the_end(async move {
+            let change = {
+                let mut client = state.db.get().await?;
+                users::set_role(&mut client, target, role.as_str(), by).await?
+            };
+            let ended = match &change {
+                RoleChange::Changed { epoch, .. } => state.sessions.end_all(target, *epoch).await?,
+                _ => 0,
+            };
+            Ok((change, ended))
+        })
+        .await?;
+        let username = match change {
+            RoleChange::Changed { username, .. } => username,
             RoleChange::NoSuchUser => {
                 return Err(ApiError::NotFound(format!("no user with id {}", id.0)))
             }
@@ -92,8 +102,8 @@ impl Api {
                     "that would leave the service with no admin".into(),
                 ))
             }
+            RoleChange::NotAdmin => return Err(ApiError::Forbidden("this needs the admin role")),
         };
-        let sessions_ended = state.sessions.end_all(id.0, epoch).await?;
         tracing::info!(
             admin = admin.0.user_id,
             user_id = id.0,
@@ -118,17 +128,23 @@ impl Api {
         /// The user's id.
         id: Path<i64>,
     ) -> Result<SessionsEnded, ApiError> {
-        let event = Event::SessionsEnded {
-            user_id: id.0,
-            by: admin.0.user_id,
-        };
-        // A new credential epoch, so a login of the user in flight ends too.
-        let epoch = {
-            let mut client = state.db.get().await?;
-            users::end_sessions(&mut client, id.0, &event).await?
-        }
-        .ok_or_else(|| ApiError::NotFound(format!("no user with id {}", id.0)))?;
-        let ended = state.sessions.end_all(id.0, epoch).await?;
+        let (target, by) = (id.0, admin.0.user_id);
+        let state = state.0.clone();
+        let ended = to_the_end(async move {
+            let event = Event::SessionsEnded {
+                user_id: target,
+                by,
+            };
+            // A new credential epoch, so a login of the user in flight ends
+            // too.
+            let epoch = {
+                let mut client = state.db.get().await?;
+                users::end_sessions(&mut client, target, &event).await?
+            }
+            .ok_or_else(|| ApiError::NotFound(format!("no user with id {target}")))?;
+            Ok(state.sessions.end_all(target, epoch).await?)
+        })
+        .await?;
         tracing::info!(
             admin = admin.0.user_id,
             user_id = id.0,

@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
 use uuid::Uuid;
 
 use super::text::Text;
-use super::{unauthenticated, AuthTags};
+use super::{to_the_end, unauthenticated, AuthTags};
 use crate::error::ApiError;
 use crate::metrics::{CounterFamily, Metrics};
 use crate::modules::auth::events::{self, Event};
@@ -90,7 +90,7 @@ fn login_outcome(result: &Result<LoginResponse, ApiError>) -> &'static str {
         Ok(_) => "success",
         Err(ApiError::Unauthorized { .. }) => "invalid_credentials",
         Err(ApiError::TooManyRequests { .. }) => "throttled",
-        Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(ApiError::Unavailable(_) | ApiError::Overloaded(_)) => "unavailable",
         Err(_) => "error",
     }
 }
@@ -277,18 +277,23 @@ impl Api {
         auth: BearerAuth,
     ) -> Result<LogoutEverywhereResponse, ApiError> {
         let user_id = auth.0.user_id;
-        let event = Event::LoggedOut {
-            user_id,
-            session: None,
-        };
-        // A new credential epoch, so a login of this user in flight ends too.
-        let epoch = {
-            let mut client = state.db.get().await.map_err(StorageError::from)?;
-            users::end_sessions(&mut client, user_id, &event)
-                .await?
-                .ok_or_else(unauthenticated)?
-        };
-        let ended = state.sessions.end_all(user_id, epoch).await?;
+        let state = state.0.clone();
+        let ended = to_the_end(async move {
+            let event = Event::LoggedOut {
+                user_id,
+                session: None,
+            };
+            // A new credential epoch, so a login of this user in flight
+            // ends too.
+            let epoch = {
+                let mut client = state.db.get().await.map_err(StorageError::from)?;
+                users::end_sessions(&mut client, user_id, &event)
+                    .await?
+                    .ok_or_else(unauthenticated)?
+            };
+            Ok(state.sessions.end_all(user_id, epoch).await?)
+        })
+        .await?;
         tracing::info!(user_id, ended, "logged out everywhere");
         Ok(LogoutEverywhereResponse::LoggedOut)
     }

@@ -7,6 +7,8 @@ mod profile;
 mod text;
 mod users;
 
+use std::future::Future;
+
 use poem::endpoint::BoxEndpoint;
 use poem::EndpointExt;
 use poem_openapi::error::AuthorizationError;
@@ -33,6 +35,16 @@ pub enum AuthTags {
 /// Sign-in's part of the API.
 pub fn api() -> impl OpenApi {
     (login::Api, profile::Api, admin::Api, users::Api)
+}
+
+/// Runs `work` in a task of its own, to its end even if the request is cut
+/// off at its deadline or the client leaves. For a change committed in
+/// PostgreSQL and the end of the sessions it ends, in Redis: one must not
+/// stand without the other.
+pub(super) async fn to_the_end<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work).await.map_err(ApiError::internal)?
 }
 
 /// What a 401 asks for: a bearer token from `POST /login`.
@@ -75,7 +87,10 @@ impl From<LoginError> for ApiError {
 
 impl From<HashError> for ApiError {
     fn from(err: HashError) -> Self {
-        ApiError::internal(err)
+        match err {
+            HashError::Busy => ApiError::Overloaded("too many logins are being checked"),
+            other => ApiError::internal(other),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::login::BearerAuth;
 use super::text::Text;
-use super::{on_constraint, unauthenticated, AuthTags};
+use super::{on_constraint, to_the_end, unauthenticated, AuthTags};
 use crate::error::ApiError;
 use crate::modules::auth::domain::{DisplayName, NewPassword};
 use crate::modules::auth::throttle::{Account, LoginError};
@@ -153,13 +153,17 @@ impl Api {
             Err(other) => return Err(other.into()),
         }
         let hash = state.passwords.hash(new.into_inner()).await?;
-        let epoch = {
-            let mut client = state.db.get().await?;
-            users::set_password_hash(&mut client, user_id, &hash)
-                .await?
-                .ok_or_else(unauthenticated)?
-        };
-        let ended = state.sessions.end_all(user_id, epoch).await?;
+        let state = state.0.clone();
+        let ended = to_the_end(async move {
+            let epoch = {
+                let mut client = state.db.get().await?;
+                users::set_password_hash(&mut client, user_id, &hash)
+                    .await?
+                    .ok_or_else(unauthenticated)?
+            };
+            Ok(state.sessions.end_all(user_id, epoch).await?)
+        })
+        .await?;
         tracing::info!(user_id, ended, "password changed; sessions ended");
         Ok(PasswordChanged::Changed)
     }
