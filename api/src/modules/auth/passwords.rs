@@ -353,18 +353,23 @@ mod tests {
             .unwrap());
     }
 
-    #[tokio::test]
-    async fn no_more_hashes_run_at_once_than_the_concurrency_allows() {
-        let passwords = Passwords::new(2);
+    /// Checks the right password `count` times, all at once.
+    async fn check_at_once(passwords: &Passwords, count: usize) {
         let hash = passwords.hash("pw".into()).await.unwrap();
         let mut checks = tokio::task::JoinSet::new();
-        for _ in 0..6 {
+        for _ in 0..count {
             let (passwords, hash) = (passwords.clone(), hash.clone());
             checks.spawn(async move { passwords.verify("pw".into(), Some(hash)).await });
         }
         while let Some(verdict) = checks.join_next().await {
             assert!(verdict.unwrap().unwrap());
         }
+    }
+
+    #[tokio::test]
+    async fn no_more_hashes_run_at_once_than_the_concurrency_allows() {
+        let passwords = Passwords::new(2);
+        check_at_once(&passwords, 6).await;
         assert_eq!(passwords.most_concurrent(), 2);
     }
 
@@ -437,15 +442,7 @@ mod tests {
     #[tokio::test]
     async fn each_hashing_thread_allocates_its_memory_once() {
         let passwords = Passwords::new(2);
-        let hash = passwords.hash("pw".into()).await.unwrap();
-        let mut checks = tokio::task::JoinSet::new();
-        for _ in 0..12 {
-            let (passwords, hash) = (passwords.clone(), hash.clone());
-            checks.spawn(async move { passwords.verify("pw".into(), Some(hash)).await });
-        }
-        while let Some(verdict) = checks.join_next().await {
-            assert!(verdict.unwrap().unwrap());
-        }
+        check_at_once(&passwords, 12).await;
         assert!(
             passwords.memory_allocations() <= 2,
             "{}",

@@ -9,8 +9,9 @@ use crate::helpers::{free_ports, spawn_app};
 use crate::ratelimits::assert_limited;
 use crate::serving::Served;
 
-#[tokio::test]
-async fn failed_logins_throttle_the_account_across_workers_and_addresses() {
+/// Two workers, each on a port of its own (the first returned), allowing 3
+/// failed logins per account, and the account `victim`.
+async fn two_workers_with_a_victim() -> (Served, u16) {
     let first = free_ports(2);
     let served = Served::start(
         2,
@@ -21,6 +22,12 @@ async fn failed_logins_throttle_the_account_across_workers_and_addresses() {
     )
     .await;
     served.create_user("victim").await;
+    (served, first)
+}
+
+#[tokio::test]
+async fn failed_logins_throttle_the_account_across_workers_and_addresses() {
+    let (served, first) = two_workers_with_a_victim().await;
     served.create_user("bystander").await;
     let login = |port: u16, address: String, username: &'static str, password: &'static str| {
         served
@@ -102,16 +109,7 @@ async fn parallel_wrong_guesses_reach_at_most_the_allowed_password_checks() {
 /// is Redis's, so every worker reserves from the same one.
 #[tokio::test]
 async fn parallel_wrong_guesses_across_workers_are_checked_at_most_the_allowed_times() {
-    let first = free_ports(2);
-    let served = Served::start(
-        2,
-        &[
-            ("FIRST_WORKER_PORT", &first.to_string()),
-            ("LOGIN_MAX_FAILURES", "3"),
-        ],
-    )
-    .await;
-    served.create_user("victim").await;
+    let (served, first) = two_workers_with_a_victim().await;
     let mut guesses = tokio::task::JoinSet::new();
     for n in 0..24u16 {
         let guess = served
