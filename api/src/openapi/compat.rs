@@ -43,8 +43,16 @@ pub fn breaking_changes(old: &Value, new: &Value) -> Vec<Breaking> {
     let new_paths: Vec<(String, &Value)> =
         paths(new).map(|(path, item)| (shape(path), item)).collect();
     for (path, old_item) in paths(old) {
+        // The same path, else one that differs only in its parameters'
+        // names (a document that has both is ambiguous, but each is still
+        // itself).
         let wanted = shape(path);
-        let Some((_, new_item)) = new_paths.iter().find(|(shape, _)| *shape == wanted) else {
+        let same = paths(new).find(|(new_path, _)| *new_path == path);
+        let renamed = || {
+            let found = new_paths.iter().find(|(shape, _)| *shape == wanted);
+            found.map(|(_, item)| *item)
+        };
+        let Some(new_item) = same.map(|(_, item)| item).or_else(renamed) else {
             diff.report(path, "", "the path was removed");
             continue;
         };
@@ -111,10 +119,11 @@ impl Diff<'_> {
 
     fn parameters(&mut self, at: &str, old: &Value, new: &Value) {
         let old_parameters = parameters(old);
-        for ((place, name), parameter) in parameters(new) {
+        for ((place, name, nth), parameter) in parameters(new) {
             let at = [at, " ", place, " parameter ", name].concat();
             let required = parameter["required"] == true;
-            match old_parameters.iter().find(|(key, _)| *key == (place, name)) {
+            let key = (place, name, nth);
+            match old_parameters.iter().find(|(old_key, _)| *old_key == key) {
                 None if required => self.report(&at, "", "a new required parameter"),
                 None => {}
                 Some((_, before)) => {
@@ -344,15 +353,24 @@ impl Diff<'_> {
     }
 }
 
-/// Each parameter by where it goes and its name.
-fn parameters(operation: &Value) -> Vec<((&str, &str), &Value)> {
+/// Each parameter by where it goes, its name, and which of that name it
+/// is (a document that lists one twice is invalid, but the first of the
+/// old is still the first of the new).
+fn parameters(operation: &Value) -> Vec<((&str, &str, usize), &Value)> {
     let list = operation["parameters"].as_array().into_iter().flatten();
-    list.filter_map(|parameter| {
-        let place = parameter["in"].as_str()?;
-        let name = parameter["name"].as_str()?;
-        Some(((place, name), parameter))
-    })
-    .collect()
+    let mut found: Vec<((&str, &str, usize), &Value)> = Vec::new();
+    for parameter in list {
+        let (Some(place), Some(name)) = (parameter["in"].as_str(), parameter["name"].as_str())
+        else {
+            continue;
+        };
+        let nth = found
+            .iter()
+            .filter(|((p, n, _), _)| (*p, *n) == (place, name))
+            .count();
+        found.push(((place, name, nth), parameter));
+    }
+    found
 }
 
 fn content(body: &Value) -> impl Iterator<Item = (&String, &Value)> {
@@ -667,6 +685,20 @@ mod tests {
                 "POST /v2/orders 204: this response was removed",
             ]
         );
+    }
+
+    /// Found by the openapi_compat fuzz target: a document compared with
+    /// itself reported changes when two of its paths differed only in
+    /// their parameters' names, or an operation listed a parameter twice.
+    #[test]
+    fn an_ambiguous_document_compared_with_itself_reports_nothing() {
+        let mut doc = base();
+        doc["paths"]["/v2/users/{name}"] = json!({ "get": { "responses": {} } });
+        doc["paths"]["/v2/users/{id}"]["get"]["parameters"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "in": "query", "name": "fields", "required": true, "schema": { "type": "integer" } }));
+        assert_eq!(breaking_changes(&doc, &doc), []);
     }
 
     #[test]
