@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extension;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub(crate) mod metrics;
 pub mod modules;
 pub mod openapi;

@@ -4,7 +4,7 @@
 //! ([`SizeLimits`]); and that its JSON names each key once
 //! ([`UniqueJsonKeys`]).
 
-mod json_keys;
+pub(crate) mod json_keys;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ pub fn client_ip(request: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
 }
 
 /// The peer itself, unless it is a trusted proxy naming someone else.
-fn resolve(peer: IpAddr, real_ip: Option<&HeaderValue>, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn resolve(peer: IpAddr, real_ip: Option<&HeaderValue>, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
     if !trusted.iter().any(|net| net.contains(&peer)) {
         return peer;
@@ -74,7 +74,7 @@ fn resolve(peer: IpAddr, real_ip: Option<&HeaderValue>, trusted: &[IpNet]) -> Ip
 
 /// An incoming id is kept only if it is short and plain, since it goes into
 /// logs and headers verbatim.
-fn usable_request_id(value: &HeaderValue) -> Option<String> {
+pub(crate) fn usable_request_id(value: &HeaderValue) -> Option<String> {
     let id = value.to_str().ok()?;
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     (!id.is_empty() && id.len() <= 128 && id.chars().all(plain)).then(|| id.to_owned())
