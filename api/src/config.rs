@@ -447,7 +447,7 @@ mod tests {
         );
     }
 
-    /// Found by the env_file fuzz target: libpq's other places for a
+    /// Found writing the env_file fuzz target's properties: libpq's other places for a
     /// password, each shown as it was before.
     #[test]
     fn redacts_passwords_in_the_query_and_in_quoted_or_spaced_pairs() {
@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(redact_url("host=db password='unclosed"), "host=db ***");
     }
 
-    /// Found by the env_file fuzz target: a NUL in a value made
+    /// Found writing the env_file fuzz target: a NUL in a value made
     /// `std::env::set_var` panic, on a SIGHUP in the master; and a file
     /// that failed halfway left its first half in the environment.
     #[test]

@@ -228,15 +228,16 @@ mod tests {
     fn the_seed_corpus_passes() {
         // The env file's target changes the process environment, which
         // the tests beside this one read: here its corpus is only parsed.
-        let parse_env_file = |data: &[u8]| {
+        fn parse_env_file(data: &[u8]) {
             let _ = config::read_env_file(data);
-        };
-        let targets: [(&str, &dyn Fn(&[u8])); 5] = [
-            ("json_body", &json_body),
-            ("problem", &problem),
-            ("openapi_compat", &openapi_compat),
-            ("env_file", &parse_env_file),
-            ("request_headers", &request_headers),
+        }
+        type Check = fn(&[u8]);
+        let targets: [(&str, Check); 5] = [
+            ("json_body", json_body),
+            ("problem", problem),
+            ("openapi_compat", openapi_compat),
+            ("env_file", parse_env_file),
+            ("request_headers", request_headers),
         ];
         for (target, check) in targets {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

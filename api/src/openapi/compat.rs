@@ -687,7 +687,7 @@ mod tests {
         );
     }
 
-    /// Found by the openapi_compat fuzz target: a document compared with
+    /// Found writing the openapi_compat fuzz target: a document compared with
     /// itself reported changes when two of its paths differed only in
     /// their parameters' names, or an operation listed a parameter twice.
     #[test]
