@@ -218,36 +218,49 @@ pub fn env_lines(settings: &[(&str, String)]) -> String {
 pub fn redact_url(url: &str) -> String {
     let scheme_len = url
         .find("://")
-        .filter(|&at| is_scheme(&url[..at]))
+        .filter(|&at| is_scheme(&url[..at]) && !url.contains(char::is_whitespace))
         .map(|at| at + 3);
     let Some(scheme_len) = scheme_len else {
         return redact_key_values(url);
     };
-    let (scheme, rest) = url.split_at(scheme_len);
-    let (userinfo, host) = match rest.rsplit_once('@') {
-        Some((userinfo, host)) => (Some(userinfo), host),
-        None => (None, rest),
-    };
-    let mut redacted = scheme.to_owned();
-    if let Some(userinfo) = userinfo {
-        match userinfo.split_once(':') {
-            Some((user, _password)) => redacted.push_str(&format!("{user}:***@")),
-            None => redacted.push_str(&format!("{userinfo}@")),
+    // Byte ranges to mask. Clients disagree on where the credentials end
+    // (libpq: the first `@`; URL parsers: the last of the authority), so
+    // from the first `:` to the last `@`; and the secret query values,
+    // from the first `?` on, wherever the client starts its query.
+    let mut masked = Vec::new();
+    if let Some(at) = url[scheme_len..].rfind('@').map(|at| at + scheme_len) {
+        if let Some(colon) = url[scheme_len..at].find(':') {
+            masked.push((scheme_len + colon + 1, at));
         }
     }
-    let Some((before, query)) = host.split_once('?') else {
-        redacted.push_str(host);
-        return redacted;
-    };
-    let query = query
-        .split('&')
-        .map(|parameter| match parameter.split_once('=') {
-            Some((key, _)) if names_a_secret(key) => format!("{key}=***"),
-            _ => parameter.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{redacted}{before}?{query}")
+    if let Some(question) = url.find('?') {
+        let mut start = question + 1;
+        for parameter in url[start..].split('&') {
+            if let Some((key, _)) = parameter.split_once('=') {
+                if names_a_secret(key) {
+                    masked.push((start + key.len() + 1, start + parameter.len()));
+                }
+            }
+            start += parameter.len() + 1;
+        }
+    }
+    masked.sort_unstable();
+    let mut redacted = String::with_capacity(url.len());
+    let mut shown_to = 0;
+    for (from, to) in masked {
+        if to <= shown_to {
+            continue;
+        }
+        if from > shown_to {
+            redacted.push_str(&url[shown_to..from]);
+            redacted.push_str("***");
+        } else if !redacted.ends_with("***") {
+            redacted.push_str("***");
+        }
+        shown_to = to;
+    }
+    redacted.push_str(&url[shown_to..]);
+    redacted
 }
 
 /// RFC 3986's `scheme`: a letter, then letters, digits, `+`, `-` or `.`.
@@ -472,6 +485,15 @@ mod tests {
             "host=db password=***"
         );
         assert_eq!(redact_url("host=db password='unclosed"), "host=db ***");
+        // From the fuzzer: libpq ends the credentials at the first `@`,
+        // so this password runs on past the query's `?` to the next `@`.
+        let url = "postgres://u@db/app?password=s3cret=postgres://u@db/app?x";
+        let redacted = redact_url(url);
+        assert!(!redacted.contains("s3cret"), "{redacted}");
+        assert_eq!(
+            redact_url("ab://x=1 password=hunter2"),
+            "ab://x=1 password=***"
+        );
     }
 
     /// Found writing the env_file fuzz target: a NUL in a value made
