@@ -218,7 +218,13 @@ pub fn env_lines(settings: &[(&str, String)]) -> String {
 pub fn redact_url(url: &str) -> String {
     let scheme_len = url
         .find("://")
-        .filter(|&at| is_scheme(&url[..at]) && !url.contains(char::is_whitespace))
+        // libpq's URLs by their prefix, whatever follows (it reads them so);
+        // another scheme's URL has no whitespace, a key=value string may.
+        .filter(|&at| {
+            let scheme = &url[..at];
+            matches!(scheme, "postgres" | "postgresql")
+                || (is_scheme(scheme) && !url.contains(char::is_whitespace))
+        })
         .map(|at| at + 3);
     let Some(scheme_len) = scheme_len else {
         return redact_key_values(url);
@@ -490,6 +496,10 @@ mod tests {
         let url = "postgres://u@db/app?password=s3cret=postgres://u@db/app?x";
         let redacted = redact_url(url);
         assert!(!redacted.contains("s3cret"), "{redacted}");
+        assert_eq!(
+            redact_url("postgres://db/app?password=hunter\x0c2"),
+            "postgres://db/app?password=***"
+        );
         assert_eq!(
             redact_url("ab://x=1 password=hunter2"),
             "ab://x=1 password=***"
