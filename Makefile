@@ -11,7 +11,7 @@ STACK ?= dev
 # The service's binary is named after its package.
 PACKAGE := $(shell sed -nE 's/^name = "(.*)"$$/\1/p' api/Cargo.toml | head -n 1)
 
-.PHONY: help dev prod down logs local local-down run test bench fmt lint openapi api-compat version migration template-upgrade template-check
+.PHONY: help dev prod down logs local local-down run test fuzz bench fmt lint openapi api-compat version migration template-upgrade template-check
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ run: ## No Docker: just the service, in the foreground, on 127.0.0.1:8000
 
 test: ## Lints and the whole test suite against throwaway servers
 	scripts/test.sh
+
+fuzz: ## The fuzz targets, FUZZ_SECONDS each (default 5), on nightly: make fuzz [FUZZ_SECONDS=60]
+	scripts/fuzz.sh
 
 bench: ## Speed through nginx, beside nginx's own ceilings: writes docs/benchmarks.md (a few minutes)
 	scripts/bench.sh

@@ -43,6 +43,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --lib --bins -- -D warnings
 cargo clippy --workspace --all-targets --features test-hooks -- -D warnings
 cargo test --workspace --features test-hooks
+# The fuzz targets, a few seconds each (the nightly toolchain, for them
+# alone): what parses untrusted input must not panic on any of it.
+scripts/fuzz.sh
 scripts/check-readme.sh
 # make bench as a smoke run, a second a figure: it must work and every
 # request must succeed; its speed is never judged here.

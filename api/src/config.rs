@@ -250,26 +250,151 @@ pub fn env_lines(settings: &[(&str, String)]) -> String {
         .collect()
 }
 
-/// Replaces the password in `scheme://user:password@host/...`, or in a
-/// key=value connection string (`host=db password=...`), with `***`.
+/// Replaces the password in a URL (`scheme://user:password@host/...`, and
+/// any query parameter named like `password` or `pass`, as libpq's and
+/// Redis' sockets take it) or in a key=value connection string (`host=db
+/// password=...`, quoted or not) with `***`. Text it cannot read past is
+/// masked too: what is shown never holds a password.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url
-            .split(' ')
-            .map(|pair| match pair.split_once('=') {
-                Some(("password", _)) => "password=***",
-                _ => pair,
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
+    let scheme_len = url
+        .find("://")
+        // libpq's URLs by their prefix, whatever follows (it reads them so);
+        // another scheme's URL has no whitespace, a key=value string may.
+        .filter(|&at| {
+            let scheme = &url[..at];
+            matches!(scheme, "postgres" | "postgresql")
+                || (is_scheme(scheme) && !url.contains(char::is_whitespace))
+        })
+        .map(|at| at + 3);
+    let Some(scheme_len) = scheme_len else {
+        return redact_key_values(url);
     };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    // Byte ranges to mask. Clients disagree on where the credentials end
+    // (libpq: the first `@`; URL parsers: the last of the authority), so
+    // from the first `:` to the last `@`; and the secret query values,
+    // from the first `?` on, wherever the client starts its query.
+    let mut masked = Vec::new();
+    if let Some(at) = url[scheme_len..].rfind('@').map(|at| at + scheme_len) {
+        if let Some(colon) = url[scheme_len..at].find(':') {
+            masked.push((scheme_len + colon + 1, at));
+        }
     }
+    if let Some(question) = url.find('?') {
+        let mut start = question + 1;
+        for parameter in url[start..].split('&') {
+            if let Some((key, _)) = parameter.split_once('=') {
+                if names_a_secret(key) {
+                    masked.push((start + key.len() + 1, start + parameter.len()));
+                }
+            }
+            start += parameter.len() + 1;
+        }
+    }
+    masked.sort_unstable();
+    let mut redacted = String::with_capacity(url.len());
+    let mut shown_to = 0;
+    for (from, to) in masked {
+        if to <= shown_to {
+            continue;
+        }
+        if from > shown_to {
+            redacted.push_str(&url[shown_to..from]);
+            redacted.push_str("***");
+        } else if !redacted.ends_with("***") {
+            redacted.push_str("***");
+        }
+        shown_to = to;
+    }
+    redacted.push_str(&url[shown_to..]);
+    redacted
+}
+
+/// RFC 3986's `scheme`: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// A query parameter's name, percent-decoded as the clients decode it,
+/// that may carry a secret.
+fn names_a_secret(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[at], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                at += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded)
+        .to_lowercase()
+        .contains("pass")
+}
+
+/// libpq's key=value form, read as tokio-postgres reads it: `key = value`
+/// pairs split by whitespace, a value either plain (to the next whitespace)
+/// or single-quoted, `\` escaping the next character in either.
+fn redact_key_values(text: &str) -> String {
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let trimmed = rest.trim_start();
+        redacted.push_str(&rest[..rest.len() - trimmed.len()]);
+        rest = trimmed;
+        if rest.is_empty() {
+            return redacted;
+        }
+        let key_len = rest
+            .find(|c: char| c.is_whitespace() || c == '=')
+            .unwrap_or(rest.len());
+        let key = &rest[..key_len];
+        let Some(value) = rest[key_len..].trim_start().strip_prefix('=') else {
+            redacted.push_str("***");
+            return redacted;
+        };
+        let value = value.trim_start();
+        let Some(value_len) = value_len(value).filter(|_| !key.is_empty()) else {
+            redacted.push_str("***");
+            return redacted;
+        };
+        redacted.push_str(&rest[..rest.len() - value.len()]);
+        if key == "password" {
+            redacted.push_str("***");
+        } else {
+            redacted.push_str(&value[..value_len]);
+        }
+        rest = &value[value_len..];
+    }
+}
+
+/// The length of the value `text` starts with, or `None` when there is no
+/// value or its quote never closes.
+fn value_len(text: &str) -> Option<usize> {
+    let quoted = text.starts_with('\'');
+    let mut chars = text.char_indices().skip(usize::from(quoted));
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '\'' if quoted => return Some(at + 1),
+            c if c.is_whitespace() && !quoted => return (at > 0).then_some(at),
+            _ => {}
+        }
+    }
+    (!quoted && !text.is_empty()).then_some(text.len())
 }
 
 /// The env file's contribution to the process environment. Variables that
@@ -282,9 +407,20 @@ pub struct EnvFile {
     from_file: HashSet<String>,
 }
 
+/// Why an env file was not loaded. Nothing of it is applied then.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvFileError {
+    #[error(transparent)]
+    Read(#[from] dotenvy::Error),
+    /// The environment cannot hold a NUL byte: `std::env::set_var` would
+    /// panic on it, taking the master down on a SIGHUP.
+    #[error("the value of {0} holds a NUL byte")]
+    Nul(String),
+}
+
 impl EnvFile {
     /// Loads `path`, or `.env.local` when none is named and it exists.
-    pub fn load(path: Option<&Path>) -> Result<Self, dotenvy::Error> {
+    pub fn load(path: Option<&Path>) -> Result<Self, EnvFileError> {
         let default = Path::new(".env.local");
         let path = match path {
             Some(path) => Some(path.to_owned()),
@@ -303,14 +439,22 @@ impl EnvFile {
     }
 
     /// Reads the file again (for SIGHUP). Call it only while the process has
-    /// one thread, as the master does: it changes the environment.
-    pub fn reload(&mut self) -> Result<(), dotenvy::Error> {
+    /// one thread, as the master does: it changes the environment. A file
+    /// that does not read whole changes nothing.
+    pub fn reload(&mut self) -> Result<(), EnvFileError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        let variables = read_env_file(std::fs::File::open(path).map_err(dotenvy::Error::Io)?)?;
+        self.apply(variables);
+        Ok(())
+    }
+
+    /// Sets what the file names, but for the real environment's variables,
+    /// and removes what an earlier read set and this one does not.
+    pub(crate) fn apply(&mut self, variables: Vec<(String, String)>) {
         let mut seen = HashSet::new();
-        for item in dotenvy::from_path_iter(path)? {
-            let (name, value) = item?;
+        for (name, value) in variables {
             if !self.real.contains(&name) {
                 std::env::set_var(&name, value);
                 seen.insert(name);
@@ -320,8 +464,24 @@ impl EnvFile {
             std::env::remove_var(gone);
         }
         self.from_file = seen;
-        Ok(())
     }
+}
+
+/// The variables an env file sets, in its order, or why it cannot be used:
+/// the first line dotenvy cannot parse, or a value the environment cannot
+/// hold. (dotenvy's names are letters, digits, `_` and `.`, never empty.)
+pub(crate) fn read_env_file(
+    reader: impl std::io::Read,
+) -> Result<Vec<(String, String)>, EnvFileError> {
+    let mut variables = Vec::new();
+    for item in dotenvy::from_read_iter(reader) {
+        let (name, value) = item?;
+        if value.contains('\0') {
+            return Err(EnvFileError::Nul(name));
+        }
+        variables.push((name, value));
+    }
+    Ok(variables)
 }
 
 #[cfg(test)]
@@ -343,6 +503,65 @@ mod tests {
         assert_eq!(
             redact_url("host=db password=hunter2 user=api"),
             "host=db password=*** user=api"
+        );
+    }
+
+    /// Found writing the env_file fuzz target's properties: libpq's other places for a
+    /// password, each shown as it was before.
+    #[test]
+    fn redacts_secrets_in_the_query_and_in_quoted_or_spaced_pairs() {
+        assert_eq!(
+            redact_url("postgres://api@db/api?sslmode=disable&password=hunter2"),
+            "postgres://api@db/api?sslmode=disable&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://db/api?p%61ssword=hunter2"),
+            "postgres://db/api?p%61ssword=***"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            redact_url("host=db password = 'hunter two' user=api"),
+            "host=db password = *** user=api"
+        );
+        assert_eq!(
+            redact_url("host=db password=x://hunter2"),
+            "host=db password=***"
+        );
+        assert_eq!(redact_url("host=db password='unclosed"), "host=db ***");
+        // From the fuzzer: libpq ends the credentials at the first `@`,
+        // so this password runs on past the query's `?` to the next `@`.
+        let url = "postgres://u@db/app?password=s3cret=postgres://u@db/app?x";
+        let redacted = redact_url(url);
+        assert!(!redacted.contains("s3cret"), "{redacted}");
+        assert_eq!(
+            redact_url("postgres://db/app?password=hunter\x0c2"),
+            "postgres://db/app?password=***"
+        );
+        assert_eq!(
+            redact_url("ab://x=1 password=hunter2"),
+            "ab://x=1 password=***"
+        );
+    }
+
+    /// Found writing the env_file fuzz target: a NUL in a value made
+    /// `std::env::set_var` panic, on a SIGHUP in the master; and a file
+    /// that failed halfway left its first half in the environment.
+    #[test]
+    fn an_env_file_that_does_not_read_whole_changes_nothing() {
+        assert!(matches!(
+            read_env_file(&b"A=1\nB=x\0y\n"[..]),
+            Err(EnvFileError::Nul(name)) if name == "B"
+        ));
+        assert!(matches!(
+            read_env_file(&b"A=1\nB='unclosed\n"[..]),
+            Err(EnvFileError::Read(_))
+        ));
+        assert_eq!(
+            read_env_file(&b"A=1\n# note\nexport B=\"two words\"\n"[..]).unwrap(),
+            [("A".into(), "1".into()), ("B".into(), "two words".into())]
         );
     }
 }

@@ -15,6 +15,8 @@ pub(crate) mod connections;
 pub(crate) mod deadline;
 pub mod error;
 pub mod extension;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub(crate) mod metrics;
 pub mod modules;
 pub mod openapi;

@@ -4,7 +4,7 @@
 //! ([`SizeLimits`]); and that its JSON names each key once
 //! ([`UniqueJsonKeys`]).
 
-mod json_keys;
+pub(crate) mod json_keys;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ pub fn client_ip(request: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
 }
 
 /// The peer itself, unless it is a trusted proxy naming someone else.
-fn resolve(peer: IpAddr, real_ip: Option<&HeaderValue>, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn resolve(peer: IpAddr, real_ip: Option<&HeaderValue>, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
     if !trusted.iter().any(|net| net.contains(&peer)) {
         return peer;

@@ -210,8 +210,9 @@ impl std::fmt::Debug for NewPassword {
 }
 
 /// What an accepted name promises, written out apart from the parser, for
-/// the property tests here and at the HTTP edge: the promise it breaks.
-#[cfg(test)]
+/// the property tests here and at the HTTP edge, and the fuzz target: the
+/// promise it breaks.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn broken_promise(name: &str) -> Option<&'static str> {
     let chars: Vec<char> = name.chars().collect();
     let bidi = |c: char| {

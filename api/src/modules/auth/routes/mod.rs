@@ -2,6 +2,8 @@
 //! them, and how sign-in's errors become the core's [`ApiError`].
 
 mod admin;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod login;
 mod profile;
 mod text;

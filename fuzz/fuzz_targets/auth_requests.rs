@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(
+    |data: &[u8]| app::modules::auth::routes::fuzzing::request_bodies(data)
+);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The fuzz targets (fuzz/, `make fuzz`): each runs FUZZ_SECONDS (default 5)
+# from its seed corpus, fuzz/corpus/TARGET, and the run fails if any target
+# finds a crash (the input is then in fuzz/artifacts/TARGET/: add it to the
+# seed corpus with the fix). cargo-fuzz needs the nightly toolchain, used
+# here and nowhere else; the service builds on stable. `scripts/fuzz.sh
+# TARGET...` runs only those.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${FUZZ_SECONDS:-5}
+cargo_fuzz_version=0.13.1
+# Built beside the service's own target directory and kept, so that a run
+# after the first rebuilds only what changed.
+target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")/fuzz
+
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "fuzz: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
+    exit 1
+fi
+if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $2}')" != "$cargo_fuzz_version" ]; then
+    # The tool builds on stable (its locked dependencies predate today's
+    # nightly); only the targets need nightly.
+    cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked
+fi
+# The fuzz crate is its own workspace; it starts from the service's pins.
+[ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
+
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(sed -nE 's/^name = "(.*)"$/\1/p' fuzz/Cargo.toml | tail -n +2)
+fi
+
+cargo +nightly fuzz build --target-dir "$target_dir"
+scratch=$(mktemp -d -t fuzz-XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
+for target in "${targets[@]}"; do
+    # A copy, so that what the run learns stays out of the repository.
+    mkdir -p "$scratch/$target" fuzz/artifacts/"$target"
+    cp -r fuzz/corpus/"$target"/. "$scratch/$target/"
+    # The checker's best seeds are the service's own documents, as they are.
+    [ "$target" != openapi_compat ] || cp openapi/*.json "$scratch/$target/"
+    echo "fuzz: $target for ${seconds}s"
+    cargo +nightly fuzz run --target-dir "$target_dir" "$target" "$scratch/$target" -- \
+        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+        >"$scratch/$target.log" 2>&1 || {
+        tail -n 40 "$scratch/$target.log" >&2
+        echo "fuzz: $target failed; the input is in fuzz/artifacts/$target/" >&2
+        exit 1
+    }
+    grep -E '^stat::number_of_executed_units' "$scratch/$target.log" | sed "s/^/  /"
+done
+echo "fuzz: ${#targets[@]} targets, ${seconds}s each, nothing found"
