@@ -107,12 +107,13 @@ impl Shown {
             // Braille's blank pattern: a printable character that shows
             // nothing.
             '\u{2800}' => Shown::Hidden,
+            // Before the marks: U+034F, among them, shows nothing at all.
+            c if is_default_ignorable(c) => Shown::Hidden,
             '\u{0300}'..='\u{036F}'
             | '\u{1AB0}'..='\u{1AFF}'
             | '\u{1DC0}'..='\u{1DFF}'
             | '\u{20D0}'..='\u{20FF}'
             | '\u{FE20}'..='\u{FE2F}' => Shown::Mark,
-            c if is_default_ignorable(c) => Shown::Hidden,
             c if c.is_whitespace() => Shown::Space,
             _ => Shown::Visible,
         }
@@ -388,6 +389,8 @@ mod tests {
                 "{hidden:?}"
             );
         }
+        // U+034F is a mark by its block, and shows nothing.
+        assert_eq!(DisplayName::parse("a\u{034F}"), Err(NameError::Invisible));
         for shown in ["e\u{0301}", "Zoe\u{0308}", "a\u{0301}\u{0323}"] {
             assert!(DisplayName::parse(shown).is_ok(), "{shown:?}");
         }
