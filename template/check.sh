@@ -192,7 +192,7 @@ check_renders() {
         mkdir -p "$scratch/$name-again"
         env -u RUST_BACKTRACE cargo generate --path "$source_dir" --name "$name" \
             --values-file "$project/template-answers.toml" --destination "$scratch/$name-again" --vcs none --silent >/dev/null
-        diff -r -x target -x .local -x Cargo.lock "$scratch/$name-again/$name" "$pristine"
+        diff -r -x target -x .local -x Cargo.lock -x artifacts "$scratch/$name-again/$name" "$pristine"
         echo "same answers, same project"
     done
 }
