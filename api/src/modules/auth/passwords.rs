@@ -245,22 +245,8 @@ fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>) {
 /// A new PHC string for `password`, computed in `memory`.
 fn hash_with(memory: &mut Memory, password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
-    let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
-    let raw_salt = salt
-        .as_salt()
-        .decode_b64(&mut salt_bytes)
-        .map_err(HashError::Stored)?;
     let params = params();
-    let mut out = [0u8; OUTPUT_BYTES];
-    argon2()
-        .hash_password_into_with_memory(
-            password.as_bytes(),
-            raw_salt,
-            &mut out,
-            memory.blocks(params.block_count()),
-        )
-        .map_err(HashError::Argon2)?;
-    let output = Output::new(&out).map_err(HashError::Stored)?;
+    let output = compute(&argon2(), memory, password, salt.as_salt(), OUTPUT_BYTES)?;
     Ok(format!(
         "$argon2id$v={}$m={},t={},p={}${}${}",
         Version::V0x13 as u32,
@@ -294,21 +280,30 @@ fn verify_with(memory: &mut Memory, password: &str, stored: &str) -> Result<bool
             argon2::password_hash::Error::PhcStringField,
         ));
     };
+    let argon2 = Argon2::new(algorithm, version, params);
+    let output = compute(&argon2, memory, password, salt, expected.len())?;
+    // Output's equality is constant-time.
+    Ok(output == expected)
+}
+
+/// Hashes `password` with `salt` into `length` bytes, in `memory`.
+fn compute(
+    argon2: &Argon2<'_>,
+    memory: &mut Memory,
+    password: &str,
+    salt: Salt<'_>,
+    length: usize,
+) -> Result<Output, HashError> {
     let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
     let raw_salt = salt
         .decode_b64(&mut salt_bytes)
         .map_err(HashError::Stored)?;
-    let mut out = vec![0u8; expected.len()];
-    Argon2::new(algorithm, version, params.clone())
-        .hash_password_into_with_memory(
-            password.as_bytes(),
-            raw_salt,
-            &mut out,
-            memory.blocks(params.block_count()),
-        )
+    let mut out = vec![0u8; length];
+    let blocks = memory.blocks(argon2.params().block_count());
+    argon2
+        .hash_password_into_with_memory(password.as_bytes(), raw_salt, &mut out, blocks)
         .map_err(HashError::Argon2)?;
-    // Output's equality is constant-time.
-    Ok(Output::new(&out).map_err(HashError::Stored)? == expected)
+    Output::new(&out).map_err(HashError::Stored)
 }
 
 /// Hashes on the calling thread; for the CLI. Request handlers use [`Passwords::hash`].
