@@ -2,7 +2,7 @@
 //! the flag wins over the variable, and the real environment wins over the
 //! env file (see [`EnvFile`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -405,14 +405,17 @@ fn value_len(text: &str) -> Option<usize> {
     (!quoted && !text.is_empty()).then_some(text.len())
 }
 
-/// The env file's contribution to the process environment. Variables that
-/// were already set when the process started (the real environment) always
-/// win; a reload may change or remove only what the file itself set.
-#[derive(Debug)]
+/// The env file's settings. They are never written into this process's
+/// environment: that is sound only while a process has one thread (and
+/// `unsafe` from Rust 2024 on). Instead they become the defaults of the
+/// command line's arguments ([`EnvFile::apply`]), so the command line and
+/// the real environment still win over the file, and the processes the
+/// master starts get them in their environment ([`EnvFile::for_children`]).
+#[derive(Debug, Default)]
 pub struct EnvFile {
     path: Option<PathBuf>,
-    real: HashSet<String>,
-    from_file: HashSet<String>,
+    /// As the file read last, in its order.
+    variables: Vec<(String, String)>,
 }
 
 /// Why an env file was not loaded. Nothing of it is applied then.
@@ -420,8 +423,8 @@ pub struct EnvFile {
 pub enum EnvFileError {
     #[error(transparent)]
     Read(#[from] dotenvy::Error),
-    /// The environment cannot hold a NUL byte: `std::env::set_var` would
-    /// panic on it, taking the master down on a SIGHUP.
+    /// No environment can hold a NUL byte: a child process could not be
+    /// given the value.
     #[error("the value of {0} holds a NUL byte")]
     Nul(String),
 }
@@ -437,42 +440,71 @@ impl EnvFile {
         };
         let mut env_file = EnvFile {
             path,
-            real: std::env::vars_os()
-                .filter_map(|(name, _)| name.into_string().ok())
-                .collect(),
-            from_file: HashSet::new(),
+            variables: Vec::new(),
         };
         env_file.reload()?;
         Ok(env_file)
     }
 
-    /// Reads the file again (for SIGHUP). Call it only while the process has
-    /// one thread, as the master does: it changes the environment. A file
-    /// that does not read whole changes nothing.
+    /// The given variables, as if a file had set them.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn from_variables(variables: Vec<(String, String)>) -> Self {
+        EnvFile {
+            path: None,
+            variables,
+        }
+    }
+
+    /// Reads the file again (for SIGHUP). A file that does not read whole
+    /// changes nothing.
     pub fn reload(&mut self) -> Result<(), EnvFileError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let variables = read_env_file(std::fs::File::open(path).map_err(dotenvy::Error::Io)?)?;
-        self.apply(variables);
+        let file = std::fs::File::open(path).map_err(dotenvy::Error::Io)?;
+        self.variables = read_env_file(file)?;
         Ok(())
     }
 
-    /// Sets what the file names, but for the real environment's variables,
-    /// and removes what an earlier read set and this one does not.
-    pub(crate) fn apply(&mut self, variables: Vec<(String, String)>) {
-        let mut seen = HashSet::new();
-        for (name, value) in variables {
-            if !self.real.contains(&name) {
-                std::env::set_var(&name, value);
-                seen.insert(name);
-            }
-        }
-        for gone in self.from_file.difference(&seen) {
-            std::env::remove_var(gone);
-        }
-        self.from_file = seen;
+    /// `command` (and its subcommands) with the file's values as the
+    /// defaults of the arguments they name through `env`. clap takes the
+    /// command line first, then the real environment, then defaults: the
+    /// order a file's variables always had against the other two.
+    pub fn apply(&self, command: clap::Command) -> clap::Command {
+        let values: HashMap<&str, &str> = self
+            .variables
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        with_defaults(command, &values)
     }
+
+    /// What child processes need in their environment to read the same
+    /// settings without the file: its variables the real environment does
+    /// not set (those the real environment sets they inherit).
+    pub fn for_children(&self) -> Vec<(String, String)> {
+        self.variables
+            .iter()
+            .filter(|(name, _)| std::env::var_os(name).is_none())
+            .cloned()
+            .collect()
+    }
+}
+
+fn with_defaults(command: clap::Command, values: &HashMap<&str, &str>) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let value = arg
+                .get_env()
+                .and_then(|name| name.to_str())
+                .and_then(|name| values.get(name));
+            match value {
+                // A default does not satisfy `required`, a variable did.
+                Some(value) => arg.default_value(value.to_string()).required(false),
+                None => arg,
+            }
+        })
+        .mut_subcommands(|subcommand| with_defaults(subcommand, values))
 }
 
 /// The variables an env file sets, in its order, or why it cannot be used:
@@ -561,6 +593,76 @@ mod tests {
             redact_url("ab://x=1 password=hunter2"),
             "ab://x=1 password=***"
         );
+    }
+
+    /// The order clap and the file always had: the command line, then the
+    /// real environment, then the file, then the built-in default; with
+    /// lists split and flags read as their variables are.
+    #[test]
+    fn the_files_values_are_defaults_under_the_command_line_and_the_environment() {
+        use clap::{Arg, ArgAction, Command};
+        let command = || {
+            Command::new("t")
+                .no_binary_name(true)
+                .arg(
+                    Arg::new("a")
+                        .long("a")
+                        .env("ENV_FILE_TEST_A")
+                        .default_value("built-in"),
+                )
+                .arg(Arg::new("path").long("path").env("PATH"))
+                .arg(
+                    Arg::new("list")
+                        .long("list")
+                        .env("ENV_FILE_TEST_LIST")
+                        .value_delimiter(','),
+                )
+                .arg(
+                    Arg::new("flag")
+                        .long("flag")
+                        .env("ENV_FILE_TEST_FLAG")
+                        .action(ArgAction::SetTrue),
+                )
+                .arg(
+                    Arg::new("needed")
+                        .long("needed")
+                        .env("ENV_FILE_TEST_NEEDED")
+                        .required(true),
+                )
+        };
+        let file = EnvFile::from_variables(
+            [
+                ("ENV_FILE_TEST_A", "from-file"),
+                ("PATH", "from-file"),
+                ("ENV_FILE_TEST_LIST", "x,y"),
+                ("ENV_FILE_TEST_FLAG", "true"),
+                ("ENV_FILE_TEST_NEEDED", "yes"),
+            ]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .to_vec(),
+        );
+        let parsed = file.apply(command()).get_matches_from(Vec::<String>::new());
+        let one = |id: &str| parsed.get_one::<String>(id).cloned();
+        assert_eq!(one("a").as_deref(), Some("from-file"));
+        assert_eq!(
+            one("path"),
+            std::env::var("PATH").ok(),
+            "the real variable wins"
+        );
+        let list: Vec<&String> = parsed.get_many("list").unwrap().collect();
+        assert_eq!(list, ["x", "y"]);
+        assert!(parsed.get_flag("flag"));
+        assert_eq!(one("needed").as_deref(), Some("yes"));
+
+        let given = file.apply(command()).get_matches_from(["--a", "given"]);
+        assert_eq!(given.get_one::<String>("a").unwrap(), "given");
+        let bare = EnvFile::default()
+            .apply(command())
+            .try_get_matches_from(["--needed=1"]);
+        assert_eq!(bare.unwrap().get_one::<String>("a").unwrap(), "built-in");
+        let children: Vec<String> = file.for_children().into_iter().map(|(n, _)| n).collect();
+        assert!(!children.contains(&"PATH".to_owned()), "{children:?}");
+        assert!(children.contains(&"ENV_FILE_TEST_A".to_owned()));
     }
 
     /// Found writing the env_file fuzz target: a NUL in a value made

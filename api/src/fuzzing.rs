@@ -6,7 +6,7 @@
 //! corpus), so that the parsers themselves stay private.
 
 use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use clap::{Args, FromArgMatches};
 use ipnet::IpNet;
@@ -131,22 +131,17 @@ pub fn openapi_compat(data: &[u8]) {
 }
 
 /// An env file as the service reads it at start and on SIGHUP: parsed
-/// (never a panic), put into the environment, the settings parsed from it
-/// as `serve` parses them, validated and described; the description never
-/// shows the database's or Redis' password.
+/// (never a panic), the settings parsed from it as `serve` parses them,
+/// validated and described; the description never shows the database's or
+/// Redis' password.
 pub fn env_file(data: &[u8]) {
-    static ENV_FILE: OnceLock<Mutex<EnvFile>> = OnceLock::new();
-    let env_file = ENV_FILE.get_or_init(|| {
-        Mutex::new(EnvFile::load(Some(std::path::Path::new("/dev/null"))).expect("loads"))
-    });
-    let mut env_file = env_file
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let Ok(variables) = config::read_env_file(data) else {
         return;
     };
-    env_file.apply(variables);
-    let command = Settings::augment_args(clap::Command::new("fuzz").no_binary_name(true));
+    let env_file = EnvFile::from_variables(variables);
+    let command = env_file.apply(Settings::augment_args(
+        clap::Command::new("fuzz").no_binary_name(true),
+    ));
     let settings = command
         .try_get_matches_from(std::iter::empty::<String>())
         .ok()
@@ -156,7 +151,6 @@ pub fn env_file(data: &[u8]) {
         let described = settings.describe();
         assert_no_password(&settings.database.url, &settings.redis.url, &described);
     }
-    env_file.apply(Vec::new());
 }
 
 /// Each URL's password, as its client reads it, is not on its own line of

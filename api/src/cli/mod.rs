@@ -8,12 +8,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::EnvFile;
 use crate::error;
 use crate::modules;
-use crate::server::{self, ServeArgs};
+use crate::server::{self, Handoff, Loaded, ServeArgs};
 use crate::startup::{self, MIGRATION_PATIENCE};
 use crate::storage::migrations;
 use crate::storage::postgres::DatabaseSettings;
@@ -32,6 +32,9 @@ pub struct Cli {
     /// Which log lines to keep, as a tracing filter (`info`, `app=debug,info`).
     #[arg(long = "log", global = true, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
+    /// From the master to the processes it starts (`server::Handoff`).
+    #[arg(long = "handoff", hide = true, value_name = "HANDOFF")]
+    pub handoff: Option<Handoff>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -78,21 +81,39 @@ pub enum ConfigCommand {
 }
 
 pub fn main() -> ExitCode {
-    // The env file must be in the environment before clap reads variables,
-    // so its path is picked out of the arguments ahead of parsing.
-    let env_file = match EnvFile::load(env_file_argument(std::env::args_os()).as_deref()) {
+    let arguments: Vec<OsString> = std::env::args_os().collect();
+    // The env file's values are the arguments' defaults, so it is read
+    // ahead of parsing, its path picked out of the arguments. A worker
+    // reads none: its master put the file's variables in its environment.
+    let handoff = Handoff::find(&arguments);
+    let env_file = if handoff
+        .as_ref()
+        .is_some_and(Handoff::uses_masters_environment)
+    {
+        Ok(EnvFile::default())
+    } else {
+        EnvFile::load(env_file_argument(&arguments).as_deref())
+    };
+    let env_file = match env_file {
         Ok(env_file) => env_file,
         Err(err) => {
             eprintln!("error: cannot load the env file: {err}");
             return ExitCode::from(2);
         }
     };
-    let cli = Cli::parse();
+    let cli = match parse(&env_file, &arguments) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     telemetry::init(cli.log_format, &cli.log_filter);
     // Serving forks worker processes, which must happen before any async
     // runtime (with its threads) exists; the other commands run on one.
     if let Command::Serve(args) = cli.command {
-        return server::run(*args, reload_from(env_file));
+        let loaded = Loaded {
+            args: *args,
+            environment: env_file.for_children(),
+        };
+        return server::run(loaded, cli.handoff, reload_from(env_file, arguments));
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -110,18 +131,27 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The command line, with the env file's values as defaults.
+fn parse(env_file: &EnvFile, arguments: &[OsString]) -> Result<Cli, clap::Error> {
+    let mut command = env_file.apply(Cli::command());
+    let matches = command.try_get_matches_from_mut(arguments)?;
+    Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut command))
+}
+
 /// For SIGHUP: the env file read again, then the command line parsed again.
-fn reload_from(mut env_file: EnvFile) -> server::Reload {
-    let arguments: Vec<OsString> = std::env::args_os().collect();
+fn reload_from(mut env_file: EnvFile, arguments: Vec<OsString>) -> server::Reload {
     Box::new(move || {
         env_file
             .reload()
             .map_err(|err| format!("cannot reload the env file: {err}"))?;
-        let cli = Cli::try_parse_from(&arguments).map_err(|err| err.to_string())?;
+        let cli = parse(&env_file, &arguments).map_err(|err| err.to_string())?;
         match cli.command {
             Command::Serve(args) => {
                 args.validate()?;
-                Ok(*args)
+                Ok(Loaded {
+                    args: *args,
+                    environment: env_file.for_children(),
+                })
             }
             _ => Err("the command line is not `serve` any more".into()),
         }
@@ -129,8 +159,8 @@ fn reload_from(mut env_file: EnvFile) -> server::Reload {
 }
 
 /// `--env-file PATH`, `--env-file=PATH`, else `ENV_FILE`.
-fn env_file_argument(args: impl IntoIterator<Item = OsString>) -> Option<PathBuf> {
-    let mut args = args.into_iter().skip(1);
+fn env_file_argument(args: &[OsString]) -> Option<PathBuf> {
+    let mut args = args.iter().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--env-file" {
             return args.next().map(PathBuf::from);
@@ -190,11 +220,11 @@ mod tests {
     fn the_env_file_argument_is_found_in_either_spelling() {
         let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
         assert_eq!(
-            env_file_argument(args(&["api", "--env-file", "x.env", "serve"])),
+            env_file_argument(&args(&["api", "--env-file", "x.env", "serve"])),
             Some(PathBuf::from("x.env"))
         );
         assert_eq!(
-            env_file_argument(args(&["api", "serve", "--env-file=y.env"])),
+            env_file_argument(&args(&["api", "serve", "--env-file=y.env"])),
             Some(PathBuf::from("y.env"))
         );
     }

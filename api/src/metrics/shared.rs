@@ -45,6 +45,11 @@ impl SharedDir {
         Ok(SharedDir { path })
     }
 
+    /// A worker's handle on the directory its master made.
+    pub fn existing(path: PathBuf) -> SharedDir {
+        SharedDir { path }
+    }
+
     /// Where a master with this pid keeps its directory.
     pub fn default_path(master_pid: u32) -> PathBuf {
         std::env::temp_dir().join(format!("{}-metrics-{master_pid}", env!("CARGO_PKG_NAME")))

@@ -1,28 +1,33 @@
-//! The master: owns the listening sockets, forks workers, keeps their number
-//! right and acts on signals, as Gunicorn's arbiter does. It runs no async
+//! The master: owns the listening sockets, starts workers, keeps their
+//! number right and acts on signals, as Gunicorn's arbiter does. Workers
+//! are started from the binary on disk (fork, then exec) with the sockets
+//! and a heartbeat pipe handed down (`super::handoff`), so a reload runs a
+//! new build; SIGUSR2 starts a whole new master that way. It runs no async
 //! runtime and no other thread, so forking it is safe, and it reaps every
 //! child (it is a child subreaper), so it can be PID 1 in a container.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::ExitCode;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe, ForkResult, Pid};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU};
+use nix::unistd::{pipe2, Pid};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR2};
 use signal_hook::iterator::Signals;
 
-use super::{worker, ServeArgs};
+use super::handoff::{self, Handoff};
+use super::{Loaded, Reload, ServeArgs};
 use crate::metrics::shared::SharedDir;
 use crate::metrics::{CounterFamily, Snapshot};
-
-/// Re-reads the env file and the settings, for SIGHUP.
-pub type Reload = Box<dyn FnMut() -> Result<ServeArgs, String>>;
 
 /// How often the master looks at signals, children and heartbeats.
 const TICK: Duration = Duration::from_millis(50);
@@ -31,6 +36,11 @@ const CRASH_WINDOW: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long workers get to exit on a quick shutdown before SIGKILL.
 const QUICK_STOP: Duration = Duration::from_secs(2);
+/// How long a reload's probe of the binary on disk may take.
+const PROBE_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a new master (SIGUSR2) gets to have all its workers serving,
+/// migrations included, at the least: twice WORKER_TIMEOUT when longer.
+const UPGRADE_PATIENCE: Duration = Duration::from_secs(60);
 
 struct Worker {
     id: u64,
@@ -69,6 +79,34 @@ enum Stopping {
     Quick(Instant),
 }
 
+/// SIGUSR2's new master, until it serves or fails.
+struct Upgrade {
+    pid: Pid,
+    /// It writes a byte here once all its workers serve.
+    ready: std::fs::File,
+    deadline: Instant,
+}
+
+/// What an old master hands a new one (SIGUSR2).
+pub struct Inherited {
+    shared: TcpListener,
+    slots: BTreeMap<usize, TcpListener>,
+    ready: std::fs::File,
+}
+
+impl Inherited {
+    pub fn adopt(ready: RawFd, shared: RawFd, slots: &[(usize, RawFd)]) -> std::io::Result<Self> {
+        Ok(Inherited {
+            shared: handoff::adopt_socket(shared)?,
+            slots: slots
+                .iter()
+                .map(|(slot, fd)| Ok((*slot, handoff::adopt_socket(*fd)?)))
+                .collect::<std::io::Result<_>>()?,
+            ready: std::fs::File::from(handoff::adopt_pipe(ready)?),
+        })
+    }
+}
+
 pub struct Master {
     /// The BIND socket every worker serves; none once stopping, so that new
     /// clients are refused rather than queued for workers that are leaving.
@@ -78,6 +116,20 @@ pub struct Master {
     slot_sockets: BTreeMap<usize, TcpListener>,
     args: ServeArgs,
     reload: Reload,
+    /// The binary workers (and a new master) start from: the path this
+    /// master started from, whatever file is there at the time.
+    exe: PathBuf,
+    argv0: OsString,
+    /// The command line after the program's name, less any handoff.
+    arguments: Vec<OsString>,
+    /// The env file's variables the workers get in their environment.
+    environment: Vec<(String, String)>,
+    /// SIGUSR2's new master, while it starts.
+    upgrade: Option<Upgrade>,
+    /// From an old master: where to say this one serves.
+    announce: Option<std::fs::File>,
+    /// All of the first generation has served: the pid file is written.
+    announced: bool,
     signals: Signals,
     workers: BTreeMap<Pid, Worker>,
     target: usize,
@@ -94,18 +146,47 @@ pub struct Master {
 }
 
 impl Master {
-    pub fn start(args: ServeArgs, reload: Reload) -> std::io::Result<Master> {
-        let address = args.settings.bind;
-        let listener = TcpListener::bind(address).map_err(|err| {
-            std::io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
+    /// A master on BIND's socket, or on those an old master handed over.
+    pub fn start(
+        loaded: Loaded,
+        reload: Reload,
+        inherited: Option<Inherited>,
+    ) -> std::io::Result<Master> {
+        let Loaded { args, environment } = loaded;
+        let exe = std::env::current_exe().map_err(|err| {
+            std::io::Error::new(err.kind(), format!("cannot tell which binary runs: {err}"))
         })?;
-        let mut slot_sockets = BTreeMap::new();
+        let mut arguments = handoff::Handoff::strip(&std::env::args_os().collect::<Vec<_>>());
+        let argv0 = if arguments.is_empty() {
+            exe.clone().into_os_string()
+        } else {
+            arguments.remove(0)
+        };
+        let (listener, mut slot_sockets, announce) = match inherited {
+            Some(Inherited {
+                shared,
+                slots,
+                ready,
+            }) => (shared, slots, Some(ready)),
+            None => {
+                let address = args.settings.bind;
+                let listener = TcpListener::bind(address).map_err(|err| {
+                    let message = format!("cannot listen on {address}: {err}");
+                    std::io::Error::new(err.kind(), message)
+                })?;
+                (listener, BTreeMap::new(), None)
+            }
+        };
         if args.process.first_worker_port.is_some() {
             for slot in 0..args.process.workers {
-                slot_sockets.insert(slot, bind_slot(&args, slot)?);
+                if let std::collections::btree_map::Entry::Vacant(free) = slot_sockets.entry(slot) {
+                    free.insert(bind_slot(&args, slot)?);
+                }
             }
         }
-        let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGCHLD])?;
+        let signals = Signals::new([
+            SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR2, SIGTTIN, SIGTTOU, SIGCHLD,
+        ])?;
         let metrics_dir = SharedDir::default_path(std::process::id());
         let metrics = SharedDir::create(metrics_dir.clone()).map_err(|err| {
             let shown = metrics_dir.display();
@@ -138,6 +219,13 @@ impl Master {
             slot_sockets,
             args,
             reload,
+            exe,
+            argv0,
+            arguments,
+            environment,
+            upgrade: None,
+            announce,
+            announced: false,
             signals,
             workers: BTreeMap::new(),
             generation: 0,
@@ -177,12 +265,17 @@ impl Master {
                 None => {
                     self.keep_worker_count();
                     self.retire_previous_generation();
+                    self.announce_when_serving();
+                    self.watch_upgrade();
                 }
             }
             std::thread::sleep(TICK);
         }
         if let Err(err) = self.metrics.remove() {
             tracing::warn!(error = %err, "cannot remove the metrics directory");
+        }
+        if let Some(path) = &self.args.process.pid_file {
+            remove_pid_file(path);
         }
         tracing::info!("master stopped");
         ExitCode::SUCCESS
@@ -191,13 +284,7 @@ impl Master {
     fn on_signal(&mut self, signal: i32) {
         let now = Instant::now();
         match signal {
-            SIGTERM if self.stopping.is_none() => {
-                let grace = Duration::from_secs(self.args.settings.graceful_timeout);
-                tracing::info!(?grace, "SIGTERM: draining workers");
-                self.stopping = Some(Stopping::Graceful(now + grace));
-                self.close_sockets();
-                self.signal_all(Signal::SIGTERM);
-            }
+            SIGTERM if self.stopping.is_none() => self.stop_gracefully("SIGTERM"),
             SIGINT | SIGQUIT => {
                 tracing::info!("SIGINT/SIGQUIT: quick shutdown");
                 self.stopping = Some(Stopping::Quick(now + QUICK_STOP));
@@ -205,6 +292,7 @@ impl Master {
                 self.signal_all(Signal::SIGQUIT);
             }
             SIGHUP if self.stopping.is_none() => self.reload(),
+            SIGUSR2 if self.stopping.is_none() => self.upgrade(),
             SIGTTIN if self.stopping.is_none() => {
                 self.target += 1;
                 tracing::info!(workers = self.target, "SIGTTIN: one more worker");
@@ -218,11 +306,30 @@ impl Master {
         }
     }
 
-    /// SIGHUP: new settings, a new generation of workers, and the old one
-    /// retired once the new one is accepting.
+    /// Drains the workers until GRACEFUL_TIMEOUT, then exits.
+    fn stop_gracefully(&mut self, why: &str) {
+        let grace = Duration::from_secs(self.args.settings.graceful_timeout);
+        tracing::info!(?grace, "{why}: draining workers");
+        self.stopping = Some(Stopping::Graceful(Instant::now() + grace));
+        self.close_sockets();
+        self.signal_all(Signal::SIGTERM);
+    }
+
+    /// SIGHUP: new settings, a new generation of workers from the binary now
+    /// on disk, and the old generation retired once the new one is
+    /// accepting. A binary that cannot start with the new settings changes
+    /// nothing.
     fn reload(&mut self) {
         match (self.reload)() {
-            Ok(args) => {
+            Ok(Loaded { args, environment }) => {
+                if let Err(why) = self.probe(&environment) {
+                    tracing::error!(
+                        binary = %self.exe.display(),
+                        error = %why,
+                        "SIGHUP: the binary on disk does not start with these settings; the current workers serve on"
+                    );
+                    return;
+                }
                 if args.settings.bind != self.args.settings.bind {
                     tracing::warn!(
                         bind = %args.settings.bind,
@@ -242,6 +349,7 @@ impl Master {
                 // have left (they hold the last copies).
                 self.slot_sockets.split_off(&self.target);
                 self.args = args;
+                self.environment = environment;
                 self.generation += 1;
                 tracing::info!(
                     generation = self.generation,
@@ -252,6 +360,167 @@ impl Master {
             Err(err) => {
                 tracing::error!(error = %err, "SIGHUP: the new settings are invalid; keeping the old ones")
             }
+        }
+    }
+
+    /// Runs the binary on disk as a worker would, up to reading and
+    /// validating its settings; Ok if it exits 0. It says why not on the
+    /// shared stderr.
+    fn probe(&self, environment: &[(String, String)]) -> Result<(), String> {
+        let mut child = self
+            .command(&Handoff::Check, environment, Vec::new())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|err| format!("cannot run it: {err}"))?;
+        let deadline = Instant::now() + PROBE_PATIENCE;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("it exited with {status}")),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("it did not finish within {PROBE_PATIENCE:?}"));
+                }
+                Err(err) => return Err(format!("cannot wait for it: {err}")),
+            }
+        }
+    }
+
+    /// The binary on disk with this master's command line, `handoff` ahead
+    /// of it, `environment` added to this process's own, and `inherit`
+    /// passed down.
+    fn command(
+        &self,
+        handoff: &Handoff,
+        environment: &[(String, String)],
+        inherit: Vec<RawFd>,
+    ) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.exe);
+        command
+            .arg0(&self.argv0)
+            .arg(handoff::ARGUMENT)
+            .arg(handoff.to_string())
+            .args(&self.arguments)
+            .envs(environment.iter().map(|(name, value)| (name, value)));
+        handoff::inherit(&mut command, inherit);
+        command
+    }
+
+    /// SIGUSR2: a new master from the binary on disk, on these sockets. This
+    /// one retires its workers and exits once the new one's serve; if the
+    /// new one fails, this one serves on.
+    fn upgrade(&mut self) {
+        if let Some(upgrade) = &self.upgrade {
+            tracing::warn!(new_master = %upgrade.pid, "SIGUSR2: an upgrade is under way already");
+            return;
+        }
+        match self.start_new_master() {
+            Ok(upgrade) => {
+                tracing::info!(
+                    new_master = %upgrade.pid,
+                    binary = %self.exe.display(),
+                    "SIGUSR2: a new master is starting from the binary on disk"
+                );
+                self.upgrade = Some(upgrade);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "SIGUSR2: cannot start a new master; this one serves on")
+            }
+        }
+    }
+
+    fn start_new_master(&self) -> std::io::Result<Upgrade> {
+        let Some(shared) = &self.shared else {
+            return Err(std::io::Error::other("the master is stopping"));
+        };
+        let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC)?;
+        set_nonblocking(&ready_read)?;
+        let slots: Vec<(usize, RawFd)> = self
+            .slot_sockets
+            .iter()
+            .map(|(slot, socket)| (*slot, socket.as_raw_fd()))
+            .collect();
+        let mut inherit = vec![ready_write.as_raw_fd(), shared.as_raw_fd()];
+        inherit.extend(slots.iter().map(|(_, fd)| *fd));
+        let handoff = Handoff::Master {
+            ready: ready_write.as_raw_fd(),
+            shared: shared.as_raw_fd(),
+            slots,
+        };
+        // No environment of ours: a new master reads the env file itself,
+        // as a fresh start would.
+        let child = self.command(&handoff, &[], inherit).spawn()?;
+        let patience = UPGRADE_PATIENCE.max(self.args.process.worker_timeout() * 2);
+        Ok(Upgrade {
+            pid: child_pid(&child)?,
+            ready: std::fs::File::from(ready_read),
+            deadline: Instant::now() + patience,
+        })
+    }
+
+    /// The new master's word: it serves (this one retires), or it failed.
+    fn watch_upgrade(&mut self) {
+        let Some(upgrade) = &mut self.upgrade else {
+            return;
+        };
+        let pid = upgrade.pid;
+        let mut byte = [0u8; 1];
+        match upgrade.ready.read(&mut byte) {
+            Ok(1..) => {
+                self.upgrade = None;
+                tracing::info!(new_master = %pid, "SIGUSR2: the new master serves");
+                self.stop_gracefully("SIGUSR2: handing over");
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= upgrade.deadline {
+                    self.upgrade = None;
+                    tracing::error!(
+                        new_master = %pid,
+                        "SIGUSR2: the new master's workers did not all serve in time; stopping it, this one serves on"
+                    );
+                    let _ = kill(pid, Signal::SIGQUIT);
+                }
+            }
+            // Closed without a word: it is gone (reaping says how).
+            Ok(0) | Err(_) => {
+                self.upgrade = None;
+                tracing::error!(
+                    new_master = %pid,
+                    "SIGUSR2: the new master stopped before it served; this one serves on"
+                );
+            }
+        }
+    }
+
+    /// Once every worker of the first generation serves: the pid file, and
+    /// the old master's cue to retire when this one took over from it.
+    fn announce_when_serving(&mut self) {
+        if self.announced {
+            return;
+        }
+        let serving = self
+            .workers
+            .values()
+            .filter(|w| w.generation == self.generation && !w.leaving && w.ready)
+            .count();
+        if serving < self.target {
+            return;
+        }
+        self.announced = true;
+        if let Some(path) = &self.args.process.pid_file {
+            if let Err(err) = write_pid_file(path) {
+                let path = path.display();
+                tracing::warn!(error = %err, "cannot write the pid file {path}");
+            }
+        }
+        if let Some(mut old_master) = self.announce.take() {
+            tracing::info!("serving; the old master retires");
+            let _ = old_master.write_all(&[1]);
         }
     }
 
@@ -312,57 +581,49 @@ impl Master {
         let Some(shared) = &self.shared else {
             return Err(std::io::Error::other("the master is stopping"));
         };
-        let mut sockets = vec![shared.try_clone()?];
+        let mut sockets = vec![shared.as_raw_fd()];
         if self.args.process.first_worker_port.is_some() {
             if !self.slot_sockets.contains_key(&slot) {
                 self.slot_sockets.insert(slot, bind_slot(&self.args, slot)?);
             }
             if let Some(socket) = self.slot_sockets.get(&slot) {
-                sockets.push(socket.try_clone()?);
+                sockets.push(socket.as_raw_fd());
             }
         }
-        let (beat_read, beat_write) = pipe()?;
-        let flags = OFlag::from_bits_truncate(fcntl(&beat_read, FcntlArg::F_GETFL)?);
-        fcntl(&beat_read, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        // Close-on-exec here, so that only this worker inherits its end
+        // (never another slot's socket or another worker's pipe).
+        let (beat_read, beat_write) = pipe2(OFlag::O_CLOEXEC)?;
+        set_nonblocking(&beat_read)?;
         let id = self.next_id;
         self.next_id += 1;
-        // SAFETY: the master has a single thread (no async runtime, no
-        // helper threads), so the child gets a consistent copy of it.
-        match unsafe { fork() }? {
-            ForkResult::Child => {
-                // Only its own sockets: a copy of another slot's would keep
-                // that port open after SIGTTOU has given it up. Likewise the
-                // other workers' heartbeat pipes.
-                drop(beat_read);
-                self.shared = None;
-                self.slot_sockets.clear();
-                self.workers.clear();
-                let metrics = self.metrics.clone();
-                let code = worker::run(sockets, beat_write, metrics, &self.args, id);
-                std::process::exit(code);
-            }
-            ForkResult::Parent { child } => {
-                drop(beat_write);
-                drop(sockets);
-                let now = Instant::now();
-                tracing::info!(pid = %child, worker = id, slot, generation = self.generation, "worker started");
-                self.workers.insert(
-                    child,
-                    Worker {
-                        id,
-                        generation: self.generation,
-                        slot,
-                        heartbeat: std::fs::File::from(beat_read),
-                        started: now,
-                        last_beat: now,
-                        ready: false,
-                        leaving: false,
-                        restart: None,
-                    },
-                );
-                Ok(())
-            }
-        }
+        let handoff = Handoff::Worker {
+            id,
+            heartbeat: beat_write.as_raw_fd(),
+            sockets: sockets.clone(),
+            metrics: self.metrics.path().to_owned(),
+        };
+        let mut inherit = sockets;
+        inherit.push(beat_write.as_raw_fd());
+        let child = self.command(&handoff, &self.environment, inherit).spawn()?;
+        drop(beat_write);
+        let child = child_pid(&child)?;
+        let now = Instant::now();
+        tracing::info!(pid = %child, worker = id, slot, generation = self.generation, "worker started");
+        self.workers.insert(
+            child,
+            Worker {
+                id,
+                generation: self.generation,
+                slot,
+                heartbeat: std::fs::File::from(beat_read),
+                started: now,
+                last_beat: now,
+                ready: false,
+                leaving: false,
+                restart: None,
+            },
+        );
+        Ok(())
     }
 
     /// Collects every exited child: workers, and, as PID 1, any orphan.
@@ -386,6 +647,19 @@ impl Master {
     }
 
     fn on_exit(&mut self, pid: Pid, how: &str, clean: bool) {
+        if self
+            .upgrade
+            .as_ref()
+            .is_some_and(|upgrade| upgrade.pid == pid)
+        {
+            self.upgrade = None;
+            tracing::error!(
+                new_master = %pid,
+                how,
+                "SIGUSR2: the new master exited before it served; this one serves on"
+            );
+            return;
+        }
         let Some(worker) = self.workers.remove(&pid) else {
             tracing::debug!(%pid, how, "reaped an orphaned process");
             return;
@@ -497,4 +771,33 @@ fn bind_slot(args: &ServeArgs, slot: usize) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).map_err(|err| {
         std::io::Error::new(err.kind(), format!("cannot listen on {address}: {err}"))
     })
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+fn child_pid(child: &std::process::Child) -> std::io::Result<Pid> {
+    let pid = i32::try_from(child.id()).map_err(std::io::Error::other)?;
+    Ok(Pid::from_raw(pid))
+}
+
+/// Written whole or not at all (a new file renamed over the old), so a
+/// supervisor never reads half a pid.
+fn write_pid_file(path: &Path) -> std::io::Result<()> {
+    let staged = path.with_extension("tmp");
+    std::fs::write(&staged, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&staged, path)
+}
+
+/// Removed only while it still names this process: after SIGUSR2 it names
+/// the new master.
+fn remove_pid_file(path: &Path) {
+    let ours =
+        std::fs::read_to_string(path).is_ok_and(|pid| pid.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -3,6 +3,7 @@
 //! runtime; `--no-master` serves from this process instead (for debugging).
 //! docs/serving.md explains the model and each setting.
 
+mod handoff;
 mod master;
 mod worker;
 
@@ -15,7 +16,17 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 use crate::config::{env_lines, Settings};
 use crate::startup::{self, Application};
 
-pub use master::Reload;
+pub use handoff::Handoff;
+
+/// The settings `serve` runs with, and what of the env file its children
+/// need in their environment to read the same ones (`EnvFile::for_children`).
+pub struct Loaded {
+    pub args: ServeArgs,
+    pub environment: Vec<(String, String)>,
+}
+
+/// Reads the env file and the command line again, for SIGHUP.
+pub type Reload = Box<dyn FnMut() -> Result<Loaded, String>>;
 
 /// How `serve` runs processes. Each setting names its Gunicorn counterpart.
 #[derive(Debug, Clone, Args)]
@@ -51,6 +62,10 @@ pub struct ProcessSettings {
     /// Serve from this one process, with no master and no workers.
     #[arg(long = "no-master", env = "NO_MASTER")]
     pub no_master: bool,
+    /// Where the master writes its pid once its workers serve, and a new
+    /// master (SIGUSR2) writes its own when it takes over (Gunicorn --pid).
+    #[arg(long = "pid-file", env = "PID_FILE", value_name = "PATH")]
+    pub pid_file: Option<std::path::PathBuf>,
     /// Test-only routes under /__test (slow, hung and pid probes). Only in
     /// builds with the `test-hooks` feature, which `make test` turns on.
     #[cfg(feature = "test-hooks")]
@@ -102,6 +117,12 @@ impl ProcessSettings {
                     .map_or_else(String::new, |port| port.to_string()),
             ),
             ("NO_MASTER", self.no_master.to_string()),
+            (
+                "PID_FILE",
+                self.pid_file
+                    .as_ref()
+                    .map_or_else(String::new, |path| path.display().to_string()),
+            ),
         ])
     }
 }
@@ -123,18 +144,45 @@ impl ServeArgs {
 }
 
 /// Serves until told to stop; `reload` re-reads the settings on SIGHUP.
-pub fn run(args: ServeArgs, reload: Reload) -> ExitCode {
+/// `handoff` is what the master that started this process gave it: this is
+/// one of its workers, a new master taking over, or a reload's probe.
+pub fn run(loaded: Loaded, handoff: Option<Handoff>, reload: Reload) -> ExitCode {
+    let args = &loaded.args;
     if let Err(err) = args.validate() {
         eprintln!("error: {err}");
         return ExitCode::from(2);
     }
+    let inherited = match handoff {
+        Some(Handoff::Check) => return ExitCode::SUCCESS,
+        Some(Handoff::Worker {
+            id,
+            heartbeat,
+            sockets,
+            metrics,
+        }) => {
+            let code = worker::run(&sockets, heartbeat, metrics, args, id);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        Some(Handoff::Master {
+            ready,
+            shared,
+            slots,
+        }) => match master::Inherited::adopt(ready, shared, &slots) {
+            Ok(inherited) => Some(inherited),
+            Err(err) => {
+                eprintln!("error: cannot take over the old master's sockets: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     if args.process.no_master {
-        return run_single(args);
+        return run_single(loaded.args);
     }
-    if args.settings.migrate_on_start && !migrate_in_a_child(&args) {
+    if args.settings.migrate_on_start && !migrate_in_a_child(args) {
         return ExitCode::FAILURE;
     }
-    match master::Master::start(args, reload) {
+    match master::Master::start(loaded, reload, inherited) {
         Ok(master) => master.run(),
         Err(err) => {
             eprintln!("error: {err}");
@@ -241,7 +289,7 @@ fn run_single(args: ServeArgs) -> ExitCode {
         let mut app = Application::build(args.settings).await?;
         #[cfg(feature = "test-hooks")]
         if args.process.test_hooks {
-            app = app.wrap(|app| worker::with_test_hooks(app, Default::default()));
+            app = app.wrap(worker::with_test_hooks);
         }
         tracing::info!(address = %app.local_addr(), "listening (no master)");
         app.run_until(worker::stop_signal()).await?;

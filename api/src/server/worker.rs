@@ -1,10 +1,12 @@
 //! One worker process: the app on its own tokio runtime, accepting from the
-//! sockets it inherited from the master, heartbeating down a pipe.
+//! sockets it inherited from the master, heartbeating down a pipe while
+//! every thread of its runtime makes progress.
 
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use poem::endpoint::BoxEndpoint;
 use poem::EndpointExt;
 use tokio::sync::Notify;
 
-use super::ServeArgs;
+use super::{handoff, ServeArgs};
 use crate::metrics::shared::SharedDir;
 use crate::startup::Application;
 use crate::state::AppState;
@@ -45,20 +47,34 @@ pub async fn stop_signal() {
 }
 
 /// Runs a worker until it is told to stop or has served its request budget,
-/// and returns its exit status. Called in the child right after `fork`.
+/// and returns its exit status. The master started this process from the
+/// binary on disk, handing it `sockets`, the `heartbeat` pipe and the
+/// `metrics` directory.
 pub fn run(
-    sockets: Vec<TcpListener>,
-    heartbeat: OwnedFd,
-    metrics: SharedDir,
+    sockets: &[RawFd],
+    heartbeat: RawFd,
+    metrics: PathBuf,
     args: &ServeArgs,
     id: u64,
 ) -> i32 {
-    // First thing after fork: the master's handlers, inherited, would swallow
-    // a stop signal that arrives before the runtime listens for it.
+    // First thing: a stop signal before the runtime listens must not be
+    // lost (nor kill the worker, as the default action would).
     let early = match EarlySignals::register() {
         Ok(early) => early,
         Err(err) => {
             tracing::error!(worker = id, error = %err, "cannot register signal handlers");
+            return EXIT_STARTUP_FAILED;
+        }
+    };
+    let inherited = sockets
+        .iter()
+        .map(|fd| handoff::adopt_socket(*fd))
+        .collect::<std::io::Result<Vec<_>>>()
+        .and_then(|sockets| Ok((sockets, handoff::adopt_pipe(heartbeat)?)));
+    let (sockets, heartbeat) = match inherited {
+        Ok(inherited) => inherited,
+        Err(err) => {
+            tracing::error!(worker = id, error = %err, "worker cannot start");
             return EXIT_STARTUP_FAILED;
         }
     };
@@ -72,7 +88,7 @@ pub fn run(
     let worker = Worker {
         sockets,
         heartbeat,
-        metrics,
+        metrics: SharedDir::existing(metrics),
         args: args.clone(),
         id,
     };
@@ -125,21 +141,22 @@ async fn serve(worker: Worker, early: EarlySignals) -> i32 {
         }
     };
     let stop = Arc::new(Notify::new());
-    let hung = Arc::new(AtomicBool::new(false));
     let budget = request_budget(args.process.max_requests, args.process.max_requests_jitter);
-    #[cfg(feature = "test-hooks")]
-    let test_hooks = args.process.test_hooks.then(|| hung.clone());
     let application = application.wrap(|app| {
         let app = count_requests(app, budget, stop.clone());
         #[cfg(feature = "test-hooks")]
-        if let Some(hung) = test_hooks {
-            return with_test_hooks(app, hung);
+        if args.process.test_hooks {
+            return with_test_hooks(app);
         }
         app
     });
     let beat_every = (args.process.worker_timeout() / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(1));
-    tokio::spawn(beat(heartbeat, beat_every, hung, stop.clone()));
+    let runtime = tokio::runtime::Handle::current();
+    if let Err(err) = watch(runtime, heartbeat, beat_every, stop.clone()) {
+        tracing::error!(worker = id, error = %err, "cannot start the heartbeat");
+        return EXIT_STARTUP_FAILED;
+    }
     let state = application.state().clone();
     let owner = std::process::id().to_string();
     state.metrics.share_through(metrics.clone(), owner.clone());
@@ -243,28 +260,70 @@ async fn publish_metrics(state: AppState, dir: SharedDir, owner: String) {
     }
 }
 
-/// Tells the master this worker's event loop is alive. A worker whose loop
-/// is stuck stops beating and is killed after WORKER_TIMEOUT. A worker
-/// whose master died (it is re-parented) stops on its own.
-async fn beat(pipe: OwnedFd, every: Duration, hung: Arc<AtomicBool>, stop: Arc<Notify>) {
-    // Never block the runtime on a full pipe: a missed beat is harmless.
-    let flags = fcntl(&pipe, FcntlArg::F_GETFL).map(OFlag::from_bits_truncate);
-    if let Ok(flags) = flags {
-        let _ = fcntl(&pipe, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK));
-    }
+/// Tells the master, down the heartbeat pipe, that this worker's runtime
+/// makes progress: each of its threads is parked (idle) or has moved on
+/// since the last look. One thread stuck in a single poll (a handler that
+/// blocks it) stops the beats, however well the others answer, and after
+/// WORKER_TIMEOUT the master replaces the worker: requests queued behind
+/// that thread would wait forever. A thread of its own, not a task: a task
+/// only shows that *some* runtime thread is free. A worker whose master
+/// died (it is re-parented) stops on its own.
+fn watch(
+    runtime: tokio::runtime::Handle,
+    pipe: OwnedFd,
+    every: Duration,
+    stop: Arc<Notify>,
+) -> std::io::Result<()> {
+    // Never block on a full pipe: a missed beat is harmless.
+    let flags = fcntl(&pipe, FcntlArg::F_GETFL).map(OFlag::from_bits_truncate)?;
+    fcntl(&pipe, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     let mut pipe = std::fs::File::from(pipe);
     let master = nix::unistd::getppid();
-    let mut ticks = tokio::time::interval(every);
-    loop {
-        ticks.tick().await;
-        if nix::unistd::getppid() != master {
-            tracing::warn!("the master is gone; stopping");
-            stop.notify_one();
-            return;
-        }
-        if !hung.load(Ordering::Relaxed) {
-            let _ = pipe.write(&[1]);
-        }
+    let mut progress = Progress::default();
+    std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || loop {
+            if nix::unistd::getppid() != master {
+                tracing::warn!("the master is gone; stopping");
+                stop.notify_one();
+                return;
+            }
+            if progress.every_thread_moves(&runtime.metrics()) {
+                let _ = pipe.write(&[1]);
+            }
+            std::thread::sleep(every);
+        })?;
+    Ok(())
+}
+
+/// What each runtime thread had done at the last look, from tokio's stable
+/// metrics: how often it parked or woke (odd while parked) and how long it
+/// has been busy. A thread publishes them when it parks and every few dozen
+/// polls, so one that is running tasks moves them within a look or two; one
+/// held inside a single poll does not.
+#[derive(Default)]
+struct Progress {
+    seen: Vec<(u64, Duration)>,
+}
+
+impl Progress {
+    fn every_thread_moves(&mut self, metrics: &tokio::runtime::RuntimeMetrics) -> bool {
+        let now: Vec<(u64, Duration)> = (0..metrics.num_workers())
+            .map(|thread| {
+                (
+                    metrics.worker_park_unpark_count(thread),
+                    metrics.worker_total_busy_duration(thread),
+                )
+            })
+            .collect();
+        let parked = |(parks, _): &(u64, Duration)| parks % 2 == 1;
+        let moves = self.seen.is_empty()
+            || now
+                .iter()
+                .zip(&self.seen)
+                .all(|(now, before)| parked(now) || now != before);
+        self.seen = now;
+        moves
     }
 }
 
@@ -273,7 +332,7 @@ async fn beat(pipe: OwnedFd, every: Duration, hung: Arc<AtomicBool>, stop: Arc<N
 /// Only in builds with the `test-hooks` feature, which the test command
 /// turns on: a release build has none of it.
 #[cfg(feature = "test-hooks")]
-pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxEndpoint<'static> {
+pub fn with_test_hooks(app: BoxEndpoint<'static>) -> BoxEndpoint<'static> {
     use poem::middleware::SetHeader;
     use poem::web::Query;
     use poem::{handler, Route};
@@ -304,9 +363,9 @@ pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxE
         format!("{spawned:?}\n")
     }
 
-    let hang = poem::endpoint::make_sync(move |_| {
-        // Stop beating, then block this thread as a stuck handler would.
-        hung.store(true, Ordering::Relaxed);
+    // Blocks the runtime thread that runs it, as a stuck handler would
+    // (a blocking call in async code); the heartbeat must notice.
+    let hang = poem::endpoint::make_sync(|_| {
         std::thread::sleep(Duration::from_secs(3600));
         "unreachable"
     });
@@ -320,4 +379,36 @@ pub fn with_test_hooks(app: BoxEndpoint<'static>, hung: Arc<AtomicBool>) -> BoxE
         .nest("/", app)
         .with(SetHeader::new().overriding("x-worker-pid", worker))
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime thread held inside one poll stops the beat; an idle one
+    /// (parked) does not, nor one that keeps running tasks.
+    #[test]
+    fn a_thread_stuck_in_one_poll_is_seen_and_idle_or_busy_ones_are_not() {
+        let runtime = runtime(2).unwrap();
+        let metrics = runtime.handle().metrics();
+        let mut progress = Progress::default();
+        let look = |progress: &mut Progress| {
+            std::thread::sleep(Duration::from_millis(100));
+            progress.every_thread_moves(&metrics)
+        };
+        assert!(look(&mut progress) && look(&mut progress), "idle");
+
+        let busy = runtime.spawn(async {
+            for _ in 0..2_000 {
+                tokio::task::yield_now().await;
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        });
+        assert!(look(&mut progress) && look(&mut progress), "busy, yielding");
+        runtime.block_on(busy).unwrap();
+
+        runtime.spawn(async { std::thread::sleep(Duration::from_millis(600)) });
+        look(&mut progress);
+        assert!(!look(&mut progress), "one thread held in a poll");
+    }
 }

@@ -1,6 +1,8 @@
 //! `serve` as a process model: a real master and real workers, driven with
 //! real signals. Every wait is bounded; every process is killed at the end.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,11 @@ use nix::unistd::Pid;
 use crate::helpers::{eventually, free_port, free_ports, fresh_database, service_env, Servers};
 
 const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The service's binary, as cargo built it for the tests.
+fn built_binary() -> PathBuf {
+    PathBuf::from(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+}
 
 pub struct Served {
     /// The master, or `unshare` running it as PID 1 of a PID namespace.
@@ -47,7 +54,16 @@ impl Served {
 
     /// Runs `serve` behind `wrapper` (a command and its arguments), if any.
     async fn launch(wrapper: &[&str], workers: usize, env: &[(&str, &str)]) -> Served {
-        let binary = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
+        Served::launch_binary(&built_binary(), wrapper, workers, env).await
+    }
+
+    /// Runs `serve` from `binary`.
+    async fn launch_binary(
+        binary: &Path,
+        wrapper: &[&str],
+        workers: usize,
+        env: &[(&str, &str)],
+    ) -> Served {
         let mut command = match wrapper.split_first() {
             Some((program, arguments)) => {
                 let mut command = Command::new(program);
@@ -330,25 +346,315 @@ async fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
 }
 
 #[tokio::test]
-async fn a_hung_worker_is_killed_after_the_timeout_and_replaced() {
-    let served = Served::start(1, &[("WORKER_TIMEOUT", "2")]).await;
-    let hung = served.workers()[0];
+async fn a_worker_whose_every_runtime_thread_is_blocked_is_replaced_while_the_others_answer() {
+    let first = free_ports(2);
+    let first_port = first.to_string();
+    let env = [
+        ("THREADS", "2"),
+        ("WORKER_TIMEOUT", "2"),
+        ("FIRST_WORKER_PORT", first_port.as_str()),
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+    ];
+    let served = Served::start(2, &env).await;
+    let stuck = served.worker_at(first).await.unwrap();
+    let other = served.worker_at(first + 1).await.unwrap();
 
-    // The hook stops the worker's heartbeat and blocks it; don't wait for it.
+    // Two requests, each blocking the runtime thread that runs it, as a
+    // blocking call in a handler would: nothing in the worker runs now.
+    let hang = || {
+        served
+            .client
+            .get(format!("http://127.0.0.1:{first}/__test/hang"))
+            .timeout(Duration::from_millis(300))
+            .send()
+    };
+    let _ = tokio::join!(hang(), hang());
+    let answer = served
+        .client
+        .get(format!("http://127.0.0.1:{first}/__test/pid"))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await;
+    assert!(answer.is_err(), "not every thread is blocked: {answer:?}");
+    let blocked_at = Instant::now();
+
+    let ports = [served.port, first + 1];
+    let (ok, failed, replaced) =
+        stream_until(&served, &ports, || !served.workers().contains(&stuck)).await;
+
+    assert!(replaced, "the blocked worker lives on:\n{}", served.log());
+    let took = blocked_at.elapsed();
+    assert!(
+        took < Duration::from_secs(2 + 3),
+        "replaced {took:?} after blocking, WORKER_TIMEOUT is 2 s"
+    );
+    assert_eq!(failed, 0, "{ok} requests answered, {failed} failed");
+    assert!(served.log().contains("worker killed for timeout"));
+    assert!(
+        served.workers().contains(&other),
+        "the other worker went too"
+    );
+    let new = eventually(PATIENCE, || async {
+        served
+            .worker_at(first)
+            .await
+            .is_some_and(|pid| pid != stuck)
+    })
+    .await;
+    assert!(new, "no new worker on the slot:\n{}", served.log());
+}
+
+/// The heartbeat must come from every runtime thread: a thread stuck in
+/// one poll strands whatever is queued on it, even while the worker's other
+/// thread answers.
+#[tokio::test]
+async fn a_worker_with_one_runtime_thread_stuck_is_replaced_though_the_other_answers() {
+    let env = [("THREADS", "2"), ("WORKER_TIMEOUT", "2")];
+    let served = Served::start(1, &env).await;
+    let stuck = served.workers()[0];
+
     let _ = served
         .client
         .get(format!("{}/__test/hang", served.base))
-        .timeout(Duration::from_millis(200))
+        .timeout(Duration::from_millis(300))
         .send()
         .await;
+    assert_eq!(served.get("/v1/hello").await, Some(200), "{}", served.log());
 
     let replaced = eventually(PATIENCE, || async {
         let workers = served.workers();
-        workers.len() == 1 && workers[0] != hung && served.get("/healthz").await == Some(200)
+        workers.len() == 1 && workers[0] != stuck && served.get("/healthz").await == Some(200)
     })
     .await;
-    assert!(replaced, "hung worker not replaced:\n{}", served.log());
+    assert!(replaced, "the stuck worker lives on:\n{}", served.log());
     assert!(served.log().contains("worker killed for timeout"));
+}
+
+/// Sends requests round `ports` until `done` has held for half a second,
+/// or PATIENCE runs out: the answers, the failures, and whether `done` held.
+async fn stream_until(
+    served: &Served,
+    ports: &[u16],
+    mut done: impl FnMut() -> bool,
+) -> (usize, usize, bool) {
+    let deadline = Instant::now() + PATIENCE;
+    let (mut ok, mut failed) = (0, 0);
+    let mut done_at = None;
+    for port in ports.iter().cycle() {
+        if Instant::now() > deadline {
+            break;
+        }
+        match served.get_at(*port, "/v1/hello").await {
+            Some(200) => ok += 1,
+            _ => failed += 1,
+        }
+        if done_at.is_none() && done() {
+            done_at = Some(Instant::now());
+        }
+        if done_at.is_some_and(|at| at.elapsed() > Duration::from_millis(500)) {
+            break;
+        }
+    }
+    (ok, failed, done_at.is_some())
+}
+
+/// A deploy on a VM: a directory holding the binary the master starts
+/// from, under the service's name (workers are told by process name).
+struct Deploy {
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+}
+
+impl Deploy {
+    fn new() -> Deploy {
+        let dir = tempfile::tempdir().unwrap();
+        let built = built_binary();
+        let binary = dir.path().join(built.file_name().unwrap());
+        let deploy = Deploy { dir, binary };
+        deploy.release("");
+        deploy
+    }
+
+    /// Puts a build in place the way `install` does: written beside, then
+    /// renamed over the old path (a running binary cannot be written to).
+    /// `marker`, appended, makes the file differ (an ELF ignores trailing
+    /// bytes). Returns the new file's identity.
+    fn release(&self, marker: &str) -> (u64, u64) {
+        let mut bytes = std::fs::read(built_binary()).unwrap();
+        bytes.extend_from_slice(marker.as_bytes());
+        self.put(&bytes)
+    }
+
+    /// A build that does not start: it says why and exits 1.
+    fn release_broken(&self) {
+        self.put(b"#!/bin/sh\necho 'this build is broken' >&2\nexit 1\n");
+    }
+
+    fn put(&self, bytes: &[u8]) -> (u64, u64) {
+        let staged = self.binary.with_extension("staged");
+        std::fs::write(&staged, bytes).unwrap();
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&staged, &self.binary).unwrap();
+        file_identity(&self.binary).unwrap()
+    }
+}
+
+/// Device and inode: which file, whatever path it has now.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+/// The file process `pid` runs (it outlives a rename over its path).
+fn executable_of(pid: i32) -> Option<(u64, u64)> {
+    file_identity(Path::new(&format!("/proc/{pid}/exe")))
+}
+
+#[tokio::test]
+async fn sighup_starts_workers_from_the_binary_now_on_disk_without_failing_a_request() {
+    let deploy = Deploy::new();
+    let first = free_ports(2);
+    let first_port = first.to_string();
+    let env = [
+        ("WORKERS", "2"),
+        ("FIRST_WORKER_PORT", first_port.as_str()),
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+    ];
+    let served = Served::launch_binary(&deploy.binary, &[], 2, &env).await;
+    let old = file_identity(&deploy.binary).unwrap();
+    let runs = |pids: &[i32], build| pids.iter().all(|pid| executable_of(*pid) == Some(build));
+    assert!(runs(&served.workers(), old));
+
+    let new = deploy.release("build two");
+    served.signal(Signal::SIGHUP);
+    let ports = [served.port, first, first + 1];
+    let (ok, failed, switched) = stream_until(&served, &ports, || {
+        let workers = served.workers();
+        workers.len() == 2 && runs(&workers, new)
+    })
+    .await;
+
+    assert!(
+        switched,
+        "the workers do not run the new build:\n{}",
+        served.log()
+    );
+    assert_eq!(failed, 0, "{ok} requests answered, {failed} failed");
+    assert!(ok > 10, "only {ok} requests went through the reload");
+    // Every answer now comes from the new build, on every port.
+    for port in ports.iter().cycle().take(12) {
+        let pid = served.worker_at(*port).await.unwrap();
+        assert_eq!(executable_of(pid), Some(new), "worker {pid} on {port}");
+    }
+    let master = served.master_pid().unwrap();
+    assert_eq!(executable_of(master), Some(old), "the master itself stays");
+}
+
+/// Kills, at the end of a test, the master a pid file names and its workers.
+struct KillNamedIn<'a>(&'a Path);
+
+impl Drop for KillNamedIn<'_> {
+    fn drop(&mut self) {
+        let Some(master) = read_pid(self.0) else {
+            return;
+        };
+        for child in children_of(master) {
+            let _ = kill(Pid::from_raw(child.pid), Signal::SIGKILL);
+        }
+        let _ = kill(Pid::from_raw(master), Signal::SIGKILL);
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    (pid > 0).then_some(pid)
+}
+
+/// Gone, or a zombie that its parent (this test) has not collected.
+fn exited(pid: i32) -> bool {
+    stat(pid).is_none_or(|(_, state, _)| state == "Z")
+}
+
+#[tokio::test]
+async fn sigusr2_hands_the_sockets_to_a_new_master_of_the_new_binary_without_failing_a_request() {
+    let deploy = Deploy::new();
+    let pid_file = deploy.dir.path().join("serve.pid");
+    let first = free_ports(2);
+    let first_port = first.to_string();
+    let pid_path = pid_file.display().to_string();
+    let env = [
+        ("WORKERS", "2"),
+        ("FIRST_WORKER_PORT", first_port.as_str()),
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+        ("PID_FILE", pid_path.as_str()),
+    ];
+    let mut served = Served::launch_binary(&deploy.binary, &[], 2, &env).await;
+    let old_master = served.master_pid().unwrap();
+    let written = eventually(PATIENCE, || async {
+        read_pid(&pid_file) == Some(old_master)
+    })
+    .await;
+    assert!(written, "no pid file once serving:\n{}", served.log());
+
+    let new = deploy.release("build two");
+    served.signal(Signal::SIGUSR2);
+    let _new_master = KillNamedIn(&pid_file);
+    let ports = [served.port, first, first + 1];
+    let (ok, failed, handed_over) = stream_until(&served, &ports, || {
+        let Some(master) = read_pid(&pid_file).filter(|pid| *pid != old_master) else {
+            return false;
+        };
+        let workers: Vec<i32> = children_of(master).iter().map(|c| c.pid).collect();
+        exited(old_master)
+            && executable_of(master) == Some(new)
+            && workers.len() == 2
+            && workers.iter().all(|pid| executable_of(*pid) == Some(new))
+    })
+    .await;
+
+    assert!(
+        handed_over,
+        "no hand-over to the new build:\n{}",
+        served.log()
+    );
+    assert_eq!(failed, 0, "{ok} requests answered, {failed} failed");
+    assert!(ok > 10, "only {ok} requests went through the upgrade");
+    let status = served.exit_status(Duration::from_secs(5)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", served.log());
+    for port in ports.iter().cycle().take(12) {
+        let pid = served.worker_at(*port).await.unwrap();
+        assert_eq!(executable_of(pid), Some(new), "worker {pid} on {port}");
+    }
+}
+
+#[tokio::test]
+async fn a_new_binary_that_cannot_start_leaves_the_running_one_serving() {
+    let deploy = Deploy::new();
+    let env = [("WORKERS", "2"), ("RATE_LIMIT_PER_MINUTE", "0")];
+    let served = Served::launch_binary(&deploy.binary, &[], 2, &env).await;
+    let before = served.workers();
+    let master = served.master_pid().unwrap();
+    deploy.release_broken();
+
+    for (signal, why) in [
+        (Signal::SIGHUP, "SIGHUP: the binary on disk does not start"),
+        (Signal::SIGUSR2, "before it served; this one serves on"),
+    ] {
+        served.signal(signal);
+        let since = Instant::now();
+        let (ok, failed, _) = stream_until(&served, &[served.port], || {
+            since.elapsed() > Duration::from_secs(2) && served.log().contains(why)
+        })
+        .await;
+        assert_eq!(
+            failed, 0,
+            "{signal}: {ok} requests answered, {failed} failed"
+        );
+        assert!(served.log().contains(why), "{signal}:\n{}", served.log());
+        assert_eq!(served.workers(), before, "{signal} replaced workers");
+        assert_eq!(served.master_pid(), Some(master));
+    }
+    assert!(served.log().contains("this build is broken"));
 }
 
 #[tokio::test]
