@@ -56,7 +56,7 @@ pub(crate) fn install_default_provider() {
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
+enum SslMode {
     Disable,
     Prefer,
     Require,
@@ -65,15 +65,26 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    const ALL: [SslMode; 5] = [
+        SslMode::Disable,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
     fn parse(value: &str) -> Option<SslMode> {
-        Some(match value {
-            "disable" => SslMode::Disable,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => return None,
-        })
+        SslMode::ALL.into_iter().find(|mode| mode.name() == value)
     }
 
     /// What tokio-postgres is told: it only decides whether to ask for
@@ -102,7 +113,7 @@ pub enum TlsSetupError {
     #[error("DATABASE_URL's sslmode={0:?} is not one of disable, prefer, require, verify-ca, verify-full")]
     SslMode(String),
     #[error("DATABASE_URL's sslrootcert=system needs sslmode=verify-full (as libpq), not {0}")]
-    SystemNeedsVerifyFull(String),
+    SystemNeedsVerifyFull(&'static str),
     #[error("cannot read {setting} {}", path.display())]
     ReadRoots {
         setting: &'static str,
@@ -125,7 +136,7 @@ pub enum TlsSetupError {
 
 /// DATABASE_URL read as libpq reads its TLS parameters: tokio-postgres'
 /// configuration and the TLS connector that checks what `sslmode` asks.
-pub fn database_config(
+pub(crate) fn database_config(
     url: &str,
 ) -> Result<(tokio_postgres::Config, MakeRustlsConnect), DatabaseUrlError> {
     let (rewritten, mode, root) = split_tls_parameters(url)?;
@@ -197,11 +208,7 @@ fn split_tls_parameters(
         match mode {
             None => mode = Some(SslMode::VerifyFull),
             Some(SslMode::VerifyFull) => {}
-            Some(weaker) => {
-                return Err(TlsSetupError::SystemNeedsVerifyFull(
-                    format!("{weaker:?}").to_lowercase(),
-                ))
-            }
+            Some(weaker) => return Err(TlsSetupError::SystemNeedsVerifyFull(weaker.name())),
         }
         // tokio-postgres must not fall back to plain text either.
         kept.retain(|parameter| !parameter.starts_with("sslmode="));
@@ -443,7 +450,11 @@ mod tests {
         assert!(err.to_string().contains("sslmode=\"verify_full\""), "{err}");
         let err = split_tls_parameters("postgres://db/app?sslmode=require&sslrootcert=system")
             .unwrap_err();
-        assert!(err.to_string().contains("sslrootcert=system"), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("sslrootcert=system needs sslmode=verify-full (as libpq), not require"),
+            "{err}"
+        );
     }
 
     #[test]
