@@ -4,7 +4,7 @@
 # The test command, make run, make local and the outage tests all go through
 # here (nginx has scripts/nginx.sh).
 #
-#   services.sh ensure-packages [postgres] [redis] [nginx] [python-venv] [prometheus] [wrk] [chromium]
+#   services.sh ensure-packages [postgres] [redis] [nginx] [python-venv] [prometheus] [wrk] [chromium] [openssl]
 #                                    install what is named (and curl) if missing
 #   services.sh free-port [COUNT]    print a free loopback TCP port, the first of
 #                                    COUNT free ones in a row (1)
@@ -61,6 +61,9 @@ ensure_packages() {
                 command -v chromium >/dev/null || missing+=(chromium)
                 command -v chromedriver >/dev/null || missing+=(chromium-driver)
                 ;;
+            # The openssl command, which makes the TLS tests' certificates
+            # (api/tests/api/tls.rs).
+            openssl) command -v openssl >/dev/null || missing+=(openssl) ;;
             *) die "ensure-packages: unknown server '$want'" ;;
         esac
     done

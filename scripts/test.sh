@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 services=scripts/services.sh
 # nginx for the tests through the shipped nginx.conf; Chromium and
-# chromedriver for the docs page's browser tests.
-"$services" ensure-packages postgres redis nginx chromium
+# chromedriver for the docs page's browser tests; openssl for the TLS tests'
+# certificates.
+"$services" ensure-packages postgres redis nginx chromium openssl
 
 scratch=$(mktemp -d -t make-test-XXXXXX)
 chmod 755 "$scratch" # the postgres user must reach its data directory

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
+use crate::error::chain;
 use crate::modules;
 use crate::storage::postgres::DatabaseSettings;
-use crate::storage::redis::RedisSettings;
+use crate::storage::redis::{self, RedisSettings};
+use crate::storage::tls;
 
 /// Where the service listens unless told otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
@@ -181,12 +183,10 @@ impl Settings {
                 }
             }
         }
-        self.database
-            .url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|err| format!("DATABASE_URL is not a PostgreSQL URL: {err}"))?;
-        redis::Client::open(self.redis.url.as_str())
-            .map_err(|err| format!("REDIS_URL is not a Redis URL: {err}"))?;
+        // As the pool and Redis will read them, TLS roots included: a
+        // wrong sslrootcert or REDIS_CA_FILE stops the start, by name.
+        tls::database_config(&self.database.url).map_err(|err| chain(&err))?;
+        redis::client(&self.redis).map_err(|err| chain(&err))?;
         self.modules.validate()
     }
 
@@ -198,6 +198,13 @@ impl Settings {
             ("DATABASE_POOL_SIZE", self.database.pool_size.to_string()),
             ("DATABASE_TIMEOUT_MS", self.database.timeout_ms.to_string()),
             ("REDIS_URL", redact_url(&self.redis.url)),
+            (
+                "REDIS_CA_FILE",
+                self.redis
+                    .ca_file
+                    .as_ref()
+                    .map_or_else(String::new, |path| path.display().to_string()),
+            ),
             ("REDIS_TIMEOUT_MS", self.redis.timeout_ms.to_string()),
             ("REDIS_KEY_PREFIX", self.redis.key_prefix.clone()),
             (

@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 use crate::metrics::{Metrics, Snapshot};
 use crate::ratelimit::RateLimiter;
 use crate::storage::postgres::{self, DatabaseSettings, DbSetupError};
-use crate::storage::redis::{Redis, RedisSettings};
+use crate::storage::redis::{Redis, RedisSettings, RedisSetupError};
 
 /// Cheap to clone: every field is a handle onto shared state.
 #[derive(Clone)]
@@ -22,8 +22,8 @@ pub struct AppState {
 pub enum StateError {
     #[error(transparent)]
     Database(#[from] DbSetupError),
-    #[error("REDIS_URL is invalid: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Redis(#[from] RedisSetupError),
 }
 
 impl AppState {

@@ -13,9 +13,9 @@
 use std::time::Duration;
 
 use refinery::{Migration, Runner};
-use tokio_postgres::NoTls;
 
 use super::postgres::DatabaseSettings;
+use super::tls::{self, DatabaseUrlError};
 
 /// The advisory lock's key ("migrate" in ASCII).
 pub const LOCK: i64 = 0x006d_6967_7261_7465;
@@ -59,8 +59,8 @@ pub fn core() -> Migrations {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("DATABASE_URL is not a PostgreSQL URL")]
-    Url(#[source] tokio_postgres::Error),
+    #[error(transparent)]
+    Url(#[from] DatabaseUrlError),
     #[error("cannot connect to PostgreSQL to migrate")]
     Connect(#[source] tokio_postgres::Error),
     #[error("PostgreSQL did not answer in time")]
@@ -167,13 +167,15 @@ pub async fn status(
 /// A connection of its own, outside the pool: the advisory lock is held by
 /// the connection, and must not go back into the pool with it.
 async fn connect(database: &DatabaseSettings) -> Result<tokio_postgres::Client, MigrateError> {
-    let mut config: tokio_postgres::Config = database.url.parse().map_err(MigrateError::Url)?;
+    // The pool's TLS, so that migrations never go in plain text where
+    // requests would not.
+    let (mut config, tls) = tls::database_config(&database.url)?;
     config.connect_timeout(database.timeout());
     // A connection that dies silently mid-migration is noticed, not waited
     // on for ever.
     config.keepalives(true);
     config.keepalives_idle(Duration::from_secs(10));
-    let (client, connection) = tokio::time::timeout(database.timeout(), config.connect(NoTls))
+    let (client, connection) = tokio::time::timeout(database.timeout(), config.connect(tls))
         .await
         .map_err(|_| MigrateError::Timeout)?
         .map_err(MigrateError::Connect)?;

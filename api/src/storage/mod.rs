@@ -6,6 +6,7 @@
 pub mod migrations;
 pub mod postgres;
 pub mod redis;
+pub mod tls;
 
 /// Any error, kept whole so that its chain of causes reaches the log.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,7 +1,6 @@
 //! PostgreSQL: the pool every request borrows from. The schema reaches a
 //! database through the migrations (`migrations.rs`).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,6 +10,7 @@ use deadpool_postgres::{
 
 use tokio_postgres::error::SqlState;
 
+use super::tls::{self, DatabaseUrlError};
 use super::{Dependency, StorageError};
 use crate::metrics::{Kind, Snapshot, Value};
 
@@ -52,8 +52,8 @@ impl DatabaseSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbSetupError {
-    #[error("DATABASE_URL is invalid: {0}")]
-    Url(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Url(#[from] DatabaseUrlError),
     #[error("could not build the database pool: {0}")]
     Pool(#[from] deadpool_postgres::BuildError),
 }
@@ -61,7 +61,9 @@ pub enum DbSetupError {
 /// Builds the pool. No connection is made until the first request, so the
 /// service starts (and reports not-ready) while PostgreSQL is still down.
 pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
-    let mut pg = tokio_postgres::Config::from_str(&settings.url)?;
+    // With the TLS that DATABASE_URL's sslmode and sslrootcert ask for
+    // (storage/tls.rs): every connection of the pool's is made with it.
+    let (mut pg, tls) = tls::database_config(&settings.url)?;
     // Without this a connect to a black-holed host waits for the kernel's
     // TCP timeout, minutes, instead of answering 503.
     pg.connect_timeout(settings.timeout());
@@ -86,7 +88,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
         .tcp_user_timeout(Duration::from_secs(30));
     let manager = Manager::from_config(
         pg,
-        tokio_postgres::NoTls,
+        tls,
         ManagerConfig {
             // Fast recycling skips a round trip per checkout and still drops
             // connections whose socket the server closed (after a restart).

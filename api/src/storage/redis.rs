@@ -4,6 +4,7 @@
 //! prefix.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,12 +12,15 @@ use clap::Args;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
+use super::tls::{self, TlsSetupError};
 use super::{Dependency, StorageError};
 
 /// Redis, which holds the rate limits and the modules' shared state.
 #[derive(Debug, Clone, Args)]
 pub struct RedisSettings {
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0, or rediss://host:6380/0 for
+    /// TLS (the certificate checked against REDIS_CA_FILE or the system's
+    /// roots, and the host name against it).
     #[arg(
         id = "redis_url",
         long = "redis-url",
@@ -24,6 +28,15 @@ pub struct RedisSettings {
         value_name = "REDIS_URL"
     )]
     pub url: String,
+    /// PEM file of the CA(s) that sign the Redis server's certificate, for a
+    /// rediss:// URL; in place of the system's roots. Not secret.
+    #[arg(
+        id = "redis_ca_file",
+        long = "redis-ca-file",
+        env = "REDIS_CA_FILE",
+        value_name = "REDIS_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
     /// Connect and response timeout; past it a request answers 503.
     #[arg(
         id = "redis_timeout_ms",
@@ -46,6 +59,56 @@ impl RedisSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    #[error("REDIS_URL is not a Redis URL")]
+    Url(#[source] redis::RedisError),
+    /// redis-rs' `#insecure` fragment turns off every certificate check;
+    /// this build leaves that code out (no `tls-rustls-insecure`) and says
+    /// so at start-up rather than at the first connection.
+    #[error("REDIS_URL ends in #insecure, which would accept any certificate; name the server's CA with REDIS_CA_FILE instead")]
+    Insecure,
+    #[error("REDIS_CA_FILE is set but REDIS_URL is not a rediss:// URL: the CA would not be used")]
+    CaWithoutTls,
+    #[error(transparent)]
+    CaFile(#[from] TlsSetupError),
+}
+
+/// The client for `settings`: its URL, over TLS for `rediss://`, with
+/// REDIS_CA_FILE's roots when it is set. Reads the CA file, so a wrong path
+/// is found at start-up.
+pub fn client(settings: &RedisSettings) -> Result<redis::Client, RedisSetupError> {
+    use redis::IntoConnectionInfo;
+
+    let info = settings
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(RedisSetupError::Url)?;
+    let tls = match info.addr() {
+        redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
+            return Err(RedisSetupError::Insecure)
+        }
+        redis::ConnectionAddr::TcpTls { .. } => true,
+        _ => false,
+    };
+    tls::install_default_provider();
+    let Some(path) = &settings.ca_file else {
+        return redis::Client::open(info).map_err(RedisSetupError::Url);
+    };
+    if !tls {
+        return Err(RedisSetupError::CaWithoutTls);
+    }
+    // Checked here for the error's sake (which setting, which file); redis-rs
+    // parses the PEM again, and uses these roots instead of the system's.
+    let (root_cert, _) = tls::read_roots("REDIS_CA_FILE", path)?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    redis::Client::build_with_tls(info, certificates).map_err(RedisSetupError::Url)
 }
 
 /// The process's Redis: cheap to clone, every clone the same connection
@@ -115,8 +178,8 @@ impl Breaker {
 impl Redis {
     /// Connects lazily: the service starts, and reports not-ready, while Redis
     /// is down, and the manager reconnects by itself when Redis returns.
-    pub fn new(settings: &RedisSettings) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(settings.url.as_str())?;
+    pub fn new(settings: &RedisSettings) -> Result<Self, RedisSetupError> {
+        let client = client(settings)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout()))
             .set_response_timeout(Some(settings.timeout()))
@@ -125,7 +188,8 @@ impl Redis {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         Ok(Redis {
-            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            connection: ConnectionManager::new_lazy_with_config(client, config)
+                .map_err(RedisSetupError::Url)?,
             prefix: settings.key_prefix.as_str().into(),
             timeout: settings.timeout(),
             breaker: Arc::new(Mutex::new(Breaker::Closed)),
@@ -255,6 +319,7 @@ mod tests {
         let settings = RedisSettings {
             // Never dialled: the calls below are futures of the test's own.
             url: "redis://127.0.0.1:9/0".into(),
+            ca_file: None,
             timeout_ms: 50,
             key_prefix: "test:".into(),
         };

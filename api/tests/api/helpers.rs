@@ -200,7 +200,15 @@ pub async fn spawn_app_wrapped(
 
 /// Starts the app on a database of the caller's, as it is.
 pub async fn spawn_app_on(servers: &Servers, database_url: &str) -> TestApp {
-    spawn_on(servers, database_url, &[], app::versions::POLICY, |app| app).await
+    spawn_app_on_with(servers, database_url, &[]).await
+}
+
+/// As [`spawn_app_on`], with more `serve` flags.
+pub async fn spawn_app_on_with(servers: &Servers, database_url: &str, extra: &[&str]) -> TestApp {
+    spawn_on(servers, database_url, extra, app::versions::POLICY, |app| {
+        app
+    })
+    .await
 }
 
 async fn spawn(
@@ -236,7 +244,8 @@ async fn spawn_on(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        redis: redis::Client::open(settings.redis.url.as_str()).unwrap(),
+        // As the app makes its own: over TLS with REDIS_CA_FILE's roots.
+        redis: app::storage::redis::client(&settings.redis).unwrap(),
         settings,
         db,
         shared,

@@ -19,4 +19,5 @@ mod proxy;
 mod ratelimits;
 mod schema;
 mod serving;
+mod tls;
 mod versioning;
