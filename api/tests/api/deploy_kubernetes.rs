@@ -1157,3 +1157,41 @@ fn grafana_dashboards_add_up_every_pod() {
     }
     assert!(checked >= 10, "only {checked} queries");
 }
+
+/// nginx accepts the configuration the proxy image fills in from the proxy
+/// ConfigMap (plus NGINX_STATIC_ROOT, which the image sets), with a prefix
+/// as the pod's /tmp is: one upstream per worker port on loopback and the
+/// shared port as backup.
+#[test]
+fn kubernetes_nginx_accepts_its_configuration_filled_in_from_the_proxy_config_map() {
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("NGINX_STATIC_ROOT=/srv/static"));
+    for render in renders() {
+        let proxy = render.config_map("proxy");
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(repo_root().join("scripts/nginx.sh"))
+            .arg("check")
+            .arg(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&proxy)
+            .env("NGINX_STATIC_ROOT", "/srv/static")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            render.overlay,
+            text(&output.stderr)
+        );
+        let rendered = std::fs::read_to_string(dir.path().join("nginx.conf")).unwrap();
+        let workers: usize = proxy["WORKERS"].parse().unwrap();
+        assert_eq!(
+            rendered.matches("server 127.0.0.1:").count(),
+            workers + 1,
+            "{}",
+            render.overlay
+        );
+        assert!(rendered.contains(&format!("listen {};", proxy["NGINX_LISTEN"])));
+    }
+}
