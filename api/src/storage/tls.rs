@@ -236,16 +236,12 @@ fn connector(mode: SslMode, root: &RootCert) -> Result<ClientConfig, TlsSetupErr
     };
     let algorithms = provider.signature_verification_algorithms;
     let config = match (mode, roots) {
-        (_, None) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified { algorithms }))
-            .with_no_client_auth(),
         (SslMode::VerifyFull, Some(roots)) => {
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        (_, Some(roots)) => builder
+        (_, roots) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly { roots, algorithms }))
+            .with_custom_certificate_verifier(Arc::new(NameUnchecked { roots, algorithms }))
             .with_no_client_auth(),
     };
     Ok(config)
@@ -292,62 +288,22 @@ fn system_roots() -> Result<RootCertStore, TlsSetupError> {
     Ok(roots)
 }
 
-/// `prefer` and `require` without `sslrootcert`: encrypted, the
-/// certificate taken as it comes (libpq's behaviour, which managed
-/// providers' `sslmode=require` URIs count on). The handshake's own
-/// signatures are still checked, so the peer holds the key of the
+/// Every mode but `verify-full`, which is rustls' own verifier: rustls'
+/// always checks the name, so this is the part of it that comes before,
+/// from rustls' public pieces. With `roots` (`verify-ca`, or `prefer` /
+/// `require` with `sslrootcert`) the chain must lead to one of them and be
+/// valid now. Without (`prefer` and `require` without `sslrootcert`) the
+/// certificate is taken as it comes: libpq's behaviour, which managed
+/// providers' `sslmode=require` URIs count on. Either way the handshake's
+/// own signatures are checked, so the peer holds the key of the
 /// certificate it shows.
 #[derive(Debug)]
-struct Unverified {
+struct NameUnchecked {
+    roots: Option<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca` (and `prefer`/`require` with `sslrootcert`): the chain must
-/// lead to one of the roots and be valid now; the name is not looked at.
-/// rustls' own verifier always checks the name, so this is the part of it
-/// that comes before, from rustls' public pieces.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: RootCertStore,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameUnchecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -356,14 +312,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let certificate = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &certificate,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let certificate = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &certificate,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
