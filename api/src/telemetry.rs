@@ -286,6 +286,12 @@ pub fn init(format: LogFormat, filter: &str, traces: Option<&TracingSettings>) {
         let ours = filter_fn(|meta| meta.is_span() && meta.target().starts_with("app"));
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("app"))
+            // The conventions' attributes, not the Rust source's: where in
+            // the code, which thread, how long idle tell an operator nothing.
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
             .with_filter(ours)
     });
     // A second init (tests start many apps in one process) is harmless.
