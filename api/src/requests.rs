@@ -67,6 +67,13 @@ pub fn current_trace_id() -> Option<String> {
         .flatten()
 }
 
+/// The W3C `traceparent` of the work in progress (the request's, or its
+/// PostgreSQL call's span), for work that continues elsewhere: an event a
+/// consumer picks up. None when the service exports no traces.
+pub fn current_traceparent() -> Option<String> {
+    telemetry::current_traceparent()
+}
+
 /// Resolves who sent `request`, given the proxies trusted to say so.
 pub fn client_ip(request: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = request.remote_addr().as_socket_addr()?.ip();

@@ -19,9 +19,9 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::requests;
 use crate::storage::postgres;
 use crate::storage::StorageError;
-use crate::telemetry;
 
 /// The stream's key, after `REDIS_KEY_PREFIX`.
 pub const STREAM: &str = "events";
@@ -131,7 +131,7 @@ pub async fn record(client: &impl GenericClient, event: &Event<'_>) -> Result<Uu
         .await?;
     // The trace of the request that caused it goes with the event, so a
     // consumer continues it (docs/architecture.md).
-    let traceparent = telemetry::current_traceparent();
+    let traceparent = requests::current_traceparent();
     client
         .execute(
             &statement,
