@@ -272,6 +272,25 @@ async fn a_request_through_nginx_continues_the_callers_trace() {
         "the request's log lines do not name its trace:\n{}",
         served.log()
     );
+
+    // nginx's access log names the trace: the client's, and the one the
+    // service started for a client that sent none.
+    let started = served
+        .client
+        .get(format!("{}/v1/hello", nginx.url))
+        .send()
+        .await
+        .unwrap();
+    let traceresponse = started.headers()["traceresponse"].to_str().unwrap();
+    let started_trace = traceresponse.split('-').nth(1).unwrap().to_owned();
+    for trace in [CLIENT_TRACE, started_trace.as_str()] {
+        let logged = format!("\"trace_id\":\"{trace}\"");
+        let found = eventually(Duration::from_secs(5), || async {
+            nginx.log().contains(&logged)
+        })
+        .await;
+        assert!(found, "nginx did not log {logged}:\n{}", nginx.log());
+    }
 }
 
 #[tokio::test]
