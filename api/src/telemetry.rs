@@ -474,3 +474,108 @@ pub(crate) fn dependency_span(
         db.query.summary = %summary,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        traces: TracingSettings,
+    }
+
+    fn settings(args: &[&str]) -> TracingSettings {
+        let args = std::iter::once("test").chain(args.iter().copied());
+        Cli::try_parse_from(args).unwrap().traces
+    }
+
+    #[test]
+    fn traces_go_to_the_endpoints_v1_traces_unless_a_traces_url_is_given() {
+        assert_eq!(settings(&[]).traces_url(), None);
+        let base = settings(&["--otel-exporter-otlp-endpoint", "http://collector:4318/"]);
+        assert_eq!(
+            base.traces_url().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        let both = settings(&[
+            "--otel-exporter-otlp-endpoint",
+            "http://collector:4318",
+            "--otel-exporter-otlp-traces-endpoint",
+            "http://other:4318/custom",
+        ]);
+        assert_eq!(
+            both.traces_url().as_deref(),
+            Some("http://other:4318/custom")
+        );
+        // An env file's empty value means unset.
+        let empty = settings(&["--otel-exporter-otlp-endpoint", " "]);
+        assert_eq!(empty.traces_url(), None);
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_by_name() {
+        let refused = |args: &[&str], name: &str| {
+            let err = settings(args).validate().unwrap_err().to_string();
+            assert!(err.starts_with(name), "{err}");
+        };
+        refused(
+            &["--otel-exporter-otlp-endpoint", "https://vendor.example"],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        );
+        refused(
+            &["--otel-exporter-otlp-endpoint", "not a url"],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        );
+        refused(
+            &["--otel-traces-sampler-arg", "1.5"],
+            "OTEL_TRACES_SAMPLER_ARG",
+        );
+        refused(
+            &["--otel-exporter-otlp-traces-timeout", "0"],
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        );
+        refused(
+            &["--otel-bsp-max-queue-size", "0"],
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+        );
+        refused(
+            &["--otel-resource-attributes", "novalue"],
+            "OTEL_RESOURCE_ATTRIBUTES",
+        );
+        assert!(
+            settings(&["--otel-exporter-otlp-endpoint", "http://jaeger:4318"])
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn resource_attributes_are_pairs_with_percent_encoded_values() {
+        let attributes =
+            resource_attributes("deployment.environment.name=prod, team=a%2Cb,").unwrap();
+        assert_eq!(
+            attributes,
+            vec![
+                KeyValue::new("deployment.environment.name", "prod"),
+                KeyValue::new("team", "a,b"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_sampler_names_are_the_specifications() {
+        for name in [
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ] {
+            settings(&["--otel-traces-sampler", name]);
+        }
+    }
+}
