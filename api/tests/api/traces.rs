@@ -227,9 +227,10 @@ async fn a_request_through_nginx_continues_the_callers_trace() {
 
     let answer = served
         .client
-        .get(format!("{}/v1/hello", nginx.url))
+        .get(format!("{}/v1/hello?key=query-secret", nginx.url))
         .header("traceparent", client_traceparent())
         .header("tracestate", "vendor=opaque")
+        .header("cookie", "cookie-secret")
         .send()
         .await
         .unwrap();
@@ -265,6 +266,10 @@ async fn a_request_through_nginx_continues_the_callers_trace() {
         Some("api")
     );
     assert!(request.resource.contains_key("service.instance.id"));
+    // Neither the query string nor a header is recorded.
+    for text in &request.texts {
+        assert!(!text.contains("secret"), "{text:?} in {request:?}");
+    }
     assert!(
         served
             .log()
