@@ -453,3 +453,40 @@ async fn a_hung_receiver_costs_requests_nothing_and_drops_are_counted() {
     let hung = Hung::start().await;
     requests_are_unaffected(&hung.endpoint).await;
 }
+
+/// A log line written inside a PostgreSQL or Redis call's span still names
+/// the request and its trace: those spans are the trace's, not the logs'.
+#[tokio::test]
+async fn a_log_line_inside_a_redis_call_names_the_request_and_its_trace() {
+    let receiver = Receiver::start().await;
+    let hung = Hung::start().await;
+    let redis_url = hung.endpoint.replace("http://", "redis://") + "/0";
+    let served = traced(
+        1,
+        &receiver.endpoint,
+        &[("REDIS_URL", &redis_url), ("REDIS_TIMEOUT_MS", "200")],
+    )
+    .await;
+    // The per-address rate limit asks Redis, which never answers.
+    let answer = served
+        .client
+        .get(format!("{}/v1/hello", served.base))
+        .header("traceparent", client_traceparent())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let warned = |log: &str| {
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["message"] == "Redis did not answer in time")
+    };
+    let found = eventually(Duration::from_secs(5), || async {
+        warned(&served.log()).is_some()
+    })
+    .await;
+    assert!(found, "{}", served.log());
+    let line = warned(&served.log()).unwrap();
+    assert_eq!(line["span"]["trace_id"], CLIENT_TRACE, "{line}");
+    assert!(line["span"]["request_id"].is_string(), "{line}");
+}
