@@ -59,5 +59,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     type        text        NOT NULL,
     user_id     bigint      NOT NULL,
     data        jsonb       NOT NULL,
-    occurred_at timestamptz NOT NULL DEFAULT now()
+    occurred_at timestamptz NOT NULL DEFAULT now(),
+    -- The causing request's W3C traceparent, for the stream entry; NULL
+    -- when traces are off.
+    traceparent text
 );

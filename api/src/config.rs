@@ -14,6 +14,7 @@ use crate::modules;
 use crate::storage::postgres::DatabaseSettings;
 use crate::storage::redis::{self, RedisSettings};
 use crate::storage::tls;
+use crate::telemetry::TracingSettings;
 
 /// Where the service listens unless told otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
@@ -148,6 +149,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     #[command(flatten)]
     pub redis: RedisSettings,
+    /// Traces: the OpenTelemetry SDKs' OTEL_* variables.
+    #[command(flatten)]
+    pub telemetry: TracingSettings,
     /// The feature modules' own settings (`crate::modules`).
     #[command(flatten)]
     pub modules: modules::Settings,
@@ -187,6 +191,7 @@ impl Settings {
         // wrong sslrootcert or REDIS_CA_FILE stops the start, by name.
         tls::database_config(&self.database.url).map_err(|err| chain(&err))?;
         redis::client(&self.redis).map_err(|err| chain(&err))?;
+        self.telemetry.validate().map_err(|err| chain(&err))?;
         self.modules.validate()
     }
 
@@ -244,6 +249,18 @@ impl Settings {
             ("GRACEFUL_TIMEOUT", self.graceful_timeout.to_string()),
             ("MIGRATE_ON_START", self.migrate_on_start.to_string()),
         ];
+        // An endpoint may carry a vendor's credentials in its URL.
+        lines.extend(
+            self.telemetry
+                .describe()
+                .into_iter()
+                .map(|(name, value)| match name {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT" | "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => {
+                        (name, redact_url(&value))
+                    }
+                    _ => (name, value),
+                }),
+        );
         lines.extend(self.modules.describe());
         env_lines(&lines)
     }

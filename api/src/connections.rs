@@ -401,6 +401,8 @@ fn hypers_own_error(written: &[u8], request_head: &[u8]) -> Option<Vec<u8>> {
         status: code,
         detail: "the request could not be read as HTTP".to_owned(),
         request_id: Some(id.clone()),
+        // Unreadable as HTTP: no trace to continue, none started.
+        trace_id: None,
     };
     let body = poem_openapi::types::ToJSON::to_json_string(&problem);
     let answer = format!(

@@ -12,7 +12,7 @@ use poem_openapi::{ApiResponse, Object};
 
 use crate::metrics::DependencyFailed;
 use crate::ratelimit::Standing;
-use crate::requests::current_request_id;
+use crate::requests::{current_request_id, current_trace_id};
 use crate::storage::{BoxError, Dependency, StorageError};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -33,6 +33,10 @@ pub struct Problem {
     /// line about it: quote it when reporting a problem.
     #[oai(skip_serializing_if_is_none)]
     pub request_id: Option<String>,
+    /// The id of the request's trace (W3C trace context), when the service
+    /// exports traces: it finds the request in the trace backend.
+    #[oai(skip_serializing_if_is_none)]
+    pub trace_id: Option<String>,
 }
 
 /// Every way a request can fail in our own code. Each variant names its
@@ -175,6 +179,7 @@ pub fn problem_response(status: StatusCode, detail: impl Into<String>) -> Respon
         status: status.as_u16(),
         detail: detail.into(),
         request_id: current_request_id(),
+        trace_id: current_trace_id(),
     };
     let body = problem.to_json_string();
     let mut response = Response::builder()

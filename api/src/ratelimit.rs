@@ -88,7 +88,7 @@ impl Counters {
     /// Ends the counter's window now.
     pub async fn clear(&self, key: &str) -> Result<(), StorageError> {
         let mut redis = self.redis.connection();
-        let _: i64 = self.redis.bounded(redis.del(key)).await?;
+        let _: i64 = self.redis.bounded("DEL", redis.del(key)).await?;
         Ok(())
     }
 
@@ -103,7 +103,10 @@ impl Counters {
         let mut redis = self.redis.connection();
         let mut call = COUNT.prepare_invoke();
         call.key(key).arg(add).arg(window.as_millis() as u64);
-        let (count, ttl_ms): (u64, i64) = self.redis.bounded(call.invoke_async(&mut redis)).await?;
+        let (count, ttl_ms): (u64, i64) = self
+            .redis
+            .bounded("EVALSHA", call.invoke_async(&mut redis))
+            .await?;
         let window_left = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
         Ok((count, window_left))
     }

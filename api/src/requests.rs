@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ipnet::IpNet;
+use opentelemetry::KeyValue;
 use poem::error::ReadBodyError;
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::PathPattern;
@@ -19,10 +20,13 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::metrics::{self, DependencyFailed, Metrics};
+use crate::telemetry;
 
 /// The header a request's id travels in, from nginx to the service and back
 /// to the client.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// W3C Trace Context's answer: the trace and span that served the request.
+pub const TRACE_RESPONSE_HEADER: &str = "traceresponse";
 /// The header nginx puts the client's address in.
 pub const REAL_IP_HEADER: &str = "x-real-ip";
 
@@ -38,15 +42,36 @@ pub struct ClientIp(pub IpAddr);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
+/// What identifies the request being handled, for code that has no
+/// `Request` at hand (the problem documents).
+struct Identity {
+    id: RequestId,
+    /// Its trace's id, when traces are on.
+    trace_id: Option<String>,
+}
+
 tokio::task_local! {
-    /// The id of the request this task is handling, for code that has no
-    /// `Request` at hand (the problem documents).
-    static CURRENT_REQUEST_ID: RequestId;
+    static CURRENT: Identity;
 }
 
 /// The id of the request being handled, if any.
 pub fn current_request_id() -> Option<String> {
-    CURRENT_REQUEST_ID.try_with(|id| id.0.clone()).ok()
+    CURRENT.try_with(|current| current.id.0.clone()).ok()
+}
+
+/// The id of the trace of the request being handled, if traces are on.
+pub fn current_trace_id() -> Option<String> {
+    CURRENT
+        .try_with(|current| current.trace_id.clone())
+        .ok()
+        .flatten()
+}
+
+/// The W3C `traceparent` of the work in progress (the request's, or its
+/// PostgreSQL call's span), for work that continues elsewhere: an event a
+/// consumer picks up. None when the service exports no traces.
+pub fn current_traceparent() -> Option<String> {
+    telemetry::current_traceparent()
 }
 
 /// Resolves who sent `request`, given the proxies trusted to say so.
@@ -136,7 +161,15 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             path = %request.uri().path(),
             route = tracing::field::Empty,
             user_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
+        // Traces: the caller's trace continued (or one started), its id in
+        // every log line of the request. Nothing of this when they are off.
+        let trace = telemetry::continue_trace(&span, request.headers());
+        if let Some(trace) = &trace {
+            span.record("trace_id", trace.trace_id.as_str());
+            telemetry::set_attributes(&span, http_attributes(&request, client));
+        }
         if let Some(ip) = client {
             request.extensions_mut().insert(ClientIp(ip));
         }
@@ -149,10 +182,20 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             if let Ok(value) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
+            if let Some(value) = trace
+                .as_ref()
+                .and_then(|trace| HeaderValue::from_str(&trace.response_header).ok())
+            {
+                response.headers_mut().insert(TRACE_RESPONSE_HEADER, value);
+            }
             let route = route_of(&response);
             let status = response.status();
             let took = started.elapsed();
-            tracing::Span::current().record("route", &*route);
+            let span = tracing::Span::current();
+            span.record("route", &*route);
+            if trace.is_some() {
+                answered_attributes(&span, &route, status);
+            }
             tracing::info!(
                 status = status.as_u16(),
                 elapsed_ms = took.as_secs_f64() * 1000.0,
@@ -162,9 +205,11 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             drop(in_flight);
             Ok(response)
         };
-        CURRENT_REQUEST_ID
-            .scope(RequestId(id.clone()), handled.instrument(span))
-            .await
+        let identity = Identity {
+            id: RequestId(id.clone()),
+            trace_id: trace.as_ref().map(|trace| trace.trace_id.clone()),
+        };
+        CURRENT.scope(identity, handled.instrument(span)).await
     }
 }
 
@@ -186,6 +231,51 @@ impl<E> RequestContextEndpoint<E> {
         self.metrics
             .observe_request(method, route, status.as_u16(), took);
     }
+}
+
+/// The HTTP server conventions' attributes known when a request arrives.
+/// The path is there (it names what was asked for); the query string, the
+/// headers and the body, which may hold what a user typed, are not.
+fn http_attributes(request: &Request, client: Option<IpAddr>) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", request.method().as_str().to_owned()),
+        KeyValue::new("url.path", request.uri().path().to_owned()),
+        KeyValue::new("url.scheme", "http"),
+        KeyValue::new(
+            "network.protocol.version",
+            match request.version() {
+                poem::http::Version::HTTP_10 => "1.0",
+                poem::http::Version::HTTP_2 => "2",
+                _ => "1.1",
+            },
+        ),
+    ];
+    if let Some(client) = client {
+        attributes.push(KeyValue::new("client.address", client.to_string()));
+    }
+    if let Some(peer) = request.remote_addr().as_socket_addr() {
+        attributes.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+        attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+    }
+    attributes
+}
+
+/// The attributes known once the request is answered: the route template
+/// (not the path: it names the span) and the status; a 5xx marks the span
+/// failed, as the conventions ask (a 4xx is the client's, not ours).
+fn answered_attributes(span: &tracing::Span, route: &str, status: StatusCode) {
+    let mut attributes = vec![KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    )];
+    if route != metrics::UNMATCHED_ROUTE {
+        attributes.push(KeyValue::new("http.route", route.to_owned()));
+    }
+    if status.is_server_error() {
+        attributes.push(KeyValue::new("error.type", status.as_str().to_owned()));
+        telemetry::set_error(span, "server error");
+    }
+    telemetry::set_attributes(span, attributes);
 }
 
 /// The route template that answered (`/v2/users/{id}`, as the OpenAPI

@@ -105,7 +105,15 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    telemetry::init(cli.log_format, &cli.log_filter);
+    // Traces come from the processes that serve requests: a worker, or a
+    // lone process. A master only forks and watches.
+    let traces = match &cli.command {
+        Command::Serve(args) if serves_requests(&cli.handoff, args) => {
+            Some(args.settings.telemetry.clone())
+        }
+        _ => None,
+    };
+    telemetry::init(cli.log_format, &cli.log_filter, traces.as_ref());
     // Serving forks worker processes, which must happen before any async
     // runtime (with its threads) exists; the other commands run on one.
     if let Command::Serve(args) = cli.command {
@@ -113,7 +121,9 @@ pub fn main() -> ExitCode {
             args: *args,
             environment: env_file.for_children(),
         };
-        return server::run(loaded, cli.handoff, reload_from(env_file, arguments));
+        let code = server::run(loaded, cli.handoff, reload_from(env_file, arguments));
+        telemetry::shutdown();
+        return code;
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -128,6 +138,14 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", error::chain(&*err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether this `serve` process answers requests itself.
+fn serves_requests(handoff: &Option<Handoff>, args: &ServeArgs) -> bool {
+    match handoff {
+        Some(handoff) => handoff.is_worker(),
+        None => args.process.no_master,
     }
 }
 

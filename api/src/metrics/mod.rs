@@ -17,6 +17,8 @@ pub use snapshot::{Histogram, Kind, Snapshot, Value};
 
 use shared::SharedDir;
 
+use crate::telemetry;
+
 /// What `GET /metrics` answers with: the text format Prometheus scrapes.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -190,6 +192,15 @@ impl Metrics {
             Kind::Gauge,
             &[],
             Value::Number(self.inner.in_flight.load(Ordering::Relaxed) as f64),
+        );
+        // Kept by the exporter (a process-wide count, as its thread is);
+        // 0 when traces are off, so dashboards see the series either way.
+        snapshot.add(
+            "otel_spans_dropped_total",
+            "Trace spans dropped: the export queue was full, or the receiver failed or did not answer in time.",
+            Kind::Counter,
+            &[],
+            Value::Number(telemetry::dropped_spans() as f64),
         );
         for ((_, value), counted) in lock(&self.inner.counters).iter() {
             snapshot.count(counted.family, value, counted.count);

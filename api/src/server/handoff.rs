@@ -48,6 +48,11 @@ impl Handoff {
         matches!(self, Handoff::Worker { .. } | Handoff::Check)
     }
 
+    /// Whether the process is a worker, which serves requests.
+    pub fn is_worker(&self) -> bool {
+        matches!(self, Handoff::Worker { .. })
+    }
+
     /// The handoff in `arguments` (the process's own, program name first),
     /// ahead of clap, which needs to know whether to read the env file.
     pub fn find(arguments: &[std::ffi::OsString]) -> Option<Handoff> {

@@ -13,6 +13,7 @@ use tokio_postgres::error::SqlState;
 use super::tls::{self, DatabaseUrlError};
 use super::{Dependency, StorageError};
 use crate::metrics::{Kind, Snapshot, Value};
+use crate::telemetry;
 
 /// PostgreSQL connection and pool.
 #[derive(Debug, Clone, Args)]
@@ -106,6 +107,13 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
         })
         .build()?;
     Ok(pool)
+}
+
+/// The trace span of one statement: its kind (`SELECT`) and table, never
+/// its text's values (`telemetry::dependency_span`). Instrument the call:
+/// `client.query_opt(..).instrument(postgres::span("SELECT", "users"))`.
+pub fn span(operation: &'static str, table: impl Into<Option<&'static str>>) -> tracing::Span {
+    telemetry::dependency_span("postgresql", operation, table.into())
 }
 
 /// Answers whether PostgreSQL serves queries right now, within the pool's

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
+use tracing::Instrument;
 
 use super::tls::{self, TlsSetupError};
 use super::{Dependency, StorageError};
+use crate::telemetry;
 
 /// Redis, which holds the rate limits and the modules' shared state.
 #[derive(Debug, Clone, Args)]
@@ -213,7 +215,18 @@ impl Redis {
     /// Caps a Redis call, including the reconnects the manager does
     /// underneath it, so an outage is a prompt 503, never a hang; while the
     /// breaker is open, fails at once without asking.
+    /// `operation` names the command (`GET`, `EVALSHA`) in its trace span.
     pub async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StorageError> {
+        self.bounded_untraced(call)
+            .instrument(telemetry::dependency_span("redis", operation, None))
+            .await
+    }
+
+    async fn bounded_untraced<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StorageError> {
@@ -236,7 +249,7 @@ impl Redis {
     /// Answers whether Redis serves commands right now.
     pub async fn ping(&self) -> Result<(), StorageError> {
         let mut connection = self.connection();
-        let _: String = self.bounded(connection.ping()).await?;
+        let _: String = self.bounded("PING", connection.ping()).await?;
         Ok(())
     }
 }
@@ -324,14 +337,14 @@ mod tests {
             key_prefix: "test:".into(),
         };
         let redis = Redis::new(&settings).unwrap();
-        let stalled = redis.bounded(std::future::pending::<redis::RedisResult<()>>());
+        let stalled = redis.bounded("GET", std::future::pending::<redis::RedisResult<()>>());
         assert!(matches!(
             stalled.await,
             Err(StorageError::Unavailable { .. })
         ));
 
         let ran = std::sync::atomic::AtomicBool::new(false);
-        let skipped = redis.bounded(async {
+        let skipped = redis.bounded("GET", async {
             ran.store(true, std::sync::atomic::Ordering::Relaxed);
             Ok(())
         });
@@ -345,7 +358,7 @@ mod tests {
         );
 
         tokio::time::sleep(Duration::from_millis(60)).await;
-        redis.bounded(async { Ok(()) }).await.unwrap();
-        redis.bounded(async { Ok(()) }).await.unwrap();
+        redis.bounded("GET", async { Ok(()) }).await.unwrap();
+        redis.bounded("GET", async { Ok(()) }).await.unwrap();
     }
 }

@@ -57,13 +57,26 @@ fn compose_profile(file: &str, env: &str, profile: &str) -> Value {
 fn the_optional_profiles_add_monitoring_to_prod_and_a_database_ui_to_dev() {
     let prod = compose_profile("compose.prod.yaml", ".env.prod", "monitoring");
     let monitoring = services(&prod);
-    for name in ["prometheus", "grafana"] {
+    for name in ["prometheus", "grafana", "jaeger"] {
         assert_eq!(monitoring[name]["profiles"][0], "monitoring", "{name}");
         assert!(monitoring[name]["healthcheck"]["test"].is_array(), "{name}");
     }
     // Grafana on the server's loopback only; Prometheus not published.
     let grafana_ports = monitoring["grafana"]["ports"].as_array().unwrap();
     assert!(grafana_ports.iter().all(|p| p["host_ip"] == "127.0.0.1"));
+    // Jaeger's UI likewise; it takes the service's traces on edge, where
+    // the API is, and its image is a parameter like the others.
+    let jaeger_ports = monitoring["jaeger"]["ports"].as_array().unwrap();
+    assert!(jaeger_ports.iter().all(|p| p["host_ip"] == "127.0.0.1"));
+    assert!(monitoring["jaeger"]["networks"]
+        .as_object()
+        .unwrap()
+        .contains_key("edge"));
+    let compose = std::fs::read_to_string(repo_root().join("compose.prod.yaml")).unwrap();
+    assert!(
+        compose.contains("image: ${JAEGER_IMAGE:-"),
+        "the image is no parameter"
+    );
     assert!(monitoring["prometheus"]["ports"].is_null());
     let mounts = monitoring["grafana"]["volumes"].to_string();
     assert!(mounts.contains("monitoring/grafana/dashboards"), "{mounts}");

@@ -21,4 +21,5 @@ mod ratelimits;
 mod schema;
 mod serving;
 mod tls;
+mod traces;
 mod versioning;

@@ -61,6 +61,13 @@ impl Nginx {
     }
 }
 
+impl Nginx {
+    /// What nginx wrote so far: its JSON access log lines among them.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nginx.log")).unwrap_or_default()
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = Command::new(repo_root().join("scripts/nginx.sh"))

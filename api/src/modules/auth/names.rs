@@ -75,7 +75,9 @@ impl NameCache {
         let mut redis = self.redis.connection();
         let mut command = redis::cmd("HGET");
         command.arg(self.key(user_id)).arg("name");
-        self.redis.bounded(command.query_async(&mut redis)).await
+        self.redis
+            .bounded("HGET", command.query_async(&mut redis))
+            .await
     }
 
     /// After a miss, before reading PostgreSQL: the lease to fill the entry
@@ -91,7 +93,10 @@ impl NameCache {
             .arg("NX")
             .arg("PX")
             .arg(LEASE_MILLISECONDS);
-        let taken: Option<String> = self.redis.bounded(command.query_async(&mut redis)).await?;
+        let taken: Option<String> = self
+            .redis
+            .bounded("SET", command.query_async(&mut redis))
+            .await?;
         Ok(taken.map(|_| Lease { user_id, token }))
     }
 
@@ -106,7 +111,7 @@ impl NameCache {
             .arg(version)
             .arg(TTL_SECONDS);
         self.redis
-            .bounded(call.invoke_async::<()>(&mut redis))
+            .bounded("EVALSHA", call.invoke_async::<()>(&mut redis))
             .await
     }
 
@@ -125,7 +130,7 @@ impl NameCache {
             .arg(name)
             .arg(version);
         self.redis
-            .bounded(call.invoke_async::<()>(&mut redis))
+            .bounded("EVALSHA", call.invoke_async::<()>(&mut redis))
             .await
     }
 }

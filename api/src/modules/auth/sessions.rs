@@ -159,7 +159,10 @@ impl SessionStore {
             .arg(epoch)
             .arg(self.limits.per_user.max(1))
             .arg(&self.sessions);
-        let created: i64 = self.redis.bounded(call.invoke_async(&mut redis)).await?;
+        let created: i64 = self
+            .redis
+            .bounded("EVALSHA", call.invoke_async(&mut redis))
+            .await?;
         match created {
             1 => Ok(Some(Session {
                 token,
@@ -184,8 +187,10 @@ impl SessionStore {
             .arg(self.limits.absolute.as_millis() as u64)
             .arg(&self.names)
             .arg(&self.epochs);
-        let found: Option<(i64, Option<String>)> =
-            self.redis.bounded(call.invoke_async(&mut redis)).await?;
+        let found: Option<(i64, Option<String>)> = self
+            .redis
+            .bounded("EVALSHA", call.invoke_async(&mut redis))
+            .await?;
         Ok(found.map(|(user_id, cached_name)| Session {
             token,
             user_id,
@@ -203,7 +208,10 @@ impl SessionStore {
             .arg(now_ms())
             .arg(self.limits.absolute.as_millis() as u64);
         type Row = (String, u64, u64, String);
-        let rows: Vec<Row> = self.redis.bounded(call.invoke_async(&mut redis)).await?;
+        let rows: Vec<Row> = self
+            .redis
+            .bounded("EVALSHA", call.invoke_async(&mut redis))
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(mut id, created, last_seen, ip)| {
@@ -225,7 +233,10 @@ impl SessionStore {
         call.key(self.key(token))
             .arg(&self.users)
             .arg(digest(token));
-        let _removed: i64 = self.redis.bounded(call.invoke_async(&mut redis)).await?;
+        let _removed: i64 = self
+            .redis
+            .bounded("EVALSHA", call.invoke_async(&mut redis))
+            .await?;
         Ok(())
     }
 
@@ -245,7 +256,9 @@ impl SessionStore {
             .arg(&self.sessions)
             .arg(epoch)
             .arg(self.limits.absolute.as_millis() as u64);
-        self.redis.bounded(call.invoke_async(&mut redis)).await
+        self.redis
+            .bounded("EVALSHA", call.invoke_async(&mut redis))
+            .await
     }
 }
 

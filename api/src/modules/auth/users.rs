@@ -3,8 +3,10 @@
 //! (`super::routes::on_constraint`) tells clients what they did wrong.
 
 use deadpool_postgres::{Client, GenericClient};
+use tracing::Instrument;
 
 use super::events::{self, Event};
+use crate::storage::postgres;
 use crate::storage::StorageError;
 
 /// What login needs to check a password.
@@ -39,7 +41,10 @@ pub async fn find_credentials(
     username: &str,
 ) -> Result<Option<Credentials>, StorageError> {
     let statement = client.prepare_cached(CREDENTIALS_SQL).await?;
-    let row = client.query_opt(&statement, &[&username]).await?;
+    let row = client
+        .query_opt(&statement, &[&username])
+        .instrument(postgres::span("SELECT", "users"))
+        .await?;
     Ok(row.map(|row| Credentials {
         id: row.get(0),
         password_hash: row.get(1),
@@ -62,6 +67,7 @@ pub async fn create(client: &mut Client, user: &NewUser<'_>) -> Result<i64, Stor
             &statement,
             &[&user.username, &user.name, &user.password_hash, &role],
         )
+        .instrument(postgres::span("INSERT", "users"))
         .await?;
     let user_id = row.get(0);
     let event = Event::UserCreated {
@@ -71,7 +77,10 @@ pub async fn create(client: &mut Client, user: &NewUser<'_>) -> Result<i64, Stor
         role,
     };
     events::record(&transaction, &event).await?;
-    transaction.commit().await?;
+    transaction
+        .commit()
+        .instrument(postgres::span("COMMIT", None))
+        .await?;
     Ok(user_id)
 }
 
@@ -86,7 +95,10 @@ pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<Nam
     let statement = client
         .prepare_cached("SELECT name, name_version FROM users WHERE id = $1")
         .await?;
-    let row = client.query_opt(&statement, &[&id]).await?;
+    let row = client
+        .query_opt(&statement, &[&id])
+        .instrument(postgres::span("SELECT", "users"))
+        .await?;
     Ok(row.map(|row| Name {
         name: row.get(0),
         version: row.get(1),
@@ -108,7 +120,10 @@ pub async fn set_name(
              WHERE id = $1 RETURNING name, name_version",
         )
         .await?;
-    let row = transaction.query_opt(&statement, &[&id, &name]).await?;
+    let row = transaction
+        .query_opt(&statement, &[&id, &name])
+        .instrument(postgres::span("UPDATE", "users"))
+        .await?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -121,7 +136,10 @@ pub async fn set_name(
         name: &stored.name,
     };
     events::record(&transaction, &event).await?;
-    transaction.commit().await?;
+    transaction
+        .commit()
+        .instrument(postgres::span("COMMIT", None))
+        .await?;
     Ok(Some(stored))
 }
 
@@ -147,7 +165,11 @@ async fn change_credentials(
     event: &Event<'_>,
 ) -> Result<Option<tokio_postgres::Row>, StorageError> {
     let statement = transaction.prepare_cached(sql).await?;
-    let Some(row) = transaction.query_opt(&statement, params).await? else {
+    let updated = transaction
+        .query_opt(&statement, params)
+        .instrument(postgres::span("UPDATE", "users"))
+        .await?;
+    let Some(row) = updated else {
         return Ok(None);
     };
     events::record(transaction, event).await?;

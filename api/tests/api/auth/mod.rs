@@ -23,3 +23,4 @@ mod roles;
 mod schema;
 mod search;
 mod sessions;
+mod traces;

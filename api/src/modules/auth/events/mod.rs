@@ -16,8 +16,11 @@ pub mod relay;
 
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
+use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::requests;
+use crate::storage::postgres;
 use crate::storage::StorageError;
 
 /// The stream's key, after `REDIS_KEY_PREFIX`.
@@ -122,14 +125,25 @@ pub async fn record(client: &impl GenericClient, event: &Event<'_>) -> Result<Uu
     let id = Uuid::new_v4();
     let statement = client
         .prepare_cached(
-            "INSERT INTO outbox (event_id, type, user_id, data) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO outbox (event_id, type, user_id, data, traceparent) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
+    // The trace of the request that caused it goes with the event, so a
+    // consumer continues it (docs/architecture.md).
+    let traceparent = requests::current_traceparent();
     client
         .execute(
             &statement,
-            &[&id, &event.kind(), &event.user_id(), &event.data()],
+            &[
+                &id,
+                &event.kind(),
+                &event.user_id(),
+                &event.data(),
+                &traceparent,
+            ],
         )
+        .instrument(postgres::span("INSERT", "outbox"))
         .await?;
     Ok(id)
 }

@@ -98,8 +98,8 @@ impl Relay {
         let select = transaction
             .prepare_cached(
                 "SELECT id, event_id::text, type, user_id, data::text, \
-                 to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-                 FROM outbox ORDER BY id LIMIT $1",
+                 to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                 traceparent FROM outbox ORDER BY id LIMIT $1",
             )
             .await?;
         let rows = transaction.query(&select, &[&BATCH]).await?;
@@ -125,8 +125,12 @@ impl Relay {
                 .arg("data")
                 .arg(row.get::<_, &str>(4))
                 .arg("occurred_at")
-                .arg(row.get::<_, &str>(5))
-                .ignore();
+                .arg(row.get::<_, &str>(5));
+            // The causing request's trace, for the consumer to continue.
+            if let Some(traceparent) = row.get::<_, Option<&str>>(6) {
+                pipe.arg("traceparent").arg(traceparent);
+            }
+            pipe.ignore();
         }
         let mut redis = self.redis.clone();
         tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut redis))
