@@ -280,10 +280,13 @@ pub fn env_lines(settings: &[(&str, String)]) -> String {
 /// password=...`, quoted or not) with `***`. Text it cannot read past is
 /// masked too: what is shown never holds a password.
 pub fn redact_url(url: &str) -> String {
-    let scheme_len = url
+    // A URL parser first drops leading C0 controls and spaces (WHATWG's
+    // first step, which redis' follows), so the scheme may come after them.
+    let lead = url.len() - url.trim_start_matches(|c: char| c <= ' ').len();
+    let scheme_len = url[lead..]
         .find("://")
-        .filter(|&at| is_scheme(&url[..at]))
-        .map(|at| at + 3);
+        .filter(|&at| is_scheme(&url[lead..lead + at]))
+        .map(|at| lead + at + 3);
     let Some(scheme_len) = scheme_len else {
         return redact_key_values(url);
     };
@@ -291,7 +294,7 @@ pub fn redact_url(url: &str) -> String {
     // Another scheme's URL with whitespace in it may be read either way (a
     // URL parser drops or encodes it, as redis' does; it may be key=value
     // pairs), so it is masked as both, more than needed rather than less.
-    let postgres = matches!(&url[..scheme_len - 3], "postgres" | "postgresql");
+    let postgres = matches!(&url[lead..scheme_len - 3], "postgres" | "postgresql");
     if !postgres && url.contains(char::is_whitespace) {
         return redact_key_values(&redact_as_url(url, scheme_len));
     }
@@ -579,6 +582,10 @@ mod tests {
         for odd in [
             "redis://:an0ther-secret@cache\r:6379/0",
             "redis://:an0ther-secret@cache/0?x=a\u{c}b",
+            // Found by the env_file fuzz target: URL parsers drop leading
+            // control characters, so this is a URL with a password too.
+            "\u{18}\u{18}redis://:an0ther-secret=x@cache/0",
+            " \tredis://:an0ther-secret=x@cache/0",
         ] {
             let redacted = redact_url(odd);
             assert!(!redacted.contains("an0ther-secret"), "{redacted:?}");
