@@ -9,6 +9,7 @@
 
 mod export;
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -70,8 +71,9 @@ pub enum SamplerKind {
 /// (the SDK reads no variable behind their back).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TracingSettings {
-    /// Base URL of an OTLP/HTTP receiver (http://collector:4318): traces
-    /// go to its /v1/traces. Unset (and no traces endpoint): no traces.
+    /// Base URL of an OTLP/HTTP receiver (http://collector:4318, or a
+    /// vendor's https://...): traces go to its /v1/traces. Unset (and no
+    /// traces endpoint): no traces.
     #[arg(
         long = "otel-exporter-otlp-endpoint",
         env = "OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -83,6 +85,30 @@ pub struct TracingSettings {
         env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )]
     pub traces_endpoint: Option<String>,
+    /// Headers sent with every export, `key=value,key=value`, values
+    /// percent-encoded: a vendor's API key (`x-api-key=...`). Secret:
+    /// `config check` shows only their names.
+    #[arg(
+        long = "otel-exporter-otlp-headers",
+        env = "OTEL_EXPORTER_OTLP_HEADERS",
+        default_value = ""
+    )]
+    pub headers: String,
+    /// Headers for traces only, over those above (same form).
+    #[arg(
+        long = "otel-exporter-otlp-traces-headers",
+        env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        default_value = ""
+    )]
+    pub traces_headers: String,
+    /// PEM file of the CAs an https endpoint's certificate must come from,
+    /// in place of the system's (a private Collector's CA).
+    #[arg(
+        long = "otel-exporter-otlp-certificate",
+        env = "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        value_name = "PATH"
+    )]
+    pub certificate: Option<std::path::PathBuf>,
     /// The service's name in the traces (`service.name`). Every worker
     /// exports under it, each with its own `service.instance.id`.
     #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME", default_value = env!("CARGO_PKG_NAME"))]
@@ -161,16 +187,22 @@ impl TracingSettings {
             let uri: poem::http::Uri = url.parse().map_err(|err| {
                 invalid("OTEL_EXPORTER_OTLP_ENDPOINT", format!("not a URL ({err})"))
             })?;
-            // The exporter's client speaks plain HTTP only: a collector
-            // beside the service (a sidecar, the compose stack's) that
-            // forwards to a vendor over TLS.
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            let https = uri.scheme_str() == Some("https");
+            if !(https || uri.scheme_str() == Some("http")) || uri.host().is_none() {
                 return Err(invalid(
                     "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    "must be http://host[:port]: send to a Collector beside the service, which forwards over TLS",
+                    "must be http://host[:port] or https://host[:port]",
+                ));
+            }
+            if self.certificate.is_some() && !https {
+                return Err(invalid(
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                    "is for an https endpoint; this one is http://",
                 ));
             }
         }
+        self.export_headers()?;
+        self.roots()?;
         if !(0.0..=1.0).contains(&self.sampler_arg) {
             return Err(invalid("OTEL_TRACES_SAMPLER_ARG", "must lie in 0..=1"));
         }
@@ -199,6 +231,17 @@ impl TracingSettings {
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                 shown(&self.traces_endpoint),
             ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", header_names(&self.headers)),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                header_names(&self.traces_headers),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                self.certificate
+                    .as_ref()
+                    .map_or_else(String::new, |path| path.display().to_string()),
+            ),
             ("OTEL_SERVICE_NAME", self.service_name.clone()),
             ("OTEL_RESOURCE_ATTRIBUTES", self.resource_attributes.clone()),
             (
@@ -216,6 +259,44 @@ impl TracingSettings {
         ]
     }
 
+    /// The headers every export carries: the general ones, then the
+    /// traces' own over them, as the specification merges them.
+    pub(crate) fn export_headers(&self) -> Result<HashMap<String, String>, TracingError> {
+        let mut headers = HashMap::new();
+        for (name, text) in [
+            ("OTEL_EXPORTER_OTLP_HEADERS", &self.headers),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &self.traces_headers),
+        ] {
+            for (key, value) in key_values(name, text)? {
+                let valid = poem::http::HeaderName::from_bytes(key.as_bytes()).is_ok()
+                    && poem::http::HeaderValue::from_str(&value).is_ok();
+                if !valid {
+                    return Err(invalid(name, format!("{key:?} is not a valid header")));
+                }
+                headers.insert(key.to_ascii_lowercase(), value);
+            }
+        }
+        Ok(headers)
+    }
+
+    /// The CAs an https endpoint must show a certificate from: the
+    /// certificate file's, or none given (the system's).
+    pub(crate) fn roots(&self) -> Result<Option<Vec<reqwest::Certificate>>, TracingError> {
+        const NAME: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+        let Some(path) = &self.certificate else {
+            return Ok(None);
+        };
+        let shown = path.display();
+        let pem = std::fs::read(path)
+            .map_err(|err| invalid(NAME, format!("cannot read {shown}: {err}")))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|err| invalid(NAME, format!("{shown} is not PEM certificates: {err}")))?;
+        if roots.is_empty() {
+            return Err(invalid(NAME, format!("{shown} holds no certificate")));
+        }
+        Ok(Some(roots))
+    }
+
     fn sampler(&self) -> Sampler {
         let ratio = Sampler::TraceIdRatioBased(self.sampler_arg);
         match self.sampler {
@@ -231,22 +312,42 @@ impl TracingSettings {
 
 /// `key=value,key=value`, values percent-decoded, as OTEL_RESOURCE_ATTRIBUTES.
 fn resource_attributes(text: &str) -> Result<Vec<KeyValue>, TracingError> {
-    const NAME: &str = "OTEL_RESOURCE_ATTRIBUTES";
-    let mut attributes = Vec::new();
+    let pairs = key_values("OTEL_RESOURCE_ATTRIBUTES", text)?;
+    Ok(pairs
+        .into_iter()
+        .map(|(key, value)| KeyValue::new(key, value))
+        .collect())
+}
+
+/// The W3C-baggage-like lists the OTEL_* variables use: `key=value`
+/// pairs separated by commas, values percent-decoded; `name` is the
+/// setting's, for the error.
+fn key_values(name: &'static str, text: &str) -> Result<Vec<(String, String)>, TracingError> {
+    let mut pairs = Vec::new();
     for pair in text.split(',').filter(|pair| !pair.trim().is_empty()) {
         let (key, value) = pair
             .split_once('=')
-            .ok_or_else(|| invalid(NAME, "expected key=value pairs separated by commas"))?;
+            .ok_or_else(|| invalid(name, "expected key=value pairs separated by commas"))?;
         let key = key.trim();
         if key.is_empty() {
-            return Err(invalid(NAME, "a key is empty"));
+            return Err(invalid(name, "a key is empty"));
         }
         let value = percent_encoding::percent_decode_str(value.trim())
             .decode_utf8()
-            .map_err(|_| invalid(NAME, "a value is not UTF-8 once decoded"))?;
-        attributes.push(KeyValue::new(key.to_owned(), value.into_owned()));
+            .map_err(|_| invalid(name, "a value is not UTF-8 once decoded"))?;
+        pairs.push((key.to_owned(), value.into_owned()));
     }
-    Ok(attributes)
+    Ok(pairs)
+}
+
+/// The headers' names only, for `config check`: their values are keys.
+fn header_names(text: &str) -> String {
+    let names: Vec<String> = text
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, _)| format!("{}=***", key.trim()))
+        .collect();
+    names.join(",")
 }
 
 /// Installs the global subscriber, keeping the log lines `filter` selects,
@@ -339,7 +440,13 @@ fn provider(settings: &TracingSettings) -> Result<SdkTracerProvider, TracingErro
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
     let timeout = Duration::from_millis(settings.export_timeout_ms);
-    let processor = export::Exporting::start(&url, timeout, settings.max_queue_size, &resource)?;
+    let destination = export::Destination {
+        url,
+        headers: settings.export_headers()?,
+        roots: settings.roots()?,
+    };
+    let processor =
+        export::Exporting::start(destination, timeout, settings.max_queue_size, &resource)?;
     Ok(SdkTracerProvider::builder()
         .with_resource(resource)
         .with_sampler(settings.sampler())
@@ -515,6 +622,31 @@ mod tests {
         assert_eq!(empty.traces_url(), None);
     }
 
+    /// A vendor's key goes in a header: sent, merged as the specification
+    /// says (the traces' own win), and never shown by `config check`.
+    #[test]
+    fn export_headers_merge_decode_and_are_shown_by_name_only() {
+        let traced = settings(&[
+            "--otel-exporter-otlp-endpoint",
+            "https://vendor.example",
+            "--otel-exporter-otlp-headers",
+            "X-Api-Key=s3cret%20key, x-team=all",
+            "--otel-exporter-otlp-traces-headers",
+            "x-team=orders",
+        ]);
+        traced.validate().unwrap();
+        let headers = traced.export_headers().unwrap();
+        assert_eq!(headers["x-api-key"], "s3cret key");
+        assert_eq!(headers["x-team"], "orders");
+        let shown: String = traced
+            .describe()
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}\n"))
+            .collect();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("OTEL_EXPORTER_OTLP_HEADERS=X-Api-Key=***,x-team=***"));
+    }
+
     #[test]
     fn settings_that_cannot_work_are_refused_by_name() {
         let refused = |args: &[&str], name: &str| {
@@ -522,8 +654,34 @@ mod tests {
             assert!(err.starts_with(name), "{err}");
         };
         refused(
-            &["--otel-exporter-otlp-endpoint", "https://vendor.example"],
+            &["--otel-exporter-otlp-endpoint", "ftp://vendor.example"],
             "OTEL_EXPORTER_OTLP_ENDPOINT",
+        );
+        refused(
+            &[
+                "--otel-exporter-otlp-endpoint",
+                "http://collector:4318",
+                "--otel-exporter-otlp-certificate",
+                "/etc/ssl/certs/ca-certificates.crt",
+            ],
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        );
+        refused(
+            &[
+                "--otel-exporter-otlp-endpoint",
+                "https://vendor.example",
+                "--otel-exporter-otlp-certificate",
+                "/no/such/ca.pem",
+            ],
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        );
+        refused(
+            &["--otel-exporter-otlp-headers", "x-api-key"],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        );
+        refused(
+            &["--otel-exporter-otlp-traces-headers", "bad name=1"],
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         );
         refused(
             &["--otel-exporter-otlp-endpoint", "not a url"],

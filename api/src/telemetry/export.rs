@@ -32,6 +32,14 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 /// Largest answer read from the receiver (an OTLP answer is a few bytes).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// Where spans go and how: the URL, the headers each export carries, and
+/// for https the CAs to trust in place of the system's.
+pub(crate) struct Destination {
+    pub(crate) url: String,
+    pub(crate) headers: std::collections::HashMap<String, String>,
+    pub(crate) roots: Option<Vec<reqwest::Certificate>>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Exporting {
     queue: SyncSender<SpanData>,
@@ -41,17 +49,30 @@ pub(crate) struct Exporting {
 }
 
 impl Exporting {
-    /// Starts the exporting thread, sending to `url` with at most `timeout`
-    /// an export, holding at most `queue` spans.
+    /// Starts the exporting thread, sending to `destination` with at most
+    /// `timeout` an export, holding at most `queue` spans.
     pub(crate) fn start(
-        url: &str,
+        destination: Destination,
         timeout: Duration,
         queue: usize,
         resource: &Resource,
     ) -> Result<Exporting, TracingError> {
-        let client = reqwest::Client::builder()
+        let Destination {
+            url,
+            headers,
+            roots,
+        } = destination;
+        let mut client = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout)
+            .connect_timeout(timeout);
+        if let Some(roots) = roots {
+            client = roots
+                .into_iter()
+                .fold(client.tls_built_in_root_certs(false), |client, root| {
+                    client.add_root_certificate(root)
+                });
+        }
+        let client = client
             .build()
             .map_err(|err| TracingError::Thread(std::io::Error::other(err)))?;
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -59,6 +80,7 @@ impl Exporting {
             .with_http_client(Client(client))
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(url)
+            .with_headers(headers)
             .with_timeout(timeout)
             .build()
             .map_err(TracingError::Exporter)?;

@@ -36,7 +36,7 @@ fn openssl(dir: &Path, args: &str) {
 }
 
 /// A CA: `NAME.pem` and `NAME.key` in `dir`.
-fn make_ca(dir: &Path, name: &str) {
+pub fn make_ca(dir: &Path, name: &str) {
     openssl(
         dir,
         &format!(
@@ -49,7 +49,7 @@ fn make_ca(dir: &Path, name: &str) {
 
 /// A server's certificate for `san`, signed by the CA `ca`: `NAME.crt` and
 /// `NAME.key` in `dir`.
-fn make_server_cert(dir: &Path, name: &str, ca: &str, san: &str) {
+pub fn make_server_cert(dir: &Path, name: &str, ca: &str, san: &str) {
     let extensions = format!(
         "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
          keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"

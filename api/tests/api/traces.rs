@@ -117,14 +117,23 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Receiver {
     pub endpoint: String,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    headers: Arc<Mutex<Vec<poem::http::HeaderMap>>>,
     server: tokio::task::JoinHandle<()>,
+    /// The TLS front of an https receiver.
+    front: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[handler]
-async fn export(body: Body, Data(spans): Data<&Arc<Mutex<Vec<ReceivedSpan>>>>) -> Response {
+async fn export(
+    headers: &poem::http::HeaderMap,
+    body: Body,
+    Data(spans): Data<&Arc<Mutex<Vec<ReceivedSpan>>>>,
+    Data(seen): Data<&Arc<Mutex<Vec<poem::http::HeaderMap>>>>,
+) -> Response {
     let bytes = body.into_bytes().await.unwrap_or_default();
     match ExportTraceServiceRequest::decode(bytes) {
         Ok(request) => {
+            seen.lock().unwrap().push(headers.clone());
             spans.lock().unwrap().extend(spans_of(&request));
             let answer = ExportTraceServiceResponse::default().encode_to_vec();
             Response::builder()
@@ -140,6 +149,7 @@ async fn export(body: Body, Data(spans): Data<&Arc<Mutex<Vec<ReceivedSpan>>>>) -
 impl Receiver {
     pub async fn start() -> Receiver {
         let spans = Arc::new(Mutex::new(Vec::new()));
+        let headers = Arc::new(Mutex::new(Vec::new()));
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
             .await
@@ -147,15 +157,63 @@ impl Receiver {
         let address = *acceptor.local_addr()[0].as_socket_addr().unwrap();
         let app = Route::new()
             .at("/v1/traces", poem::post(export))
-            .data(spans.clone());
+            .data(spans.clone())
+            .data(headers.clone());
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
         });
         Receiver {
             endpoint: format!("http://{address}"),
             spans,
+            headers,
             server,
+            front: None,
         }
+    }
+
+    /// An https receiver, as a Collector with TLS or a vendor's is: TLS
+    /// with `dir`'s `receiver.crt`/`receiver.key` in front of a plain one.
+    pub async fn start_tls(dir: &std::path::Path) -> Receiver {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let mut receiver = Receiver::start().await;
+        let certificates = CertificateDer::pem_file_iter(dir.join("receiver.crt"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("receiver.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certificates, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let plain = receiver.endpoint.trim_start_matches("http://").to_owned();
+        receiver.front = Some(tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (acceptor, plain) = (acceptor.clone(), plain.clone());
+                tokio::spawn(async move {
+                    let Ok(mut secured) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    if let Ok(mut inner) = tokio::net::TcpStream::connect(plain).await {
+                        let _ = tokio::io::copy_bidirectional(&mut secured, &mut inner).await;
+                    }
+                });
+            }
+        }));
+        receiver.endpoint = format!("https://localhost:{port}");
+        receiver
+    }
+
+    /// The headers of each export received.
+    pub fn headers(&self) -> Vec<poem::http::HeaderMap> {
+        self.headers.lock().unwrap().clone()
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {
@@ -172,6 +230,9 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(front) = &self.front {
+            front.abort();
+        }
     }
 }
 
@@ -452,6 +513,58 @@ async fn a_stopped_receiver_costs_requests_nothing_and_drops_are_counted() {
 async fn a_hung_receiver_costs_requests_nothing_and_drops_are_counted() {
     let hung = Hung::start().await;
     requests_are_unaffected(&hung.endpoint).await;
+}
+
+/// A vendor's endpoint: https, a key in a header. The certificate must
+/// come from the CA the service was told to trust; from another, nothing
+/// is sent, and the loss is counted.
+#[tokio::test]
+async fn an_https_endpoint_gets_the_spans_and_headers_only_from_a_trusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::tls::make_ca(dir.path(), "good");
+    crate::tls::make_ca(dir.path(), "other");
+    crate::tls::make_server_cert(dir.path(), "receiver", "good", "DNS:localhost");
+    let trusted = dir.path().join("good.pem").display().to_string();
+    let untrusted = dir.path().join("other.pem").display().to_string();
+    let headers = [
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cret%20key"),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-team=orders"),
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+    ];
+
+    let receiver = Receiver::start_tls(dir.path()).await;
+    let mut env = vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", trusted.as_str())];
+    env.extend_from_slice(&headers);
+    let served = traced(1, &receiver.endpoint, &env).await;
+    assert_eq!(served.get("/v1/hello").await, Some(200));
+    let spans = receiver.spans_when(|spans| !spans.is_empty()).await;
+    assert!(!spans.is_empty(), "nothing over https:\n{}", served.log());
+    let sent = receiver.headers();
+    assert!(
+        sent.iter()
+            .all(|headers| headers["x-api-key"] == "s3cret key" && headers["x-team"] == "orders"),
+        "{sent:?}"
+    );
+    assert!(!served.log().contains("s3cret"), "the key is in the log");
+
+    let impostor = Receiver::start_tls(dir.path()).await;
+    let mut env = vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", untrusted.as_str())];
+    env.extend_from_slice(&headers);
+    let served = traced(1, &impostor.endpoint, &env).await;
+    let counted = eventually(Duration::from_secs(15), || async {
+        served.get("/v1/hello").await;
+        dropped(&served).await > 0.0
+    })
+    .await;
+    assert!(counted, "no loss counted:\n{}", served.log());
+    assert!(
+        impostor.spans().is_empty(),
+        "spans sent to an untrusted certificate"
+    );
+    assert!(
+        impostor.headers().is_empty(),
+        "the key sent to an untrusted certificate"
+    );
 }
 
 /// A log line written inside a PostgreSQL or Redis call's span still names
