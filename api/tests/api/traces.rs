@@ -324,7 +324,7 @@ async fn a_request_through_nginx_continues_the_callers_trace() {
     assert_eq!(request.attribute("client.address"), Some("127.0.0.1"));
     assert_eq!(
         request.resource.get("service.name").map(String::as_str),
-        Some("api")
+        Some(env!("CARGO_PKG_NAME"))
     );
     assert!(request.resource.contains_key("service.instance.id"));
     // Neither the query string nor a header is recorded.
