@@ -7,6 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A one-off build (CI's fresh clone) gains nothing from incremental
+# compilation, whose caches would double the target directory's size.
+if [ "${CI:-}" = true ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 services=scripts/services.sh
 # nginx for the tests through the shipped nginx.conf; Chromium and
 # chromedriver for the docs page's browser tests; openssl for the TLS tests'
