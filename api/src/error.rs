@@ -122,17 +122,10 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
-/// `err` and its causes, outermost first: `a: b: c`.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// `err` and its causes, outermost first: `a: b: c`. Written once, in
+/// telemetry, which logs chains too and cannot use this module (this one
+/// reaches it through the request's trace id).
+pub use crate::telemetry::chain;
 
 impl poem::error::ResponseError for ApiError {
     fn status(&self) -> StatusCode {

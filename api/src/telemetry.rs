@@ -413,7 +413,8 @@ pub fn init(format: LogFormat, filter: &str, traces: Option<&TracingSettings>) {
     }
 }
 
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// `err` and its causes, outermost first: `a: b: c`.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
