@@ -25,7 +25,8 @@ pub fn tool(name: &str) -> PathBuf {
     PathBuf::from(dir).join(name)
 }
 
-fn run(command: &mut Command) -> Output {
+/// Runs `command` in the repository; its output, or a failure showing it.
+pub fn run(command: &mut Command) -> Output {
     let output = command.current_dir(repo_root()).output().unwrap();
     assert!(
         output.status.success(),

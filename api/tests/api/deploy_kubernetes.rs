@@ -13,13 +13,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
 use crate::cli::text;
-use crate::deploy::tool;
+use crate::deploy::{run, tool};
 use crate::helpers::repo_root;
 use crate::proxy::env_file;
 
@@ -109,17 +109,6 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(&path, to.join(&name)).unwrap();
         }
     }
-}
-
-fn run(command: &mut Command) -> Output {
-    let output = command.current_dir(repo_root()).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    output
 }
 
 fn render(overlay: &str) -> &'static Render {

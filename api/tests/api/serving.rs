@@ -541,13 +541,18 @@ async fn sighup_starts_workers_from_the_binary_now_on_disk_without_failing_a_req
     );
     assert_eq!(failed, 0, "{ok} requests answered, {failed} failed");
     assert!(ok > 10, "only {ok} requests went through the reload");
-    // Every answer now comes from the new build, on every port.
-    for port in ports.iter().cycle().take(12) {
-        let pid = served.worker_at(*port).await.unwrap();
-        assert_eq!(executable_of(pid), Some(new), "worker {pid} on {port}");
-    }
+    every_answer_comes_from(&served, &ports, new).await;
     let master = served.master_pid().unwrap();
     assert_eq!(executable_of(master), Some(old), "the master itself stays");
+}
+
+/// A dozen requests round `ports` are each answered by a worker running
+/// the file `build`.
+async fn every_answer_comes_from(served: &Served, ports: &[u16], build: (u64, u64)) {
+    for port in ports.iter().cycle().take(12) {
+        let pid = served.worker_at(*port).await.unwrap();
+        assert_eq!(executable_of(pid), Some(build), "worker {pid} on {port}");
+    }
 }
 
 /// Kills, at the end of a test, the master a pid file names and its workers.
@@ -621,10 +626,7 @@ async fn sigusr2_hands_the_sockets_to_a_new_master_of_the_new_binary_without_fai
     assert!(ok > 10, "only {ok} requests went through the upgrade");
     let status = served.exit_status(Duration::from_secs(5)).await;
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", served.log());
-    for port in ports.iter().cycle().take(12) {
-        let pid = served.worker_at(*port).await.unwrap();
-        assert_eq!(executable_of(pid), Some(new), "worker {pid} on {port}");
-    }
+    every_answer_comes_from(&served, &ports, new).await;
 }
 
 #[tokio::test]
