@@ -22,6 +22,18 @@ use crate::helpers::eventually;
 use crate::proxy::Nginx;
 use crate::serving::Served;
 
+/// GET `url` with the client's `traceparent`, as a caller already tracing
+/// would send it.
+pub async fn get_in_trace(served: &Served, url: String) -> reqwest::Response {
+    served
+        .client
+        .get(url)
+        .header("traceparent", client_traceparent())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A client's span, as a caller already tracing would send it.
 pub const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 pub const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -364,13 +376,7 @@ async fn problem_documents_and_log_lines_carry_the_trace_id() {
     let receiver = Receiver::start().await;
     let served = traced(1, &receiver.endpoint, &[]).await;
 
-    let answer = served
-        .client
-        .get(format!("{}/v1/no-such-thing", served.base))
-        .header("traceparent", client_traceparent())
-        .send()
-        .await
-        .unwrap();
+    let answer = get_in_trace(&served, format!("{}/v1/no-such-thing", served.base)).await;
     assert_eq!(answer.status(), 404);
     let problem: Value = answer.json().await.unwrap();
     assert_eq!(problem["trace_id"], CLIENT_TRACE, "{problem}");
@@ -408,13 +414,7 @@ async fn problem_documents_and_log_lines_carry_the_trace_id() {
 #[tokio::test]
 async fn without_an_endpoint_nothing_of_a_trace_is_made() {
     let served = Served::start(1, &[]).await;
-    let answer = served
-        .client
-        .get(format!("{}/v1/no-such-thing", served.base))
-        .header("traceparent", client_traceparent())
-        .send()
-        .await
-        .unwrap();
+    let answer = get_in_trace(&served, format!("{}/v1/no-such-thing", served.base)).await;
     assert!(answer.headers().get("traceresponse").is_none());
     let problem: Value = answer.json().await.unwrap();
     assert!(problem.get("trace_id").is_none(), "{problem}");
@@ -482,13 +482,7 @@ async fn requests_are_unaffected(endpoint: &str) {
     let until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < until {
         let started = Instant::now();
-        let answer = served
-            .client
-            .get(format!("{}/v1/hello", served.base))
-            .header("traceparent", client_traceparent())
-            .send()
-            .await
-            .unwrap();
+        let answer = get_in_trace(&served, format!("{}/v1/hello", served.base)).await;
         assert_eq!(answer.status(), 200);
         let took = started.elapsed();
         assert!(took < Duration::from_millis(250), "a request took {took:?}");
@@ -581,13 +575,7 @@ async fn a_log_line_inside_a_redis_call_names_the_request_and_its_trace() {
     )
     .await;
     // The per-address rate limit asks Redis, which never answers.
-    let answer = served
-        .client
-        .get(format!("{}/v1/hello", served.base))
-        .header("traceparent", client_traceparent())
-        .send()
-        .await
-        .unwrap();
+    let answer = get_in_trace(&served, format!("{}/v1/hello", served.base)).await;
     assert_eq!(answer.status(), 200);
     let warned = |log: &str| {
         log.lines()
