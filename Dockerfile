@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The service's images, in stages:
 #   chef      Rust and cargo-chef, the base of the build stages
 #   planner   the dependency recipe, which changes only with the manifests
@@ -8,11 +7,16 @@
 #   runtime   the service's image: small, non-root, with a HEALTHCHECK
 #             (last, so a plain `docker build .` makes it)
 
-ARG RUST_VERSION=1.95
-ARG DEBIAN=bookworm
-ARG NGINX_VERSION=1.27
+# The base images are build arguments, the official images by default: a
+# team that builds from a registry mirror names its own copies here
+# (--build-arg, or the same variables for compose), and so do the stack
+# tests where no registry is reachable (scripts/docker-engine.sh).
+# No `# syntax=` line: it would make BuildKit fetch a frontend image first.
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG DEBIAN_IMAGE=debian:bookworm-slim
+ARG NGINX_IMAGE=nginx:1.27-alpine
 
-FROM rust:${RUST_VERSION}-slim-${DEBIAN} AS chef
+FROM ${RUST_IMAGE} AS chef
 RUN cargo install --locked cargo-chef --version ^0.1
 WORKDIR /src
 
@@ -35,15 +39,15 @@ ENV CARGO_TARGET_DIR=/target
 CMD ["watchexec", "--restart", "--watch", "api", "--watch", "Cargo.toml", \
      "--", "cargo", "run", "--bin", "api", "--", "serve"]
 
-FROM nginx:${NGINX_VERSION}-alpine AS proxy
+FROM ${NGINX_IMAGE} AS proxy
 # The official image fills /etc/nginx/templates in with envsubst at start;
 # NGINX_ENVSUBST_OUTPUT_DIR makes nginx.conf the main configuration.
 ENV NGINX_ENVSUBST_OUTPUT_DIR=/etc/nginx NGINX_ENVSUBST_FILTER=NGINX_ NGINX_STATIC_ROOT=/srv/static
 COPY nginx.conf /etc/nginx/templates/nginx.conf.template
-COPY --chmod=755 nginx/15-api-upstreams.envsh /docker-entrypoint.d/15-api-upstreams.envsh
+COPY --chmod=755 nginx/15-api-upstreams.envsh nginx/30-follow-api-host.sh /docker-entrypoint.d/
 COPY static /srv/static
 
-FROM debian:${DEBIAN}-slim AS runtime
+FROM ${DEBIAN_IMAGE} AS runtime
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \

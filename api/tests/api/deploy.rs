@@ -37,26 +37,37 @@ pub fn run(command: &mut Command) -> Output {
     output
 }
 
-/// The compose file as Compose itself resolves it, with its env file.
-fn compose_config(file: &str, env: &str) -> Value {
-    let output = run(Command::new(tool("docker-compose"))
-        .args(["-f", file, "--env-file", env, "config", "--format", "json"])
-        .env_remove("PROD_ENV_FILE"));
-    serde_json::from_slice(&output.stdout).unwrap()
+/// The files of each stack, as the Makefile passes them: prod's monitoring
+/// profile lives in a file of its own, since a Swarm stack file (the prod
+/// file is one) may have no profiles.
+const DEV: &[&str] = &["compose.yaml"];
+const PROD: &[&str] = &["compose.prod.yaml", "compose.prod.single-host.yaml"];
+
+/// The stack as Compose itself resolves it, with its env file.
+fn compose_config(files: &[&str], env: &str) -> Value {
+    compose_profile(files, env, None)
 }
 
 /// As [`compose_config`], with the optional services of `profile` too.
-fn compose_profile(file: &str, env: &str, profile: &str) -> Value {
-    let output = run(Command::new(tool("docker-compose"))
-        .args(["-f", file, "--env-file", env, "--profile", profile])
+fn compose_profile(files: &[&str], env: &str, profile: Option<&str>) -> Value {
+    let mut command = Command::new(tool("docker-compose"));
+    for file in files {
+        command.args(["-f", file]);
+    }
+    command.args(["--env-file", env]);
+    if let Some(profile) = profile {
+        command.args(["--profile", profile]);
+    }
+    let output = run(command
         .args(["config", "--format", "json"])
-        .env_remove("PROD_ENV_FILE"));
+        .env_remove("PROD_ENV_FILE")
+        .env_remove("COMPOSE_PROFILES"));
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[test]
 fn the_optional_profiles_add_monitoring_to_prod_and_a_database_ui_to_dev() {
-    let prod = compose_profile("compose.prod.yaml", ".env.prod", "monitoring");
+    let prod = compose_profile(PROD, ".env.prod", Some("monitoring"));
     let monitoring = services(&prod);
     for name in ["prometheus", "grafana", "jaeger"] {
         assert_eq!(monitoring[name]["profiles"][0], "monitoring", "{name}");
@@ -73,7 +84,8 @@ fn the_optional_profiles_add_monitoring_to_prod_and_a_database_ui_to_dev() {
         .as_object()
         .unwrap()
         .contains_key("edge"));
-    let compose = std::fs::read_to_string(repo_root().join("compose.prod.yaml")).unwrap();
+    let compose =
+        std::fs::read_to_string(repo_root().join("compose.prod.single-host.yaml")).unwrap();
     assert!(
         compose.contains("image: ${JAEGER_IMAGE:-"),
         "the image is no parameter"
@@ -82,10 +94,10 @@ fn the_optional_profiles_add_monitoring_to_prod_and_a_database_ui_to_dev() {
     let mounts = monitoring["grafana"]["volumes"].to_string();
     assert!(mounts.contains("monitoring/grafana/dashboards"), "{mounts}");
     // Without the profile, neither runs.
-    let plain = compose_config("compose.prod.yaml", ".env.prod");
+    let plain = compose_config(PROD, ".env.prod");
     assert!(!services(&plain).contains_key("prometheus"));
 
-    let dev = compose_profile("compose.yaml", ".env", "admin");
+    let dev = compose_profile(DEV, ".env", Some("admin"));
     let pgadmin = &services(&dev)["pgadmin"];
     let ports = pgadmin["ports"].as_array().unwrap();
     assert!(
@@ -111,7 +123,7 @@ fn published(config: &Value) -> BTreeSet<String> {
 
 #[test]
 fn the_dev_stack_waits_for_healthy_dependencies_and_mounts_the_source() {
-    let config = compose_config("compose.yaml", ".env");
+    let config = compose_config(DEV, ".env");
     let services = services(&config);
 
     for (name, service) in services {
@@ -147,7 +159,7 @@ fn the_dev_stack_waits_for_healthy_dependencies_and_mounts_the_source() {
 
 #[test]
 fn the_prod_stack_publishes_only_nginx_and_keeps_data_and_secrets_in_place() {
-    let config = compose_config("compose.prod.yaml", ".env.prod");
+    let config = compose_config(PROD, ".env.prod");
     let services = services(&config);
 
     assert_eq!(published(&config), BTreeSet::from(["nginx".to_owned()]));
@@ -209,8 +221,9 @@ fn the_prod_stack_publishes_only_nginx_and_keeps_data_and_secrets_in_place() {
 /// and the API's TRUSTED_PROXIES is exactly that address.
 #[test]
 fn each_stack_trusts_exactly_nginxs_fixed_address() {
-    for (file, env) in [("compose.yaml", ".env"), ("compose.prod.yaml", ".env.prod")] {
-        let config = compose_config(file, env);
+    for (files, env) in [(DEV, ".env"), (PROD, ".env.prod")] {
+        let file = files[0];
+        let config = compose_config(files, env);
         let services = services(&config);
         let nginx = services["nginx"]["networks"].as_object().unwrap();
         let fixed: Vec<(&String, IpAddr)> = nginx
@@ -298,11 +311,40 @@ fn the_dockerfile_builds_in_stages_and_ships_a_small_non_root_image() {
             .any(|(_, instruction, _)| instruction == wanted)
     };
 
+    // Every base image is a build argument (a registry mirror's copy, or a
+    // test's stand-in, goes there), the official image by default; the
+    // runtime's is a slim one. No `# syntax=` line, which would make
+    // BuildKit fetch a frontend image before anything is built.
+    let source = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
     assert!(
-        runtime[0].2.contains("-slim"),
-        "runtime base: {}",
-        runtime[0].2
+        !source.lines().any(|line| line.starts_with("# syntax=")),
+        "a frontend to fetch"
     );
+    // The default of a global `ARG name=...`.
+    let default_of = |name: &str| {
+        instructions.iter().find_map(|(s, i, a)| {
+            (s.is_empty() && i == "ARG")
+                .then(|| a.strip_prefix(&format!("{name}=")))
+                .flatten()
+        })
+    };
+    for (stage, _, arguments) in instructions.iter().filter(|(_, i, _)| i == "FROM") {
+        let base = arguments.split_whitespace().next().unwrap();
+        if stages.contains(&base) {
+            continue;
+        }
+        let argument = base
+            .strip_prefix("${")
+            .and_then(|b| b.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{stage}: FROM {base} is no build argument"));
+        assert!(
+            default_of(argument).is_some(),
+            "{stage}: {argument} has no default"
+        );
+    }
+    let runtime_base = runtime[0].2.split_whitespace().next().unwrap();
+    let default = default_of(runtime_base.trim_start_matches("${").trim_end_matches('}')).unwrap();
+    assert!(default.contains("-slim"), "runtime base: {default}");
     let user = runtime
         .iter()
         .rfind(|(_, i, _)| i == "USER")
@@ -553,8 +595,9 @@ fn container_healthchecks_ask_liveness_and_nginx_checks_itself() {
             .map(|word| word.as_str().unwrap().to_owned())
             .collect()
     };
-    for (file, env) in [("compose.yaml", ".env"), ("compose.prod.yaml", ".env.prod")] {
-        let config = compose_config(file, env);
+    for (files, env) in [(DEV, ".env"), (PROD, ".env.prod")] {
+        let file = files[0];
+        let config = compose_config(files, env);
         let services = services(&config);
         let api = words(&services["api"]["healthcheck"]["test"]);
         assert!(
