@@ -1,0 +1,26 @@
+#!/bin/sh
+# The stand-in's entrypoint: the official nginx image's contract, as the
+# Dockerfile beside this lists it. Not the official script.
+set -eu
+
+if [ "$1" = nginx ] || [ "$1" = nginx-debug ]; then
+    for script in $(find /docker-entrypoint.d/ -follow -type f -print | sort -V); do
+        case "$script" in
+            *.envsh)
+                if [ -x "$script" ]; then
+                    echo "stand-in: sourcing $script"
+                    . "$script"
+                fi
+                ;;
+            *.sh)
+                if [ -x "$script" ]; then
+                    echo "stand-in: running $script"
+                    "$script"
+                fi
+                ;;
+            *) ;;
+        esac
+    done
+fi
+
+exec "$@"
