@@ -19,6 +19,33 @@ services=scripts/services.sh
 block=$(awk '/<!-- walkthrough/ {found=1; next} found && /^```sh/ {inside=1; next} inside && /^```/ {exit} inside {print}' README.md)
 [ -n "$block" ] || { echo "check-readme: no walkthrough block in README.md" >&2; exit 1; }
 
+# walkthrough ADDRESS: the block as written, against nginx on ADDRESS; every
+# output line it shows must appear, in order.
+walkthrough() {
+    local output rest expected failed=0
+    output=$(bash -euo pipefail -c "${block//127.0.0.1:8080/$1}" 2>&1 | tr -d '\r')
+    rest=$output
+    while IFS= read -r expected; do
+        expected=${expected#\# }
+        expected=${expected%…}
+        case "$rest" in
+            *"$expected"*) rest=${rest#*"$expected"} ;;
+            *) echo "check-readme: expected, in order: $expected" >&2; failed=1 ;;
+        esac
+    done < <(grep -E '^# (\{|HTTP/|authorization:)' <<<"$block")
+    if [ "$failed" = 1 ]; then
+        printf 'check-readme: the walkthrough printed:\n%s\n' "$output" >&2
+        return 1
+    fi
+}
+
+# `check-readme.sh walkthrough ADDRESS`: only that, against a stack that is
+# up with the demo user (scripts/stacks-test.sh, through the Docker stacks).
+if [ "${1:-}" = walkthrough ]; then
+    walkthrough "${2:?usage: check-readme.sh walkthrough HOST:PORT}"
+    exit
+fi
+
 scratch=$(mktemp -d -t check-readme-XXXXXX)
 chmod 755 "$scratch"
 # Relative, like the default .local/, so path handling is what users get;
@@ -64,21 +91,7 @@ assert_all_stopped() {
 
 # 1. make local, the walkthrough, the smoke test.
 scripts/local.sh up >"$scratch/up.log" 2>&1 || fail "make local failed"
-output=$(bash -euo pipefail -c "${block//127.0.0.1:8080/$NGINX_LISTEN}" 2>&1 | tr -d '\r')
-rest=$output
-failed=0
-while IFS= read -r expected; do
-    expected=${expected#\# }
-    expected=${expected%…}
-    case "$rest" in
-        *"$expected"*) rest=${rest#*"$expected"} ;;
-        *) echo "check-readme: expected, in order: $expected" >&2; failed=1 ;;
-    esac
-done < <(grep -E '^# (\{|HTTP/|authorization:)' <<<"$block")
-if [ "$failed" = 1 ]; then
-    printf 'check-readme: the walkthrough printed:\n%s\n' "$output" >&2
-    exit 1
-fi
+walkthrough "$NGINX_LISTEN" || fail "the walkthrough failed"
 scripts/smoke.sh "http://$NGINX_LISTEN" >"$scratch/smoke.log" 2>&1 || fail "smoke test failed"
 
 # 2. make local-down stops everything; a new make local has the data.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke-tests a running stack through nginx: the one make local starts, and
-# the Docker stacks in .github/workflows/docker.yml.
+# the Docker stacks in scripts/stacks-test.sh.
 #
 #   smoke.sh BASE_URL          e.g. http://127.0.0.1:8080
 #   smoke.sh --kept BASE_URL   after the stack was stopped and started again:

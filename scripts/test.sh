@@ -58,6 +58,16 @@ scripts/check-readme.sh
 # request must succeed; its speed is never judged here.
 scripts/bench.sh --smoke
 
+# The Docker stacks, for real (scripts/stacks-test.sh): images built, make
+# prod, the Swarm stack and make dev, on an engine (a private one when none
+# answers). STACKS names which (all by default); STACKS=none leaves them
+# out, as the template's renders do: their stack files are the root's with
+# the name changed, and the root's own run covers them.
+if [ "${STACKS:-}" != none ]; then
+    # shellcheck disable=SC2086
+    scripts/stacks-test.sh ${STACKS:-}
+fi
+
 # bench.sh ran make local's release build: it must carry no test hooks.
 package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
 release=${CARGO_TARGET_DIR:-target}/release/$package

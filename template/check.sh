@@ -36,6 +36,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo_root/target}
 # The rendered services' own make test fuzzes only their seed corpus: the
 # template's run explores, and a finding there is the template's to fix.
 export FUZZ_SECONDS=0
+# Nor do they run the Docker stacks: their stack files are the root's with
+# the name changed, and the root's own make test runs those for real.
+export STACKS=none
 # Every render is made from one copy of the work tree as it is now.
 source_dir=$scratch/source
 stage "$source_dir"
