@@ -4,22 +4,25 @@ SHELL := /bin/bash
 
 # Docker Compose v2, as the docker plugin or the standalone binary.
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
-DEV := $(COMPOSE) -f compose.yaml
+# The compose projects and the Swarm stack, by name: the stack tests give
+# theirs names of their own, so that they never touch yours.
+DEV_PROJECT ?= $(PACKAGE)-dev
+PROD_PROJECT ?= $(PACKAGE)-prod
+SWARM_STACK ?= $(PACKAGE)
+DEV = $(COMPOSE) -p $(DEV_PROJECT) -f compose.yaml
 # compose.prod.yaml is also a Swarm stack file, which may not name its
 # project, have profiles or narrow an address range: the name is here, the
 # rest in compose.prod.single-host.yaml, which make prod adds.
 # The prod settings: .env.prod, or the file PROD_ENV_FILE names, for
 # compose's ${...} and the service's env_file alike.
 PROD_ENV := $(or $(PROD_ENV_FILE),.env.prod)
-PROD = PROD_ENV_FILE=$(PROD_ENV) $(COMPOSE) -p $(PACKAGE)-prod -f compose.prod.yaml -f compose.prod.single-host.yaml --env-file $(PROD_ENV)
-# The Swarm stack's name, the package's by default: make swarm [SWARM_STACK=name].
-SWARM_STACK ?= $(PACKAGE)
+PROD = PROD_ENV_FILE=$(PROD_ENV) $(COMPOSE) -p $(PROD_PROJECT) -f compose.prod.yaml -f compose.prod.single-host.yaml --env-file $(PROD_ENV)
 # Which stack `make down` and `make logs` act on: dev or prod.
 STACK ?= dev
 # The service's binary is named after its package.
 PACKAGE := $(shell sed -nE 's/^name = "(.*)"$$/\1/p' api/Cargo.toml | head -n 1)
 
-.PHONY: help dev prod swarm swarm-down down logs user local local-down run test fuzz bench fmt lint openapi api-compat version migration template-upgrade template-check
+.PHONY: help dev prod swarm swarm-down down logs cli local local-down run test fuzz bench fmt lint openapi api-compat version migration template-upgrade template-check
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,9 +34,8 @@ prod: ## Docker: the prod stack (compose.prod.yaml, .env.prod) in the background
 	@test -f $(PROD_ENV) || { echo "$(PROD_ENV) is missing"; exit 2; }
 	$(PROD) up --build --detach --wait
 
-swarm: ## Docker Swarm: deploy compose.prod.yaml as a stack, settings from .env.prod (push the images first: README)
-	@test -f $(PROD_ENV) || { echo "$(PROD_ENV) is missing"; exit 2; }
-	set -a && . $(abspath $(PROD_ENV)) && set +a && PROD_ENV_FILE=$(abspath $(PROD_ENV)) docker stack deploy --prune -c compose.prod.yaml $(SWARM_STACK)
+swarm: ## Docker Swarm: deploy compose.prod.yaml as a stack, settings from .env.prod (docs/docker.md)
+	PROD_ENV_FILE=$(PROD_ENV) SWARM_STACK=$(SWARM_STACK) scripts/swarm.sh
 
 swarm-down: ## Docker Swarm: remove the stack; its volumes stay on the nodes
 	docker stack rm $(SWARM_STACK)
@@ -44,12 +46,10 @@ down: ## Docker: stop a stack (STACK=dev|prod); volumes and data stay
 logs: ## Docker: follow a stack's logs (STACK=dev|prod)
 	$(if $(filter prod,$(STACK)),$(PROD),$(DEV)) logs --follow --tail=100
 
-# A password piped in needs `exec -T`; a terminal gets a prompt without echo.
+# Input piped in (a password) needs `exec -T`; a terminal gets a prompt.
 EXEC_TTY := $(shell test -t 0 || echo -T)
-user: ## Docker: add a user to a running stack (STACK=dev|prod): make user USERNAME=demo [NAME="Demo User"]
-	@test -n "$(USERNAME)" || { echo "usage: make user USERNAME=name [NAME=\"Display Name\"] [STACK=prod]"; exit 2; }
-	$(if $(filter prod,$(STACK)),$(PROD) exec $(EXEC_TTY) api $(PACKAGE),$(DEV) exec $(EXEC_TTY) api /target/debug/$(PACKAGE)) \
-		users add $(USERNAME) $(if $(NAME),--name "$(NAME)")
+cli: ## Docker: the service's command line in a running stack (STACK=dev|prod): make cli ARGS='config check'
+	$(if $(filter prod,$(STACK)),$(PROD) exec $(EXEC_TTY) api $(PACKAGE),$(DEV) exec $(EXEC_TTY) api /target/debug/$(PACKAGE)) $(ARGS)
 
 local: ## No Docker: the whole stack from system packages, nginx on 127.0.0.1:8080
 	scripts/local.sh up

@@ -26,16 +26,29 @@ case "$host" in
 esac
 case "$host" in *:*) exit 0 ;; esac # an IPv6 address
 
-addresses() { getent hosts "$host" 2>/dev/null | awk '{ print $1 }' | sort -u | tr '\n' ' '; }
+# Every IPv4 address of the name, sorted, on one line. glibc's getent lists
+# them all with ahostsv4; musl's (the Alpine image) has no ahostsv4 and its
+# `hosts` prints only the first address, whose order Docker's DNS shuffles,
+# so there busybox's nslookup lists them.
+addresses() {
+    if found=$(getent ahostsv4 "$host" 2>/dev/null); then
+        printf '%s\n' "$found" | awk '{ print $1 }'
+    else
+        nslookup "$host" 2>/dev/null | awk '
+            /^Name:/ { named = 1; next }
+            named && /^Address/ && match($0, /[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/) { print substr($0, RSTART, RLENGTH) }'
+    fi | sort -u | tr '\n' ' '
+}
 
-waited=0
+# Bounded by the clock: one lookup of a name that does not resolve yet can
+# itself take seconds.
+deadline=$(($(date +%s) + ${API_HOST_WAIT:-120}))
 until [ -n "$(addresses)" ]; do
-    if [ "$waited" -ge "${API_HOST_WAIT:-120}" ]; then
-        echo "follow-api-host: $host does not resolve after ${waited}s; starting nginx anyway" >&2
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        echo "follow-api-host: $host does not resolve after ${API_HOST_WAIT:-120}s; starting nginx anyway" >&2
         break
     fi
     sleep 1
-    waited=$((waited + 1))
 done
 
 follow() {

@@ -6,10 +6,12 @@
 #                                socket) reaches; when none answers, install
 #                                Debian's docker.io (as root, like services.sh
 #                                does PostgreSQL) and start a private one
-#                                under DOCKER_STATE_DIR. Prints the lines to
-#                                eval: DOCKER_HOST=...
+#                                under DOCKER_STATE_DIR. Prints DOCKER_HOST=...,
+#                                and DOCKER_PRIVATE=1 for a private engine;
+#                                exits 3 when there is none and not root
 #   docker-engine.sh stop        stop the private engine (if this script
-#                                started it), leaving nothing running; its
+#                                started it), leaving nothing running, and
+#                                clear its bridges and chains' rules; its
 #                                images and build cache stay for the next run
 #   docker-engine.sh stand-ins   print IMAGE=tag lines for the compose files'
 #                                and the Dockerfile's base images: the
@@ -39,6 +41,10 @@ pidfile=$state/dockerd.pid
 
 engine_answers() { timeout 20 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
+# Whether the pid is this script's dockerd, not whatever took its number
+# since (the pid file outlives a reboot).
+ours() { kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "dockerd .*--data-root $state/data"; }
+
 start() {
     if [ -n "${DOCKER_HOST:-}" ] && engine_answers; then
         echo "DOCKER_HOST=$DOCKER_HOST"
@@ -46,13 +52,22 @@ start() {
     fi
     if [ -S "$private_socket" ] && DOCKER_HOST=unix://$private_socket engine_answers; then
         echo "DOCKER_HOST=unix://$private_socket"
+        echo "DOCKER_PRIVATE=1"
         return
     fi
     if [ -z "${DOCKER_HOST:-}" ] && [ "${DOCKER_PRIVATE:-}" != 1 ] && [ -S /var/run/docker.sock ] && engine_answers; then
         echo "DOCKER_HOST=unix:///var/run/docker.sock"
         return
     fi
-    [ "$(id -u)" = 0 ] || die "no Docker engine answers, and starting a private one needs root"
+    if [ "$(id -u)" != 0 ]; then
+        say "no Docker engine answers, and starting a private one needs root"
+        exit 3
+    fi
+    # Another engine that runs but did not answer shares docker0 and the
+    # iptables chains with any second one: never start beside it.
+    if pgrep -x dockerd >/dev/null && ! { [ -f "$pidfile" ] && ours "$(cat "$pidfile")"; }; then
+        die "a dockerd runs but does not answer; not starting a second one beside it"
+    fi
     if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
         say "installing docker.io and debootstrap"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -63,50 +78,47 @@ start() {
     # A previous run that died leaves its pid file and socket behind.
     stop_private quietly
     say "starting a private engine (data in $state)"
-    # Debian's dockerd, whatever client comes first on PATH.
-    nohup /usr/sbin/dockerd --data-root "$state/data" --exec-root "$state/exec" \
+    nohup "$(command -v dockerd)" --data-root "$state/data" --exec-root "$state/exec" \
         --pidfile "$pidfile" -H "unix://$private_socket" \
-        --log-level warn >"$state/dockerd.log" 2>&1 &
-    local waited=0
+        --log-level warn >"$state/dockerd.log" 2>&1 </dev/null &
+    local deadline=$((SECONDS + 60))
     until DOCKER_HOST=unix://$private_socket engine_answers; do
-        sleep 1
-        waited=$((waited + 1))
-        if [ "$waited" -ge 60 ]; then
+        if [ "$SECONDS" -ge "$deadline" ]; then
             tail -n 20 "$state/dockerd.log" >&2
+            stop_private
             die "the private engine did not answer within 60 s"
         fi
+        sleep 1
     done
     echo "DOCKER_HOST=unix://$private_socket"
+    echo "DOCKER_PRIVATE=1"
 }
 
 stop_private() {
-    [ -f "$pidfile" ] || return 0
-    local pid
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
+    local pid=
+    [ -f "$pidfile" ] && pid=$(cat "$pidfile")
+    if [ -n "$pid" ] && ours "$pid"; then
         [ "${1:-}" = quietly ] || say "stopping the private engine"
         # A Swarm left initialised would come back with the engine.
         DOCKER_HOST=unix://$private_socket timeout 30 docker swarm leave --force >/dev/null 2>&1 || true
-        kill "$pid"
+        kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
         kill -9 "$pid" 2>/dev/null || true
     fi
     pkill -f "containerd --config $state/exec" 2>/dev/null || true
     rm -f "$pidfile" "$private_socket"
-    # What dockerd leaves in the host's network: its bridges and chains.
+    # What dockerd leaves in the host's network, its bridges and its
+    # chains' rules, once no engine at all runs (they would be another's
+    # otherwise). DOCKER-USER, where admins put their own rules, stays.
+    pgrep -x dockerd >/dev/null && return 0
     local link chain
-    for link in docker0 docker_gwbridge; do
+    for link in $(ip -o link show type bridge 2>/dev/null | awk -F': ' '{ print $2 }' | grep -E '^(docker0|docker_gwbridge|br-[0-9a-f]{12})$'); do
         ip link delete "$link" 2>/dev/null || true
     done
-    for chain in DOCKER DOCKER-USER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER-INGRESS; do
+    for chain in DOCKER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER-INGRESS; do
         iptables -t filter -F "$chain" 2>/dev/null || true
         iptables -t nat -F "$chain" 2>/dev/null || true
     done
-    iptables -t filter -D FORWARD -j DOCKER-USER 2>/dev/null || true
-    iptables -t filter -D FORWARD -j DOCKER-ISOLATION-STAGE-1 2>/dev/null || true
-    iptables -t filter -D FORWARD -j DOCKER-INGRESS 2>/dev/null || true
-    iptables -t nat -D PREROUTING -m addrtype --dst-type LOCAL -j DOCKER 2>/dev/null || true
-    iptables -t nat -D OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------- stand-ins
@@ -188,14 +200,21 @@ stand_ins() {
     fi
     mkdir -p "$state"
     # Bump the suffix when build_base changes.
-    local base=stand-in/debian:bookworm-1
+    local base=stand-in/debian:bookworm-1 rust postgres redis nginx prometheus
     build_base "$base"
-    echo "DEBIAN_IMAGE=$base"
-    echo "RUST_IMAGE=$(build_rust "$base")"
-    echo "POSTGRES_IMAGE=$(build_standin postgres "$base")"
-    echo "REDIS_IMAGE=$(build_standin redis "$base")"
-    echo "NGINX_IMAGE=$(build_standin nginx "$base")"
-    echo "PROMETHEUS_IMAGE=$(build_standin prometheus "$base")"
+    # Each tag on its own line first: a failed build must stop this script,
+    # which `echo "X=$(...)"` would not.
+    rust=$(build_rust "$base")
+    postgres=$(build_standin postgres "$base")
+    redis=$(build_standin redis "$base")
+    nginx=$(build_standin nginx "$base")
+    prometheus=$(build_standin prometheus "$base")
+    # Stand-ins an edit has replaced would pile up run after run.
+    docker images --format '{{.Repository}}:{{.Tag}}' | grep '^stand-in/' \
+        | grep -vxF -e "$base" -e "$rust" -e "$postgres" -e "$redis" -e "$nginx" -e "$prometheus" \
+        | xargs -r docker rmi >/dev/null 2>&1 || true
+    printf '%s\n' "DEBIAN_IMAGE=$base" "RUST_IMAGE=$rust" "POSTGRES_IMAGE=$postgres" \
+        "REDIS_IMAGE=$redis" "NGINX_IMAGE=$nginx" "PROMETHEUS_IMAGE=$prometheus"
 }
 
 case "${1:-}" in

@@ -163,6 +163,10 @@ fn the_prod_stack_publishes_only_nginx_and_keeps_data_and_secrets_in_place() {
     let services = services(&config);
 
     assert_eq!(published(&config), BTreeSet::from(["nginx".to_owned()]));
+    // The Swarm stack is compose.prod.yaml alone: nginx publishes there too,
+    // and nothing else (the loopback-only UIs are compose-only).
+    let stack = compose_config(&["compose.prod.yaml"], ".env.prod");
+    assert_eq!(published(&stack), BTreeSet::from(["nginx".to_owned()]));
     for (name, service) in services {
         assert!(
             service["healthcheck"]["test"].is_array(),

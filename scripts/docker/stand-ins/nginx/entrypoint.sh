@@ -3,8 +3,10 @@
 # Dockerfile beside this lists it. Not the official script.
 set -eu
 
+# In a pipeline, as the official script has it: what an *.envsh exports
+# reaches the scripts after it, not nginx itself.
 if [ "$1" = nginx ] || [ "$1" = nginx-debug ]; then
-    for script in $(find /docker-entrypoint.d/ -follow -type f -print | sort -V); do
+    find /docker-entrypoint.d/ -follow -type f -print | sort -V | while read -r script; do
         case "$script" in
             *.envsh)
                 if [ -x "$script" ]; then
