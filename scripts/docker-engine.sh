@@ -133,11 +133,12 @@ registry_reachable() {
 
 # The tag a stand-in gets: its own name, never the upstream image's, so that
 # nobody mistakes one for the other. The fingerprint of its inputs is part
-# of it, so an edit to a stand-in rebuilds it.
+# of it, so an edit to a stand-in rebuilds it; PREFIX (the Rust version)
+# goes before it.
 standin_tag() {
-    local name=$1 sum
+    local name=$1 prefix=${2:-} sum
     sum=$(cat "$standins/$name"/* | sha256sum | cut -c1-12)
-    echo "stand-in/$name:$sum"
+    echo "stand-in/$name:${prefix:+$prefix-}$sum"
 }
 
 has_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -184,7 +185,7 @@ build_rust() {
     local base=$1 sysroot version tag
     sysroot=$(rustc --print sysroot)
     version=$(rustc --version | cut -d' ' -f2)
-    tag="stand-in/rust:$version-$(cat "$standins/rust"/* | sha256sum | cut -c1-12)"
+    tag=$(standin_tag rust "$version")
     if ! has_image "$tag"; then
         say "building the rust stand-in with the host's Rust $version"
         build --build-arg "BASE=$base" --build-arg "RUST_VERSION=$version" \
