@@ -5,11 +5,11 @@ SHELL := /bin/bash
 # Docker Compose v2, as the docker plugin or the standalone binary.
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 # The compose projects and the Swarm stack, by name: the stack tests give
-# theirs names of their own, so that they never touch yours.
-DEV_PROJECT ?= $(PACKAGE)-dev
+# theirs names of their own, so that they never touch yours. The dev
+# project's is compose.yaml's `name:` unless DEV_PROJECT is set.
 PROD_PROJECT ?= $(PACKAGE)-prod
 SWARM_STACK ?= $(PACKAGE)
-DEV = $(COMPOSE) -p $(DEV_PROJECT) -f compose.yaml
+DEV = $(COMPOSE) $(if $(DEV_PROJECT),-p $(DEV_PROJECT)) -f compose.yaml
 # compose.prod.yaml is also a Swarm stack file, which may not name its
 # project, have profiles or narrow an address range: the name is here, the
 # rest in compose.prod.single-host.yaml, which make prod adds.
