@@ -48,6 +48,8 @@ ours() { kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null
 start() {
     if [ -n "${DOCKER_HOST:-}" ] && engine_answers; then
         echo "DOCKER_HOST=$DOCKER_HOST"
+        # Named by its socket, the private engine is still this script's.
+        [ "$DOCKER_HOST" != "unix://$private_socket" ] || echo "DOCKER_PRIVATE=1"
         return
     fi
     if [ -S "$private_socket" ] && DOCKER_HOST=unix://$private_socket engine_answers; then
