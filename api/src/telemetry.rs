@@ -8,11 +8,12 @@
 //! exporter, no spans beyond the request's log span (see [`enabled`]).
 
 mod export;
+mod log_queue;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -48,6 +49,26 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// The provider, kept to flush it on the way out.
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// How log lines reach stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// One write(2) per line, on the thread that logs: for commands and
+    /// the master, whose lines must be out before they fork or exit.
+    Direct,
+    /// Through a writer thread that writes whatever lines are waiting in
+    /// one write, ten times a second or whenever 64 KiB wait
+    /// (`log_queue.rs`). For the processes that serve requests: a write(2)
+    /// per access-log line on the request's own thread was the largest
+    /// per-request cost left (docs/benchmarks.md).
+    Background,
+}
+
+/// The log writer thread (`LogOutput::Background`): its queue, for the
+/// count of dropped lines, and the handle that stops it, taken by
+/// [`flush_logs`].
+static LOG_QUEUE: OnceLock<log_queue::LogQueue> = OnceLock::new();
+static LOG_FLUSHER: Mutex<Option<log_queue::Flusher>> = Mutex::new(None);
 
 /// Which traces are kept, as the OpenTelemetry SDKs' OTEL_TRACES_SAMPLER.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -353,24 +374,24 @@ fn header_names(text: &str) -> String {
 /// Installs the global subscriber, keeping the log lines `filter` selects,
 /// and, with `traces` (a process that serves requests, when an endpoint is
 /// set), the layer that turns spans into OpenTelemetry spans. Logs go to
-/// stderr so command output on stdout stays clean.
-pub fn init(format: LogFormat, filter: &str, traces: Option<&TracingSettings>) {
+/// stderr so command output on stdout stays clean, as `output` says.
+pub fn init(format: LogFormat, filter: &str, traces: Option<&TracingSettings>, output: LogOutput) {
     let (filter, rejected) = match EnvFilter::try_new(filter) {
         Ok(filter) => (filter, None),
         Err(err) => (EnvFilter::new("info"), Some(err)),
     };
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        // Colour codes only help a person at a terminal; in files they are noise.
-        .with_ansi(std::io::stderr().is_terminal());
-    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        LogFormat::Text => logs.boxed(),
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            // The request's fields once, under "span", not twice.
-            .with_span_list(false)
-            .boxed(),
+    // Colour codes only help a person at a terminal; in files they are noise.
+    let ansi = std::io::stderr().is_terminal();
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match output {
+        LogOutput::Direct => formatted(format, ansi, std::io::stderr),
+        LogOutput::Background => match log_queue::LogQueue::start(std::io::stderr()) {
+            Some((queue, flusher)) => {
+                let _ = LOG_QUEUE.set(queue.clone());
+                *LOG_FLUSHER.lock().unwrap_or_else(PoisonError::into_inner) = Some(flusher);
+                formatted(format, ansi, queue)
+            }
+            None => formatted(format, ansi, std::io::stderr),
+        },
     };
     let not_dependency = filter_fn(|meta| meta.target() != DEPENDENCY_TARGET);
     let logs = logs.with_filter(filter.and(not_dependency));
@@ -455,6 +476,25 @@ fn provider(settings: &TracingSettings) -> Result<SdkTracerProvider, TracingErro
         .build())
 }
 
+/// The log layer in `format`, writing through `writer`.
+fn formatted<W>(format: LogFormat, ansi: bool, writer: W) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            // The request's fields once, under "span", not twice.
+            .with_span_list(false)
+            .boxed(),
+    }
+}
+
 /// Sends what is still queued, waiting at most a few seconds: called once
 /// the process has stopped serving.
 pub fn shutdown() {
@@ -462,6 +502,26 @@ pub fn shutdown() {
         ENABLED.store(false, Ordering::Relaxed);
         let _ = provider.shutdown_with_timeout(Duration::from_secs(3));
     }
+    flush_logs();
+}
+
+/// Writes out the log lines still queued for the writer thread, waiting
+/// two seconds at most, and ends that thread: lines logged after it are
+/// lost, so it comes last, and before any `process::exit` (which runs no
+/// destructor). Nothing to do with [`LogOutput::Direct`].
+pub fn flush_logs() {
+    let flusher = LOG_FLUSHER
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(flusher) = flusher {
+        flusher.close();
+    }
+}
+
+/// Log lines dropped because too much was waiting to be written.
+pub(crate) fn dropped_log_lines() -> u64 {
+    LOG_QUEUE.get().map_or(0, log_queue::LogQueue::dropped)
 }
 
 /// Whether this process builds and exports traces. Checked before any

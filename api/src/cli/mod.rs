@@ -17,7 +17,7 @@ use crate::server::{self, Handoff, Loaded, ServeArgs};
 use crate::startup::{self, MIGRATION_PATIENCE};
 use crate::storage::migrations;
 use crate::storage::postgres::DatabaseSettings;
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry::{self, LogFormat, LogOutput};
 
 #[derive(Debug, Parser)]
 #[command(name = env!("CARGO_PKG_NAME"), version, about = env!("CARGO_PKG_DESCRIPTION"))]
@@ -105,15 +105,16 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    // Traces come from the processes that serve requests: a worker, or a
-    // lone process. A master only forks and watches.
-    let traces = match &cli.command {
+    // Traces, and logs written by a thread of their own, come from the
+    // processes that serve requests: a worker, or a lone process, neither
+    // of which forks. A master only forks and watches.
+    let (traces, output) = match &cli.command {
         Command::Serve(args) if serves_requests(&cli.handoff, args) => {
-            Some(args.settings.telemetry.clone())
+            (Some(args.settings.telemetry.clone()), LogOutput::Background)
         }
-        _ => None,
+        _ => (None, LogOutput::Direct),
     };
-    telemetry::init(cli.log_format, &cli.log_filter, traces.as_ref());
+    telemetry::init(cli.log_format, &cli.log_filter, traces.as_ref(), output);
     // Serving forks worker processes, which must happen before any async
     // runtime (with its threads) exists; the other commands run on one.
     if let Command::Serve(args) = cli.command {

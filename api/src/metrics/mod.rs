@@ -202,6 +202,13 @@ impl Metrics {
             &[],
             Value::Number(telemetry::dropped_spans() as f64),
         );
+        snapshot.add(
+            "log_lines_dropped_total",
+            "Log lines dropped: 4 MiB of lines were waiting to be written, stderr not being read.",
+            Kind::Counter,
+            &[],
+            Value::Number(telemetry::dropped_log_lines() as f64),
+        );
         for ((_, value), counted) in lock(&self.inner.counters).iter() {
             snapshot.count(counted.family, value, counted.count);
         }

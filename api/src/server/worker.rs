@@ -20,6 +20,7 @@ use super::{handoff, ServeArgs};
 use crate::metrics::shared::SharedDir;
 use crate::startup::Application;
 use crate::state::AppState;
+use crate::telemetry;
 
 /// Exit status of a worker that could not start (bad settings, no socket).
 pub const EXIT_STARTUP_FAILED: i32 = 3;
@@ -226,11 +227,11 @@ async fn stopped(stop: Arc<Notify>, early: EarlySignals) {
         signal(SignalKind::quit()),
     ) else {
         tracing::error!("worker cannot listen for signals; exiting");
-        std::process::exit(EXIT_STARTUP_FAILED);
+        exit_now(EXIT_STARTUP_FAILED);
     };
     // Listening now; anything that came before is in the flags.
     if early.quit.load(Ordering::Relaxed) {
-        std::process::exit(0);
+        exit_now(0);
     }
     if early.terminate.load(Ordering::Relaxed) {
         return;
@@ -238,9 +239,15 @@ async fn stopped(stop: Arc<Notify>, early: EarlySignals) {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = stop.notified() => {}
-        _ = interrupt.recv() => std::process::exit(0),
-        _ = quit.recv() => std::process::exit(0),
+        _ = interrupt.recv() => exit_now(0),
+        _ = quit.recv() => exit_now(0),
     }
+}
+
+/// Exits without draining, the log lines already written out first.
+fn exit_now(code: i32) -> ! {
+    telemetry::flush_logs();
+    std::process::exit(code)
 }
 
 /// How stale another worker's numbers in a scrape can be.
