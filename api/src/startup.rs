@@ -15,7 +15,7 @@ use poem::http::Method;
 use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::CatchPanic;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Endpoint, EndpointExt, Request, Response, Route, Server};
+use poem::{Endpoint, EndpointExt, Request, Route, Server};
 use tokio::sync::watch;
 
 use crate::budget::RequestBudget;
@@ -28,6 +28,7 @@ use crate::modules;
 use crate::openapi::{self, DocumentError, Documents};
 use crate::requests::{RequestContext, SizeLimits, UniqueJsonKeys};
 use crate::routes;
+use crate::routes::cached::{self, Freshness};
 use crate::state::{AppState, StateError};
 use crate::storage::migrations::{self, MigrateError, Migrations};
 use crate::storage::postgres::DatabaseSettings;
@@ -44,7 +45,7 @@ pub fn app(
 ) -> Result<BoxEndpoint<'static>, DocumentError> {
     let api = routes::api();
     let documents = Documents::build(&api.spec(), policy)?;
-    let docs = routes::docs::page(&api.swagger_ui_html(), &documents);
+    let docs = routes::docs::page(&documents);
     let documented = DocumentedRoutes::from_document(documents.combined());
     let deprecations = DeprecationHeaders::new(documents.policy().clone());
     let mut route = Route::new()
@@ -134,12 +135,11 @@ fn still_starting(err: &MigrateError) -> bool {
 
 /// Serves an OpenAPI document as `make openapi` writes it.
 fn json(document: &serde_json::Value) -> impl Endpoint {
-    let body = openapi::render(document);
-    poem::get(poem::endpoint::make_sync(move |_| {
-        Response::builder()
-            .content_type("application/json; charset=utf-8")
-            .body(body.clone())
-    }))
+    poem::get(cached::fixed(
+        openapi::render(document),
+        "application/json; charset=utf-8",
+        Freshness::Revalidate,
+    ))
 }
 
 /// Files under `dir`. poem's endpoint answers only GET; HEAD is served as

@@ -1,23 +1,50 @@
 //! The docs page: Swagger UI over the whole API's OpenAPI document or any one
 //! version's, with a menu to switch (`/docs?version=v1` opens on v1).
+//!
+//! The page itself is small; Swagger UI's stylesheet and script (about
+//! 1.5 MB, taken from poem-openapi's own page) are served beside it, made
+//! on the first request for them, and kept a day by the browser.
 
-use poem::endpoint::make_sync;
-use poem::web::Html;
+use bytes::Bytes;
 use poem::{Endpoint, Route};
 
 use crate::openapi::Documents;
+use crate::routes::cached::{self, Freshness};
 
-/// `swagger_ui` is poem-openapi's page, whose stylesheet and script this
-/// page reuses; should they ever not be found in it, that page is served as
-/// it is (the whole API, no menu).
-pub fn page(swagger_ui: &str, documents: &Documents) -> impl Endpoint {
-    let html = switchable(swagger_ui, documents).unwrap_or_else(|| swagger_ui.to_owned());
-    Route::new().at("/", poem::get(make_sync(move |_| Html(html.clone()))))
+/// The page at `/docs`, its assets under `/docs/`.
+pub fn page(documents: &Documents) -> impl Endpoint {
+    let html = PAGE
+        .replace("{title}", env!("CARGO_PKG_NAME"))
+        .replace("{options}", &options(documents));
+    Route::new()
+        .at(
+            "/",
+            poem::get(cached::fixed(
+                html,
+                "text/html; charset=utf-8",
+                Freshness::Revalidate,
+            )),
+        )
+        .at(
+            "/swagger-ui.css",
+            poem::get(cached::lazy(
+                || swagger_ui_part("<style charset=\"UTF-8\">", "</style>"),
+                "text/css; charset=utf-8",
+                Freshness::OneDay,
+            )),
+        )
+        .at(
+            "/swagger-ui.js",
+            poem::get(cached::lazy(
+                || swagger_ui_part("<script charset=\"UTF-8\">", "</script>"),
+                "text/javascript; charset=utf-8",
+                Freshness::OneDay,
+            )),
+        )
 }
 
-fn switchable(swagger_ui: &str, documents: &Documents) -> Option<String> {
-    let style = between(swagger_ui, "<style charset=\"UTF-8\">", "</style>")?;
-    let script = between(swagger_ui, "<script charset=\"UTF-8\">", "</script>")?;
+/// The menu's entries: the whole API, then each version.
+fn options(documents: &Documents) -> String {
     let mut options = String::from("<option value=\"/openapi.json\">whole API</option>");
     for (version, _) in documents.versions() {
         let label = if documents.policy().is_deprecated(version) {
@@ -38,12 +65,15 @@ fn switchable(swagger_ui: &str, documents: &Documents) -> Option<String> {
             .concat(),
         );
     }
-    Some(
-        PAGE.replace("{title}", env!("CARGO_PKG_NAME"))
-            .replace("{options}", &options)
-            .replace("{style}", style)
-            .replace("{script}", script),
-    )
+    options
+}
+
+/// The text between `start` and `end` in poem-openapi's Swagger UI page
+/// (the code as built: a unit test below fails should a new poem-openapi
+/// move them).
+fn swagger_ui_part(start: &str, end: &str) -> Option<Bytes> {
+    let page = crate::routes::api().swagger_ui_html();
+    between(&page, start, end).map(|part| Bytes::copy_from_slice(part.as_bytes()))
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
@@ -52,19 +82,18 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&text[from..to])
 }
 
-// The placeholders are replaced once, at start; `{script}` last, so that
-// nothing in Swagger UI's own code is taken for one.
+// The placeholders are replaced once, at start.
 const PAGE: &str = r##"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>{title} API docs</title>
-<style>{style}</style>
+<link rel="stylesheet" href="/docs/swagger-ui.css">
 <style>
   .versions { font-family: sans-serif; padding: 12px 20px; background: #1b1b1b; color: #fff; }
   .versions select { margin-left: 8px; font-size: 14px; }
 </style>
-<script>{script}</script>
+<script src="/docs/swagger-ui.js"></script>
 </head>
 <body>
 <header class="versions">
@@ -97,13 +126,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn poem_openapis_page_still_has_the_parts_this_page_reuses() {
-        let documents = crate::routes::documents().unwrap();
-        let swagger_ui = crate::routes::api().swagger_ui_html();
-        let page = switchable(&swagger_ui, &documents).expect("stylesheet and script found");
-        assert!(page.contains("SwaggerUIBundle({ dom_id"));
-        assert!(page.contains("<option value=\"/v1/openapi.json\" data-version=\"v1\">v1</option>"));
+    fn poem_openapis_page_still_has_the_parts_this_page_serves() {
+        let style = swagger_ui_part("<style charset=\"UTF-8\">", "</style>").expect("stylesheet");
+        let script = swagger_ui_part("<script charset=\"UTF-8\">", "</script>").expect("script");
+        assert!(std::str::from_utf8(&style).unwrap().contains(".swagger-ui"));
+        let script = std::str::from_utf8(&script).unwrap();
+        assert!(script.contains("SwaggerUIBundle"));
         // Swagger UI's code, not the inline copy of the document.
-        assert!(!page.contains("let spec ="));
+        assert!(!script.contains("let spec ="));
+    }
+
+    #[test]
+    fn the_menu_lists_the_whole_api_then_each_version() {
+        let documents = crate::routes::documents().unwrap();
+        let options = options(&documents);
+        assert!(options.starts_with("<option value=\"/openapi.json\">whole API</option>"));
+        assert!(
+            options.contains("<option value=\"/v1/openapi.json\" data-version=\"v1\">v1</option>")
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! `make version NEW=v3` adds a version: `v3/`, with its module, tag and
 //! entry in [`api`] here (scripts/new-version.sh; docs/versioning.md).
 
+pub(crate) mod cached;
 pub mod docs;
 pub mod health;
 pub mod metrics;
