@@ -266,9 +266,10 @@ impl<E: Endpoint> Endpoint for DocumentedRoutesEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, request: Request) -> poem::Result<Response> {
-        let path = request.uri().path().to_owned();
+        // Found before the request moves on, so its path need not be copied.
+        let documented = self.routes.find(request.uri().path());
         let mut response = self.inner.call(request).await?.into_response();
-        let Some(documented) = self.routes.find(&path) else {
+        let Some(documented) = documented else {
             return Ok(response);
         };
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
