@@ -147,6 +147,7 @@ impl ServeArgs {
 /// `handoff` is what the master that started this process gave it: this is
 /// one of its workers, a new master taking over, or a reload's probe.
 pub fn run(loaded: Loaded, handoff: Option<Handoff>, reload: Reload) -> ExitCode {
+    return_large_blocks_at_once();
     let args = &loaded.args;
     if let Err(err) = args.validate() {
         eprintln!("error: {err}");
@@ -188,6 +189,23 @@ pub fn run(loaded: Loaded, handoff: Option<Handoff>, reload: Reload) -> ExitCode
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Blocks of 1 MiB and more get memory of their own from the system, and
+/// give it back when freed. glibc starts out this way (from 128 KiB), but
+/// raises the threshold to the size of the first such block freed, up to
+/// 32 MiB; after that, a password hash's 19 MiB (modules/auth/passwords.rs)
+/// came from the heap and stayed there when freed: a worker held 40 MiB
+/// more, for good, after its first burst of logins (docs/benchmarks.md).
+/// Setting the threshold keeps it where it is. Other allocators (musl's)
+/// unmap large blocks when they are freed already.
+fn return_large_blocks_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a setting of the allocator; called at
+    // start, before this process allocates anything large.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1024 * 1024);
     }
 }
 

@@ -1,17 +1,20 @@
 //! Password hashing with argon2id, off the async threads, on a fixed set of
-//! HASH_CONCURRENCY hashing threads. Each thread owns the memory argon2
-//! works in (19 MiB at the parameters below) and reuses it for every hash,
-//! so hashing memory is bounded by the thread count, however many logins
-//! arrive: allocating it afresh per hash left each blocking-pool thread's
-//! allocator arena holding its own copy (753 MiB at peak under a login
-//! flood, in docs/benchmarks.md). A login flood queues instead of starving
-//! every request or the container's memory.
+//! HASH_CONCURRENCY hashing threads. The memory argon2 works in (19 MiB at
+//! the parameters below) is reused from hash to hash, so hashing memory is
+//! bounded by the thread count however many logins arrive: allocating it
+//! afresh per hash left each blocking-pool thread's allocator arena holding
+//! its own copy (753 MiB at peak under a login flood, in
+//! docs/benchmarks.md). Memory no hash has used for [`IDLE_RELEASE`] is
+//! given back to the system, so a service that saw a burst of logins an
+//! hour ago does not hold it still. A login flood queues instead of
+//! starving every request or the container's memory.
 
 use std::panic::AssertUnwindSafe;
 #[cfg(any(test, feature = "test-hooks"))]
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, PasswordHash, Salt, SaltString};
@@ -79,12 +82,14 @@ const DUMMY_HASH: &str =
 /// Work for a hashing thread, given that thread's memory.
 type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 
-/// A hashing thread's own memory, reused by every hash it computes.
+/// Memory a hash is computed in, reused by the hashes after it.
 #[derive(Default)]
 pub(crate) struct Memory {
     blocks: Vec<Block>,
     /// How many times it was allocated (or grown).
     allocations: usize,
+    /// When a hash last finished in it.
+    last_used: Option<Instant>,
 }
 
 impl Memory {
@@ -99,6 +104,52 @@ impl Memory {
     }
 }
 
+/// Memory unused this long is given back to the system.
+const IDLE_RELEASE: Duration = Duration::from_secs(10);
+
+/// The memories no hash is using, the most recently used last: a hash takes
+/// that one, so under a trickle of logins one stays in use and the others
+/// grow idle. There are never more than the hashing threads.
+#[derive(Default)]
+struct Spare {
+    memories: Mutex<Vec<Memory>>,
+}
+
+impl Spare {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Memory>> {
+        self.memories.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self) -> Memory {
+        self.lock().pop().unwrap_or_default()
+    }
+
+    fn put(&self, mut memory: Memory) {
+        memory.last_used = Some(Instant::now());
+        self.lock().push(memory);
+    }
+
+    /// Frees the memories unused for `idle`. Each is one block well past
+    /// the allocator's threshold for memory of its own, so freeing it gives
+    /// it back to the system (`server::return_large_blocks_at_once`).
+    fn release_idle(&self, idle: Duration) {
+        for memory in self.lock().iter_mut() {
+            if memory.last_used.is_some_and(|at| at.elapsed() >= idle) {
+                memory.blocks = Vec::new();
+            }
+        }
+    }
+
+    /// How many spare memories hold blocks.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|memory| !memory.blocks.is_empty())
+            .count()
+    }
+}
+
 /// Hashes that may wait for a thread, per thread: about what one thread
 /// gets through within REQUEST_TIMEOUT_MS's default. Past it a login is
 /// refused at once (503) rather than queued to be cut off at its deadline.
@@ -107,6 +158,8 @@ const QUEUED_PER_THREAD: usize = 64;
 #[derive(Clone)]
 pub struct Passwords {
     jobs: mpsc::SyncSender<Job>,
+    #[cfg(test)]
+    spare: Arc<Spare>,
     /// What tests watch: verifications so far, hashes running now, the
     /// most that ever ran at once and how often a thread allocated its
     /// memory. Not in a release build.
@@ -131,14 +184,20 @@ impl Passwords {
     }
 
     fn with_queue(concurrency: usize, queued_per_thread: usize) -> Self {
+        Self::with_settings(concurrency, queued_per_thread, IDLE_RELEASE)
+    }
+
+    fn with_settings(concurrency: usize, queued_per_thread: usize, idle: Duration) -> Self {
         let threads = concurrency.max(1);
         let (jobs, queue) = mpsc::sync_channel::<Job>(threads * queued_per_thread);
         let queue = Arc::new(Mutex::new(queue));
+        let spare = Arc::new(Spare::default());
         for n in 0..threads {
             let queue = Arc::clone(&queue);
+            let spare = Arc::clone(&spare);
             let spawned = std::thread::Builder::new()
                 .name(format!("password-hash-{n}"))
-                .spawn(move || hashing_thread(&queue));
+                .spawn(move || hashing_thread(&queue, &spare, idle));
             if let Err(err) = spawned {
                 // Fewer threads, or none: hashing then answers Closed, a 500.
                 tracing::error!(error = %err, "could not start a password hashing thread");
@@ -146,6 +205,8 @@ impl Passwords {
         }
         Passwords {
             jobs,
+            #[cfg(test)]
+            spare,
             #[cfg(any(test, feature = "test-hooks"))]
             counters: Arc::default(),
         }
@@ -228,19 +289,53 @@ impl Passwords {
     }
 }
 
-/// A hashing thread: takes jobs until every [`Passwords`] is dropped. A job
-/// that panics loses its answer (the caller gets [`HashError::Lost`]), not
-/// the thread.
-fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>) {
-    let mut memory = Memory::default();
+/// A hashing thread: takes jobs until every [`Passwords`] is dropped, each
+/// in a spare memory. A job that panics loses its answer (the caller gets
+/// [`HashError::Lost`]), not the thread. Whichever thread waits on the
+/// queue looks for idle memory to give back every `idle / 10`.
+fn hashing_thread(queue: &Mutex<mpsc::Receiver<Job>>, spare: &Spare, idle: Duration) {
+    yield_to_other_threads();
     loop {
-        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(job) = job else {
-            return;
-        };
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
+        let job = queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv_timeout(idle / 10);
+        match job {
+            Ok(job) => {
+                let mut memory = spare.take();
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
+                spare.put(memory);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => spare.release_idle(idle),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
+
+/// Lowers the calling thread's priority (nice 10), so that a hash gives way
+/// whenever an async thread has a request to serve: at the same priority, a
+/// login flood's hashes held the cores for whole time slices and a
+/// `/v1/hello` beside them waited (p99 several times its unloaded p99,
+/// docs/benchmarks.md). With the cores otherwise idle, hashes still get all
+/// of them. Lowering one's own priority needs no privilege.
+fn yield_to_other_threads() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = nix::unistd::gettid().as_raw();
+        // SAFETY: setpriority takes plain integers; on Linux, PRIO_PROCESS
+        // with a thread id changes that one thread.
+        let failed = unsafe {
+            nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid as nix::libc::id_t, HASH_NICE)
+        } != 0;
+        if failed {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the hashing thread's priority");
+        }
+    }
+}
+
+/// The hashing threads' nice value: 0 is the default, 19 the lowest.
+#[cfg(target_os = "linux")]
+const HASH_NICE: i32 = 10;
 
 /// A new PHC string for `password`, computed in `memory`.
 fn hash_with(memory: &mut Memory, password: &str) -> Result<String, HashError> {
@@ -311,16 +406,40 @@ pub fn hash_blocking(password: &str) -> Result<String, HashError> {
     hash_with(&mut Memory::default(), password)
 }
 
-/// How long one verification takes on this machine, on one core: the median
-/// of `samples` runs. It bounds login throughput (`make bench` reports it).
-pub fn verification_time(samples: usize) -> Result<std::time::Duration, HashError> {
-    let mut memory = Memory::default();
-    let stored = hash_with(&mut memory, "a password of no consequence")?;
-    let mut times = Vec::with_capacity(samples.max(1));
-    for _ in 0..samples.max(1) {
-        let started = std::time::Instant::now();
-        verify_with(&mut memory, "a password of no consequence", &stored)?;
-        times.push(started.elapsed());
+/// How long one verification takes on this machine with `threads` of them
+/// running at once, each thread in memory it reuses, as the hashing threads
+/// work: the median over every thread's `samples` runs. With a thread a
+/// core, `threads / time` bounds the logins a second (`make bench` reports
+/// it): hashes running side by side share the caches and the memory
+/// bandwidth, so each takes longer than one alone would.
+pub fn verification_time(samples: usize, threads: usize) -> Result<std::time::Duration, HashError> {
+    let stored = hash_blocking("a password of no consequence")?;
+    let timed: Vec<Result<Vec<std::time::Duration>, HashError>> = std::thread::scope(|scope| {
+        let running: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut memory = Memory::default();
+                    // Once untimed, as a hashing thread's memory is in use
+                    // after its first hash.
+                    verify_with(&mut memory, "a password of no consequence", &stored)?;
+                    (0..samples.max(1))
+                        .map(|_| {
+                            let started = std::time::Instant::now();
+                            verify_with(&mut memory, "a password of no consequence", &stored)?;
+                            Ok(started.elapsed())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|thread| thread.join().unwrap_or(Err(HashError::Lost)))
+            .collect()
+    });
+    let mut times = Vec::new();
+    for thread in timed {
+        times.extend(thread?);
     }
     times.sort();
     Ok(times[times.len() / 2])
@@ -443,6 +562,55 @@ mod tests {
             "{}",
             passwords.memory_allocations()
         );
+    }
+
+    /// The hashing threads run at a lower priority than the async threads,
+    /// which a login flood must not starve.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_give_way_to_the_others() {
+        let passwords = Passwords::new(2);
+        check_at_once(&passwords, 2).await;
+        let nice_of = |task: &std::path::Path| -> Option<(String, i32)> {
+            let name = std::fs::read_to_string(task.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+            // Fields after the parenthesised name; nice is the 19th field.
+            let after_name = &stat[stat.rfind(')')? + 2..];
+            let nice = after_name.split(' ').nth(16)?.parse().ok()?;
+            Some((name.trim().to_owned(), nice))
+        };
+        let threads: Vec<(String, i32)> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| nice_of(&task.ok()?.path()))
+            .collect();
+        let hashing: Vec<i32> = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with("password-hash"))
+            .map(|(_, nice)| *nice)
+            .collect();
+        assert!(hashing.len() >= 2, "{threads:?}");
+        assert!(hashing.iter().all(|nice| *nice == HASH_NICE), "{threads:?}");
+        let own = nice_of(std::path::Path::new("/proc/thread-self")).unwrap().1;
+        assert_eq!(own, 0, "the test's own thread keeps its priority");
+    }
+
+    #[tokio::test]
+    async fn memory_unused_for_a_while_is_given_back_and_made_again_when_needed() {
+        let idle = Duration::from_millis(300);
+        let passwords = Passwords::with_settings(2, QUEUED_PER_THREAD, idle);
+        check_at_once(&passwords, 4).await;
+        assert!(
+            passwords.spare.held() >= 1,
+            "the memory is kept between hashes"
+        );
+        let allocated = passwords.memory_allocations();
+        let deadline = Instant::now() + idle * 10;
+        while passwords.spare.held() > 0 {
+            assert!(Instant::now() < deadline, "idle memory was not given back");
+            tokio::time::sleep(idle / 10).await;
+        }
+        check_at_once(&passwords, 1).await;
+        assert!(passwords.memory_allocations() > allocated, "made again");
     }
 
     /// A stored hash cannot make a thread hold more memory, or work longer,
