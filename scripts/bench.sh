@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# make bench: the service's speed through the shipped nginx, with nginx's own
-# ceilings measured in the same run on the same machine.
+# make bench: the service's speed and memory through the shipped nginx, with
+# nginx's own ceilings measured in the same run on the same machine.
 #
 #   bench.sh           the full run: docs/benchmarks.md and docs/benchmarks.json
-#   bench.sh --smoke   about a second per figure, results in a scratch
-#                      directory; fails if any figure errs (make test runs it)
+#   bench.sh --smoke   about a second per figure, one round, results in a
+#                      scratch directory; fails if any figure errs (make test
+#                      runs it)
 #
 # It starts make local's topology (release build, WORKERS workers, nginx with
 # nginx.conf) on free ports with a scratch data directory, so a running
-# make local is left alone, and stops it at the end. The figures:
+# make local is left alone, and stops it at the end. Every figure is measured
+# BENCH_ROUNDS times (3), round after round, and the report gives each one's
+# median and spread: one lucky run cannot carry a claim. The figures:
 #   ceilings  nginx answering `return 200` itself, and the same nginx
 #             (same upstream keepalive) proxying to a second nginx that
 #             answers `return 200`: the best any proxied service could do
 #   service   each endpoint through nginx, and /v1/hello straight to the service
+#   pgbench   PostgreSQL alone running /setName's transaction, the bound
+#             for /setName across many users
+#   memory    the master and workers' RSS idle (at start, and once the load
+#             is over) and at peak under each figure
 # Settings: BENCH_DURATION (seconds a figure, 10), BENCH_CONNECTIONS (64),
-# BENCH_THREADS (wrk's, 2), WORKERS (2), BENCH_OUT (docs).
+# BENCH_THREADS (wrk's, 2), BENCH_ROUNDS (3), WORKERS (2), BENCH_OUT (docs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 services=scripts/services.sh
@@ -25,9 +32,23 @@ duration=${BENCH_DURATION:-10}
 warmup=2
 connections=${BENCH_CONNECTIONS:-64}
 threads=${BENCH_THREADS:-2}
+rounds=${BENCH_ROUNDS:-3}
 out=${BENCH_OUT:-docs}
+# The latency probe: GET /v1/hello from a few connections, each waiting
+# PACE ms between its requests, so that the probe itself loads the machine
+# little (a few hundred requests a second).
+few=8 pace=10
+probe="GET /v1/hello, paced ($few connections, a request each ${pace} ms)"
+# Seconds the service is left alone before its idle memory is read: past the
+# hashing threads' IDLE_RELEASE (passwords.rs).
+settle=12
 if [ "$smoke" = 1 ]; then
-    duration=1 warmup=0 connections=8 threads=1
+    duration=1 warmup=0 connections=8 threads=1 rounds=1 settle=0
+fi
+# The commit measured, as the report states it.
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    commit+=" with uncommitted changes"
 fi
 
 "$services" ensure-packages postgres redis nginx wrk
@@ -83,19 +104,38 @@ echo "bench: starting the topology (release build)"
 started=$SECONDS
 scripts/local.sh up >"$scratch/local-up.log" 2>&1 || { cat "$scratch/local-up.log" >&2; exit 1; }
 echo "bench: up in $((SECONDS - started)) s"
+# Memory (KiB) of the master and its workers together, now: RSS, and PSS
+# (each page shared among them, the binary's code above all, counted once).
+master=$(cat "$LOCAL_DIR/api.pid")
+memory_now() {
+    local field=$1 total=0 pid
+    for pid in "$master" $(pgrep -P "$master" || true); do
+        total=$((total + $(awk -v field="$field:" '$1 == field {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+rss_now() { memory_now Rss; }
+# Before any load, before anyone signs in: the service just started.
+sleep 1
+started_rss=$(rss_now) started_pss=$(memory_now Pss)
 # nginx's upstream is the service, as make local's is.
 export API_HOST=${BIND%:*} API_PORT=${BIND##*:}
 pg_port=$(sed -E 's#^[a-z]+://[^@]*@[^:]+:([0-9]+).*#\1#' <<<"$DATABASE_URL")
 pg_user=$(sed -E 's#^[a-z]+://([^:@]+).*#\1#' <<<"$DATABASE_URL")
 psql=("$("$services" pg-bin)/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d "${DATABASE_URL##*/}" -qtA)
 
-# A user and an admin to sign in as, and 10,000 more to search through.
-# (The service's binary is named after its package.)
+# A user, an admin and a user for the login figures to sign in as, 128 users for /setName across many
+# users, and 10,000 more to search through. (The service's binary is named
+# after its package.)
 package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
 service=${CARGO_TARGET_DIR:-target}/release/$package
 password=bench-password-1
 printf '%s\n' "$password" | "$service" users add bench-user >/dev/null
 printf '%s\n' "$password" | "$service" users add bench-admin --admin >/dev/null
+# Signs in thousands of times, which ends its older sessions: no other
+# figure uses it.
+printf '%s\n' "$password" | "$service" users add bench-login >/dev/null
+many=128
 "${psql[@]}" -c "INSERT INTO users (username, name, password_hash)
     SELECT 'member' || lpad(i::text, 5, '0'), 'Member ' || i, password_hash
     FROM generate_series(1, 10000) AS i, (SELECT password_hash FROM users WHERE username = 'bench-user') AS u
@@ -107,6 +147,13 @@ token_of() {
 }
 user_token=$(token_of bench-user)
 admin_token=$(token_of bench-admin)
+# The first 128 members' headers, one a line, for bench.lua (BENCH_HEADERS).
+members=$scratch/members
+for i in $(seq 1 "$many"); do
+    echo "Authorization: Bearer $(token_of "$(printf 'member%05d' "$i")")"
+done >"$members"
+[ "$(grep -c 'Bearer .' "$members")" = "$many" ] || { echo "bench: not every member could sign in" >&2; exit 1; }
+member_ids=$("${psql[@]}" -c "SELECT min(id) || ' ' || max(id) FROM users WHERE username BETWEEN 'member00001' AND 'member$(printf '%05d' "$many")'")
 
 # The ceilings. The shipped nginx.conf, filled in as for the service, with
 # its catch-all location answering itself...
@@ -144,16 +191,12 @@ proxied_listen=127.0.0.1:$(port)
 NGINX_LISTEN=$proxied_listen API_PORT=$backend_port FIRST_WORKER_PORT= scripts/nginx.sh start "$proxied"
 ceilings+=("$proxied")
 
-# Peak RSS (KiB) of the master and its workers, and peak PostgreSQL
-# connections of the service's user, sampled while a figure runs.
-master=$(cat "$LOCAL_DIR/api.pid")
+# Peak RSS and peak PostgreSQL connections of the service's user, sampled
+# while a figure runs.
 sample() {
-    local stop=$1 result=$2 rss pg peak_rss=0 peak_pg=0 pid
+    local stop=$1 result=$2 rss pg peak_rss=0 peak_pg=0
     while [ ! -e "$stop" ]; do
-        rss=0
-        for pid in "$master" $(pgrep -P "$master" || true); do
-            rss=$((rss + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
-        done
+        rss=$(rss_now)
         pg=$("${psql[@]}" -c "SELECT count(*) FROM pg_stat_activity WHERE usename = '$pg_user'" 2>/dev/null || echo 0)
         [ "$rss" -gt "$peak_rss" ] && peak_rss=$rss
         [ "$pg" -gt "$peak_pg" ] && peak_pg=$pg
@@ -164,42 +207,133 @@ sample() {
 
 results=$scratch/results.jsonl
 : >"$results"
+round=1
+# record NAME KIND URL METHOD RSS PG TARGET MEASURED [PSS]: one line of
+# results.
+record() {
+    printf '{"round":%s,"name":"%s","kind":"%s","url":"%s","method":"%s","peak_rss_kib":%s,"pss_kib":%s,"peak_pg_connections":%s,"target":%s,"wrk":%s}\n' \
+        "$round" "$1" "$2" "${3#http://*/}" "$4" "$5" "${9:-null}" "$6" "$7" "$8" >>"$results"
+}
+# wrk_line URL [CONNECTIONS SECONDS]: wrk's one JSON line (bench.lua) for
+# the request in BENCH_METHOD, BENCH_BODY, BENCH_HEADER and BENCH_HEADERS.
+wrk_line() {
+    local c=${2:-$connections} seconds=${3:-$duration} t=$threads
+    [ "$c" -lt "$t" ] && t=$c
+    BENCH_THREADS_USED=$t wrk -t "$t" -c "$c" -d "${seconds}s" --timeout 10s -s scripts/bench.lua "$1" | tail -n 1
+}
+warm() {
+    if [ "$warmup" -gt 0 ]; then
+        BENCH_THREADS_USED=$threads wrk -t "$threads" -c "$connections" -d "${warmup}s" -s scripts/bench.lua "$1" >/dev/null
+    fi
+}
 # figure NAME KIND URL [METHOD BODY HEADER TARGET]: HEADER is one "Name:
 # value" to send; TARGET, what the report holds the figure to (JSON, see
-# scripts/bench_report.py).
+# scripts/bench_report.py). FIGURE_CONNECTIONS, if set, replaces
+# BENCH_CONNECTIONS.
 figure() {
-    local name=$1 kind=$2 url=$3 method=${4:-GET} body=${5:-} header=${6:-} target=${7:-null} line peaks
-    echo "bench: $name"
+    local name=$1 kind=$2 url=$3 method=${4:-GET} body=${5:-} header=${6:-} target=${7:-null} line rss pg
+    echo "bench: round $round: $name"
     export BENCH_METHOD=$method BENCH_BODY=$body BENCH_HEADER=$header
-    if [ "$warmup" -gt 0 ]; then
-        wrk -t "$threads" -c "$connections" -d "${warmup}s" -s scripts/bench.lua "$url" >/dev/null
-    fi
+    warm "$url"
     rm -f "$scratch/stop" "$scratch/peaks"
     sample "$scratch/stop" "$scratch/peaks" &
-    line=$(wrk -t "$threads" -c "$connections" -d "${duration}s" --timeout 10s -s scripts/bench.lua "$url" | tail -n 1)
+    line=$(wrk_line "$url" "${FIGURE_CONNECTIONS:-$connections}")
     touch "$scratch/stop"
     wait
     read -r rss pg <"$scratch/peaks"
     if [ "$kind" = ceiling ]; then rss=null pg=null; fi
-    printf '{"name":"%s","kind":"%s","url":"%s","method":"%s","peak_rss_kib":%s,"peak_pg_connections":%s,"target":%s,"wrk":%s}\n' \
-        "$name" "$kind" "${url#http://*/}" "$method" "$rss" "$pg" "$target" "$line" >>"$results"
+    record "$name" "$kind" "$url" "$method" "$rss" "$pg" "$target" "$line"
+}
+# idle NAME [RSS PSS]: the service's memory after SETTLE quiet seconds, or
+# as given.
+idle() {
+    local rss=${2:-} pss=${3:-}
+    echo "bench: round $round: $1"
+    if [ -z "$rss" ]; then
+        sleep "$settle"
+        rss=$(rss_now) pss=$(memory_now Pss)
+    fi
+    record "$1" idle "" "" "$rss" null '{"max_rss_mib":30}' null "$pss"
 }
 
-figure "nginx return 200" ceiling "http://$own_listen/v1/hello"
-figure "nginx proxying to nginx" ceiling "http://$proxied_listen/v1/hello"
-figure "GET /v1/hello" nginx "http://$NGINX_LISTEN/v1/hello" GET "" "" '{"share":0.70}'
-figure "GET /v1/hello, direct" direct "http://$BIND/v1/hello"
-figure "GET /getName" nginx "http://$NGINX_LISTEN/getName" GET "" "Authorization: Bearer $user_token" '{"share":0.40}'
-figure "POST /setName" nginx "http://$NGINX_LISTEN/setName" POST '{"name":"Bench User"}' "Authorization: Bearer $user_token"
-figure "GET /v2/users?q=member01" nginx "http://$NGINX_LISTEN/v2/users?q=member01" GET "" "Authorization: Bearer $admin_token"
+# pgbench NAME: PostgreSQL alone, as many clients as the service has
+# connections (WORKERS x DATABASE_POOL_SIZE), running what /setName runs in
+# one transaction (users.rs set_name, events::record) for the same 128 users.
+pgbench_figure() {
+    local name=$1 clients=$((WORKERS * DATABASE_POOL_SIZE)) text tps failed count
+    echo "bench: round $round: $name"
+    cat >"$scratch/set-name.sql" <<'SQL'
+\set id random(:first, :last)
+BEGIN;
+UPDATE users SET name = 'Bench User', name_version = name_version + 1, updated_at = now() WHERE id = :id RETURNING name, name_version;
+INSERT INTO outbox (event_id, type, user_id, data, traceparent) VALUES (gen_random_uuid(), 'user.name_changed', :id, jsonb_build_object('user_id', (:id)::bigint, 'name', 'Bench User'::text), NULL);
+COMMIT;
+SQL
+    read -r first last <<<"$member_ids"
+    text=$(PGPASSWORD=$(sed -E 's#^[a-z]+://[^:]+:([^@]*)@.*#\1#' <<<"$DATABASE_URL") \
+        "$("$services" pg-bin)/pgbench" -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -n -M prepared \
+        -c "$clients" -j "$threads" -T "$duration" -D first="$first" -D last="$last" \
+        -f "$scratch/set-name.sql" "${DATABASE_URL##*/}" 2>&1) || { echo "$text" >&2; return 1; }
+    tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$text")
+    count=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' <<<"$text")
+    failed=$(sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' <<<"$text")
+    record "$name" pgbench "" "" null "$clients" null \
+        "{\"requests\":${count:-0},\"seconds\":$duration,\"rps\":${tps:-0},\"p50_ms\":null,\"p99_ms\":null,\"non_2xx\":${failed:-0},\"socket_errors\":0}"
+}
+
+# POST /login from 64 connections at once, alone.
+login_figure() {
+    figure "POST /login" nginx "http://$NGINX_LISTEN/login" POST "$(login_body bench-login)" "" \
+        "{\"share\":0.90,\"of\":\"cores / hash time\",\"rps\":$login_bound,\"max_rss_mib\":150}"
+}
+
+# The paced /v1/hello probe while 64 connections sign in at once: whether
+# hashing leaves the async threads their turn. The flood starts first and
+# ends last.
+probe_under_login() {
+    local flood hello_line rss pg
+    echo "bench: round $round: $probe, during a login flood"
+    BENCH_METHOD=POST BENCH_BODY="$(login_body bench-login)" BENCH_HEADER= \
+        wrk_line "http://$NGINX_LISTEN/login" "$connections" $((duration + 2)) >/dev/null &
+    flood=$!
+    rm -f "$scratch/stop" "$scratch/peaks"
+    sample "$scratch/stop" "$scratch/peaks" &
+    sleep 1
+    hello_line=$(BENCH_METHOD=GET BENCH_BODY= BENCH_HEADER= BENCH_DELAY_MS=$pace wrk_line "http://$NGINX_LISTEN/v1/hello" "$few")
+    wait "$flood"
+    touch "$scratch/stop"
+    wait
+    read -r rss pg <"$scratch/peaks"
+    record "$probe, during a login flood" nginx "http://$NGINX_LISTEN/v1/hello" GET "$rss" "$pg" \
+        "{\"p99_at_most\":2,\"of\":\"$probe\"}" "$hello_line"
+}
+
 # A login is one password check, which keeps a core busy for hash_ms: the
-# cores bound the logins a second.
+# cores bound the logins a second. hash-time measures it as the workers
+# hash: as many threads at once as there are cores, each reusing its memory.
 hash_ms=$("$service" users hash-time)
 login_bound=$(awk -v cores="$(nproc)" -v ms="$hash_ms" 'BEGIN { printf "%.1f", cores / (ms / 1000) }')
-export BENCH_NOTES="One password verification takes $(printf '%.1f' "$hash_ms") ms on one core here, so logins are bounded by $(nproc) cores / $(printf '%.1f' "$hash_ms") ms = $(printf '%.0f' "$login_bound")/s."
-figure "POST /login" nginx "http://$NGINX_LISTEN/login" POST "$(login_body bench-user)" "" \
-    "{\"share\":0.85,\"of\":\"cores / hash time\",\"rps\":$login_bound}"
+export BENCH_NOTES="One password verification takes $(printf '%.1f' "$hash_ms") ms here with $(nproc) running at once (one a core, each in memory it reuses, as the workers hash), so logins are bounded by $(nproc) cores / $(printf '%.1f' "$hash_ms") ms = $(printf '%.0f' "$login_bound")/s."
 
-BENCH_SMOKE=$smoke BENCH_RESULTS=$results BENCH_OUT=$out \
+round=0
+idle "idle, just started" "$started_rss" "$started_pss"
+for round in $(seq 1 "$rounds"); do
+    figure "nginx return 200" ceiling "http://$own_listen/v1/hello"
+    figure "nginx proxying to nginx" ceiling "http://$proxied_listen/v1/hello"
+    figure "GET /v1/hello" nginx "http://$NGINX_LISTEN/v1/hello" GET "" "" '{"share":0.80}'
+    figure "GET /v1/hello, direct" direct "http://$BIND/v1/hello"
+    BENCH_DELAY_MS=$pace FIGURE_CONNECTIONS=$few figure "$probe" nginx "http://$NGINX_LISTEN/v1/hello"
+    figure "GET /getName" nginx "http://$NGINX_LISTEN/getName" GET "" "Authorization: Bearer $user_token" '{"share":0.50}'
+    figure "POST /setName, one user" nginx "http://$NGINX_LISTEN/setName" POST '{"name":"Bench User"}' "Authorization: Bearer $user_token"
+    BENCH_HEADERS=$members figure "POST /setName, many users" nginx "http://$NGINX_LISTEN/setName" POST '{"name":"Bench User"}' "" \
+        '{"share":0.50,"of":"pgbench: the same transaction"}'
+    pgbench_figure "pgbench: the same transaction"
+    figure "GET /v2/users?q=member01" nginx "http://$NGINX_LISTEN/v2/users?q=member01" GET "" "Authorization: Bearer $admin_token"
+    login_figure
+    probe_under_login
+done
+idle "idle, after the load"
+
+BENCH_SMOKE=$smoke BENCH_RESULTS=$results BENCH_OUT=$out BENCH_COMMIT=$commit BENCH_ROUNDS=$rounds \
 BENCH_DURATION=$duration BENCH_CONNECTIONS=$connections BENCH_THREADS=$threads \
     python3 scripts/bench_report.py

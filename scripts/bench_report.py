@@ -1,12 +1,20 @@
 """Turns scripts/bench.sh's results into docs/benchmarks.json and
-docs/benchmarks.md: the machine, the versions, the settings, every figure
-with its ratio to the proxied ceiling, and the targets met or missed.
+docs/benchmarks.md: the commit measured, the machine, the versions, the
+settings, every figure's median over the rounds with its spread and its
+ratio to the proxied ceiling, and the targets met or missed.
 
-Each figure's target comes with it from bench.sh: {"share": 0.7} is a share
-of the proxied ceiling; {"share": 0.85, "rps": 52.6, "of": "..."} a share of
-a bound of its own, named by "of". BENCH_LIFTED names the settings raised for
-the run and BENCH_NOTES (one per line) says more about it; both go into the
-report as they are.
+Every figure is measured once a round (BENCH_ROUNDS of them); a ratio is
+taken within one round (a figure against that round's ceiling), and the
+report gives the median of a figure's rounds with the lowest and highest
+beside it. A target is judged on the median. Each figure's target comes
+with it from bench.sh:
+  {"share": 0.8}                   of the proxied ceiling
+  {"share": 0.5, "of": "NAME"}     of figure NAME's requests/s
+  {"share": 0.9, "of": "...", "rps": 52.6}   of a bound of its own
+  {"max_rss_mib": 150}             peak RSS of the master and workers
+  {"p99_at_most": 2, "of": "NAME"} p99 at most twice figure NAME's
+BENCH_LIFTED names the settings raised for the run and BENCH_NOTES (one per
+line) says more about it; both go into the report as they are.
 
 In smoke mode (make test) it checks that every figure ran without an error
 and writes the report to a scratch directory; it never judges speed there.
@@ -64,6 +72,112 @@ def versions():
     }
 
 
+PROXIED_CEILING = "nginx proxying to nginx"
+
+
+def median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def rps(figure):
+    return figure["wrk"]["rps"] if figure.get("wrk") else None
+
+
+def summarize(figures):
+    """One entry a figure name, in the order first measured: the rounds'
+    figures, and their medians."""
+    names = []
+    rounds = {}
+    for figure in figures:
+        if figure["name"] not in rounds:
+            names.append(figure["name"])
+            rounds[figure["name"]] = []
+        rounds[figure["name"]].append(figure)
+    summary = []
+    for name in names:
+        each = rounds[name]
+        first = each[0]
+        entry = {"name": name, "kind": first["kind"], "url": first["url"], "method": first["method"],
+                 "rounds": len(each), "target": first.get("target")}
+        measured = [f for f in each if f.get("wrk")]
+        if measured:
+            for key in ("rps", "p50_ms", "p99_ms"):
+                values = [f["wrk"][key] for f in measured if f["wrk"].get(key) is not None]
+                entry[key] = median(values)
+                entry[key + "_spread"] = [min(values), max(values)] if values else None
+            entry["errors"] = sum(f["wrk"]["non_2xx"] + f["wrk"]["socket_errors"] for f in measured)
+            ratios = [f["ratio_to_proxied_ceiling"] for f in measured if f.get("ratio_to_proxied_ceiling") is not None]
+            entry["ratio_to_proxied_ceiling"] = median(ratios)
+            entry["ratio_spread"] = [min(ratios), max(ratios)] if ratios else None
+        rss = [f["peak_rss_kib"] for f in each if f["peak_rss_kib"] is not None]
+        entry["peak_rss_kib"] = max(rss) if rss else None
+        entry["median_rss_kib"] = median(rss)
+        pss = [f["pss_kib"] for f in each if f.get("pss_kib") is not None]
+        entry["pss_kib"] = max(pss) if pss else None
+        pg = [f["peak_pg_connections"] for f in each if f["peak_pg_connections"] is not None]
+        entry["peak_pg_connections"] = max(pg) if pg else None
+        summary.append(entry)
+    return summary
+
+
+def judge(figures):
+    """Each target, its value in each round and the median, met or not."""
+    by_round = {}
+    for figure in figures:
+        by_round.setdefault(figure["round"], {})[figure["name"]] = figure
+    checks = {}
+    order = []
+    for figure in figures:
+        target = figure.get("target")
+        if not target:
+            continue
+        same_round = by_round[figure["round"]]
+        found = []
+        if "max_rss_mib" in target and figure["peak_rss_kib"] is not None:
+            found.append((f"{figure['name']}: RSS of the master and workers <= {target['max_rss_mib']} MiB",
+                          figure["peak_rss_kib"] / 1024, lambda v, t=target: v <= t["max_rss_mib"], "{:.0f} MiB"))
+        if "p99_at_most" in target:
+            base = same_round.get(target["of"])
+            if base and base.get("wrk") and figure.get("wrk") and base["wrk"]["p99_ms"]:
+                found.append((f"{figure['name']}: p99 <= {target['p99_at_most']:g}x that of {target['of']}",
+                              figure["wrk"]["p99_ms"] / base["wrk"]["p99_ms"],
+                              lambda v, t=target: v <= t["p99_at_most"], "{:.2f}x"))
+        if "share" in target and figure.get("wrk"):
+            if "rps" in target:
+                value, label = rps(figure) / target["rps"], f"{target['of']} ({target['rps']:.0f}/s)"
+            elif "of" in target:
+                base = same_round.get(target["of"])
+                value = rps(figure) / rps(base) if base and rps(base) else 0.0
+                label = target["of"]
+            else:
+                value, label = figure.get("ratio_to_proxied_ceiling") or 0.0, "the proxied ceiling"
+            found.append((f"{figure['name']} >= {target['share']:.0%} of {label}", value,
+                          lambda v, t=target: v >= t["share"], "{:.0%}"))
+        for name, value, passes, shown in found:
+            if name not in checks:
+                order.append(name)
+                checks[name] = {"target": name, "values": [], "passes": passes, "shown": shown}
+            checks[name]["values"].append(value)
+    result = []
+    for name in order:
+        check = checks[name]
+        middle = median(check["values"])
+        result.append({
+            "target": name,
+            "value": check["shown"].format(middle),
+            "rounds": [check["shown"].format(v) for v in check["values"]],
+            "met": bool(check["passes"](middle)),
+        })
+    errors = sum(f["wrk"]["non_2xx"] + f["wrk"]["socket_errors"] for f in figures if f.get("wrk"))
+    result.append({"target": "no non-2xx answer and no socket error", "value": str(errors), "rounds": [],
+                   "met": errors == 0})
+    return result
+
+
 def main():
     if sys.argv[1:] == ["--render"]:
         with open("docs/benchmarks.json") as file:
@@ -74,10 +188,11 @@ def main():
     smoke = os.environ["BENCH_SMOKE"] == "1"
     with open(os.environ["BENCH_RESULTS"]) as lines:
         figures = [json.loads(line) for line in lines if line.strip()]
-    by_name = {figure["name"]: figure for figure in figures}
-    ceiling = by_name["nginx proxying to nginx"]["wrk"]["rps"]
+    ceilings = {f["round"]: rps(f) for f in figures if f["name"] == PROXIED_CEILING}
     for figure in figures:
-        figure["ratio_to_proxied_ceiling"] = round(figure["wrk"]["rps"] / ceiling, 3) if ceiling else None
+        ceiling = ceilings.get(figure["round"])
+        figure["ratio_to_proxied_ceiling"] = (round(rps(figure) / ceiling, 3)
+                                              if ceiling and rps(figure) is not None else None)
 
     settings = {
         "workers": int(os.environ["WORKERS"]),
@@ -86,36 +201,25 @@ def main():
         "wrk_threads": int(os.environ["BENCH_THREADS"]),
         "wrk_connections": int(os.environ["BENCH_CONNECTIONS"]),
         "seconds_per_figure": int(os.environ["BENCH_DURATION"]),
+        "rounds": int(os.environ["BENCH_ROUNDS"]),
         "lifted": {name: os.environ.get(name) for name in os.environ.get("BENCH_LIFTED", "").split()},
         "log_level": os.environ.get("RUST_LOG", "info"),
     }
 
-    checks = []
-    for figure in figures:
-        target = figure.get("target")
-        if not target:
-            continue
-        if "rps" in target:
-            reached = figure["wrk"]["rps"] / target["rps"]
-            label = f"{target['of']} ({target['rps']:.0f}/s)"
-        else:
-            reached = figure["ratio_to_proxied_ceiling"]
-            label = "the proxied ceiling"
-        checks.append({"target": f"{figure['name']} >= {target['share']:.0%} of {label}",
-                       "value": f"{reached:.0%}", "met": reached >= target["share"]})
-    errors = sum(f["wrk"]["non_2xx"] + f["wrk"]["socket_errors"] for f in figures)
-    checks.append({"target": "no non-2xx answer and no socket error", "value": str(errors), "met": errors == 0})
-    peak_pg = max((f["peak_pg_connections"] or 0) for f in figures)
+    checks = judge(figures)
+    peak_pg = max((f["peak_pg_connections"] or 0) for f in figures if f["kind"] != "pgbench")
     checks.append({"target": f"PostgreSQL connections <= pool total ({settings['pool_total']})",
-                   "value": str(peak_pg), "met": peak_pg <= settings["pool_total"]})
+                   "value": str(peak_pg), "rounds": [], "met": peak_pg <= settings["pool_total"]})
 
     report = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": os.environ.get("BENCH_COMMIT", "unknown"),
         "machine": machine(),
         "versions": versions(),
         "settings": settings,
         "notes": [line for line in os.environ.get("BENCH_NOTES", "").splitlines() if line],
-        "figures": figures,
+        "figures": summarize(figures),
+        "rounds": figures,
         "targets": checks,
     }
     out = os.environ["BENCH_OUT"]
@@ -126,17 +230,22 @@ def main():
         file.write(markdown(report))
 
     if smoke:
-        broken = [f["name"] for f in figures if f["wrk"]["requests"] == 0
-                  or f["wrk"]["non_2xx"] or f["wrk"]["socket_errors"]]
+        broken = sorted({f["name"] for f in figures if f.get("wrk") and (
+            f["wrk"]["requests"] == 0 or f["wrk"]["non_2xx"] or f["wrk"]["socket_errors"])})
         if broken:
             print("bench: these figures failed: " + ", ".join(broken), file=sys.stderr)
             return 1
         print(f"bench: smoke run of {len(figures)} figures passed (no timing is judged)")
         return 0
     for check in checks:
-        print(f"bench: {'met   ' if check['met'] else 'MISSED'} {check['target']}: {check['value']}")
+        print(f"bench: {'met   ' if check['met'] else 'MISSED'} {check['target']}: {check['value']}"
+              + (f" (rounds: {', '.join(check['rounds'])})" if check["rounds"] else ""))
     print(f"bench: wrote {out}/benchmarks.md and {out}/benchmarks.json")
     return 0
+
+
+def spread(low_high, shown):
+    return f"{shown(low_high[0])}–{shown(low_high[1])}" if low_high else "—"
 
 
 def markdown(report):
@@ -147,13 +256,17 @@ def markdown(report):
         "Written by `make bench` (scripts/bench.sh); the text under \"Reading",
         "the figures\" is kept by hand in docs/benchmarks-notes.md and copied in.",
         "",
-        f"Run {report['when']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}.",
+        f"Commit {report.get('commit', 'unknown')}, run {report['when']} on {m['cpu']}, {m['cores']} cores, "
+        f"{m['memory_gib']} GiB, Linux {m['kernel']}.",
         f"{v['rustc']}; nginx {v['nginx']}; {v['postgresql']}; {v['redis']}; {v['wrk']}.",
         "",
         f"Settings: {s['workers']} workers, DATABASE_POOL_SIZE={s['database_pool_size']} "
         f"(pool total {s['pool_total']}), RUST_LOG={s['log_level']}; wrk with {s['wrk_threads']} threads, "
         f"{s['wrk_connections']} connections, {s['seconds_per_figure']} s a figure after a warm-up, "
-        "all on this one machine over loopback.",
+        f"{s.get('rounds', 1)} rounds, all on this one machine over loopback. Each figure is the median of its "
+        "rounds, with the lowest and highest beside it; a ratio is taken within a round. Memory is the master's "
+        "and the workers' together: RSS counts the pages they share (the binary's code above all) once in each, "
+        "PSS shares them out.",
     ]
     if s["lifted"]:
         lifted = ", ".join(f"{name}={value}" for name, value in s["lifted"].items())
@@ -161,20 +274,29 @@ def markdown(report):
     lines += report["notes"]
     lines += [
         "",
-        "| figure | through | requests/s | p50 ms | p99 ms | non-2xx | peak RSS MiB | peak PG conns | vs proxied ceiling |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| figure | through | requests/s | spread | p50 ms | p99 ms | errors | peak RSS MiB | peak PG conns | vs proxied ceiling |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    through_of = {"ceiling": "nginx only", "nginx": "nginx", "direct": "service's port",
+                  "pgbench": "PostgreSQL only", "idle": "—"}
     for f in report["figures"]:
-        w = f["wrk"]
-        rss = f"{f['peak_rss_kib'] / 1024:.0f}" if f["peak_rss_kib"] is not None else "—"
-        pg = str(f["peak_pg_connections"]) if f["peak_pg_connections"] is not None else "—"
-        ratio = f"{f['ratio_to_proxied_ceiling']:.0%}" if f["ratio_to_proxied_ceiling"] is not None else "—"
-        through = {"ceiling": "nginx only", "nginx": "nginx", "direct": "service's port"}[f["kind"]]
-        lines.append(f"| {f['name']} | {through} | {w['rps']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
-                     f"{w['non_2xx'] + w['socket_errors']} | {rss} | {pg} | {ratio} |")
-    lines += ["", "| target | this run | |", "|---|---:|---|"]
+        number = lambda x, fmt="{:.0f}": fmt.format(x) if x is not None else "—"
+        rss = number(f["peak_rss_kib"] / 1024 if f["peak_rss_kib"] is not None else None)
+        if f.get("pss_kib") is not None:
+            rss += f" (PSS {f['pss_kib'] / 1024:.0f})"
+        pg = number(f["peak_pg_connections"])
+        ratio = (f"{f['ratio_to_proxied_ceiling']:.0%} ({spread(f['ratio_spread'], '{:.0%}'.format)})"
+                 if f.get("ratio_to_proxied_ceiling") is not None and f["kind"] != "ceiling" else "—")
+        if f["name"] == PROXIED_CEILING:
+            ratio = "100%"
+        lines.append(
+            f"| {f['name']} | {through_of[f['kind']]} | {number(f.get('rps'))} | "
+            f"{spread(f.get('rps_spread'), '{:.0f}'.format)} | {number(f.get('p50_ms'), '{:.2f}')} | "
+            f"{number(f.get('p99_ms'), '{:.2f}')} | {number(f.get('errors'))} | {rss} | {pg} | {ratio} |")
+    lines += ["", "| target | median | rounds | |", "|---|---:|---|---|"]
     for check in report["targets"]:
-        lines.append(f"| {check['target']} | {check['value']} | {'met' if check['met'] else '**missed**'} |")
+        lines.append(f"| {check['target']} | {check['value']} | {', '.join(check.get('rounds', []))} | "
+                     f"{'met' if check['met'] else '**missed**'} |")
     lines.append("")
     notes = "docs/benchmarks-notes.md"
     if os.path.exists(notes):
