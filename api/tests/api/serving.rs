@@ -166,6 +166,20 @@ impl Served {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// The log once it holds `text`, waiting up to five seconds: a worker
+    /// writes its lines a tenth of a second late at most (LogOutput), so a
+    /// check that something is absent from the log first waits for a line
+    /// written after it would have been.
+    pub async fn log_with(&self, text: &str) -> String {
+        let found = crate::helpers::eventually(Duration::from_secs(5), || async {
+            self.log().contains(text)
+        })
+        .await;
+        let log = self.log();
+        assert!(found, "{text:?} never reached the log:\n{log}");
+        log
+    }
+
     /// Waits for the master to exit, at most `limit`.
     async fn exit_status(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
