@@ -590,7 +590,9 @@ mod tests {
             .collect();
         assert!(hashing.len() >= 2, "{threads:?}");
         assert!(hashing.iter().all(|nice| *nice == HASH_NICE), "{threads:?}");
-        let own = nice_of(std::path::Path::new("/proc/thread-self")).unwrap().1;
+        let own = nice_of(std::path::Path::new("/proc/thread-self"))
+            .unwrap()
+            .1;
         assert_eq!(own, 0, "the test's own thread keeps its priority");
     }
 
