@@ -195,11 +195,11 @@ pub fn run(loaded: Loaded, handoff: Option<Handoff>, reload: Reload) -> ExitCode
 /// Blocks of 1 MiB and more get memory of their own from the system, and
 /// give it back when freed. glibc starts out this way (from 128 KiB), but
 /// raises the threshold to the size of the first such block freed, up to
-/// 32 MiB; after that, a password hash's 19 MiB (modules/auth/passwords.rs)
-/// came from the heap and stayed there when freed: a worker held 40 MiB
-/// more, for good, after its first burst of logins (docs/benchmarks.md).
-/// Setting the threshold keeps it where it is. Other allocators (musl's)
-/// unmap large blocks when they are freed already.
+/// 32 MiB; after that, blocks up to that size came from the heap and stayed
+/// there when freed: a worker held 40 MiB more, for good, after its first
+/// burst of 19 MiB blocks (docs/benchmarks.md). Setting the threshold keeps
+/// it where it is. Other allocators (musl's) unmap large blocks when they
+/// are freed already.
 fn return_large_blocks_at_once() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes a setting of the allocator; called at
