@@ -65,9 +65,14 @@ impl AuthState {
             sessions: SessionStore::new(core.redis.clone(), limits),
             throttle,
             names: NameCache::new(core.redis.clone()),
-            passwords: Passwords::new(settings.hash_concurrency()),
+            passwords: Passwords::new(settings.hash_concurrency(async_threads())),
         }
     }
+}
+
+/// The async threads of the runtime building the app: a worker's THREADS.
+fn async_threads() -> usize {
+    tokio::runtime::Handle::try_current().map_or(1, |runtime| runtime.metrics().num_workers())
 }
 
 mod embedded {
@@ -99,4 +104,20 @@ pub fn install(settings: &Settings, core: &AppState, extensions: &mut Extensions
     // Events move to Redis while the app serves, and stop with it (an
     // unfinished batch is sent again later: at least once).
     extensions.task(Relay::new(core.db.clone(), &core.redis).run());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::async_threads;
+
+    #[test]
+    fn a_worker_hashes_by_default_on_as_many_threads_as_it_has_async_ones() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(3)
+            .build()
+            .unwrap();
+        assert_eq!(runtime.block_on(async { async_threads() }), 3);
+        // Outside a runtime (a command that hashes), one.
+        assert_eq!(async_threads(), 1);
+    }
 }

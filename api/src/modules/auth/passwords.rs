@@ -151,9 +151,12 @@ impl Spare {
 }
 
 /// Hashes that may wait for a thread, per thread: about what one thread
-/// gets through within REQUEST_TIMEOUT_MS's default. Past it a login is
+/// gets through within REQUEST_TIMEOUT_MS's default (5 s at 20 to 40 ms a
+/// hash, the second figure under a login flood). Past it a login is
 /// refused at once (503) rather than queued to be cut off at its deadline.
-const QUEUED_PER_THREAD: usize = 64;
+/// Logins whose clients left stay queued until a thread skips them, so a
+/// bound of only what is in flight would refuse logins after every burst.
+const QUEUED_PER_THREAD: usize = 128;
 
 #[derive(Clone)]
 pub struct Passwords {
