@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
 use uuid::Uuid;
 
-use super::text::Text;
+use super::text::{NoControl, Text};
 use super::{to_the_end, unauthenticated, AuthTags};
 use crate::error::ApiError;
 use crate::metrics::{CounterFamily, Metrics};
@@ -99,8 +99,8 @@ fn login_outcome(result: &Result<LoginResponse, ApiError>) -> &'static str {
 #[oai(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Case-insensitive.
-    #[oai(validator(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F]*$"))]
-    pub username: Text,
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub username: Text<NoControl>,
     #[oai(validator(min_length = 1, max_length = 1024))]
     pub password: Text,
 }
@@ -306,8 +306,8 @@ async fn log_in(
     body: LoginRequest,
 ) -> Result<LoginResponse, ApiError> {
     let LoginRequest {
-        username: Text(username),
-        password: Text(password),
+        username: Text(username, _),
+        password: Text(password, _),
     } = body;
     // Usernames are ASCII (the schema's users_username_format). Any other
     // spelling is nobody's, and is not looked up: PostgreSQL's lower()

@@ -6,7 +6,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::login::BearerAuth;
-use super::text::Text;
+use super::text::{NotBlank, Text};
 use super::{on_constraint, to_the_end, unauthenticated, AuthTags};
 use crate::error::ApiError;
 use crate::modules::auth::domain::{DisplayName, NewPassword};
@@ -22,12 +22,8 @@ pub struct SetNameRequest {
     /// text-direction) characters, nor U+2028 or U+2029, but for the
     /// joiners, variation selectors and tags emoji are built with, each
     /// attached to a visible character before it.
-    #[oai(validator(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
-    ))]
-    pub name: Text,
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub name: Text<NotBlank>,
 }
 
 #[derive(Debug, Object)]
@@ -126,8 +122,8 @@ impl Api {
         body: Json<ChangePasswordRequest>,
     ) -> Result<PasswordChanged, ApiError> {
         let ChangePasswordRequest {
-            current_password: Text(current),
-            new_password: Text(new),
+            current_password: Text(current, _),
+            new_password: Text(new, _),
         } = body.0;
         let user_id = auth.0.user_id;
         let stored = {

@@ -7,6 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::login::AdminAuth;
+use super::text::{NoControl, Text};
 use super::AuthTags;
 use crate::error::ApiError;
 use crate::modules::auth::{users, AuthState};
@@ -71,8 +72,8 @@ impl Api {
         state: Data<&AuthState>,
         _admin: AdminAuth,
         /// Text to look for; at least 3 characters (trigram search).
-        #[oai(validator(min_length = 3, max_length = 100, pattern = r"^[^\x00-\x1F\x7F]*$"))]
-        q: Query<String>,
+        #[oai(validator(min_length = 3, max_length = 100))]
+        q: Query<Text<NoControl>>,
         /// Page size, 1 to 100.
         #[oai(
             default = "default_limit",
@@ -80,11 +81,16 @@ impl Api {
         )]
         limit: Query<u32>,
         /// `next_cursor` from the previous page.
-        #[oai(validator(max_length = 64, pattern = r"^[^\x00-\x1F\x7F]*$"))]
-        cursor: Query<Option<String>>,
+        #[oai(validator(max_length = 64))]
+        cursor: Query<Option<Text<NoControl>>>,
     ) -> Result<Json<UserPage>, ApiError> {
-        search(&state, &q.0, limit.0, cursor.0.as_deref())
-            .await
-            .map(Json)
+        search(
+            &state,
+            &q.0 .0,
+            limit.0,
+            cursor.0.as_ref().map(|cursor| cursor.0.as_str()),
+        )
+        .await
+        .map(Json)
     }
 }
