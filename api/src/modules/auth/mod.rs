@@ -108,7 +108,20 @@ pub fn install(settings: &Settings, core: &AppState, extensions: &mut Extensions
 
 #[cfg(test)]
 mod tests {
-    use super::async_threads;
+    use clap::Parser;
+
+    use super::{async_threads, Settings};
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        auth: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let args = std::iter::once("api").chain(args.iter().copied());
+        Command::try_parse_from(args).unwrap().auth
+    }
 
     #[test]
     fn a_worker_hashes_by_default_on_as_many_threads_as_it_has_async_ones() {
@@ -116,8 +129,12 @@ mod tests {
             .worker_threads(3)
             .build()
             .unwrap();
-        assert_eq!(runtime.block_on(async { async_threads() }), 3);
-        // Outside a runtime (a command that hashes), one.
-        assert_eq!(async_threads(), 1);
+        let threads = runtime.block_on(async { async_threads() });
+        assert_eq!(threads, 3);
+        assert_eq!(settings(&[]).hash_concurrency(threads), 3);
+        // HASH_CONCURRENCY, when set, is what counts, and it is at least 1.
+        let two = settings(&["--hash-concurrency", "2"]);
+        assert_eq!(two.hash_concurrency(threads), 2);
+        assert!(settings(&["--hash-concurrency", "0"]).validate().is_err());
     }
 }

@@ -491,7 +491,7 @@ mod tests {
     }
 
     /// On a single-threaded runtime, other tasks keep running while a hash is
-    /// computed: it happens on the blocking pool, not on the async thread.
+    /// computed: it happens on a hashing thread, not on the async thread.
     #[tokio::test(flavor = "current_thread")]
     async fn hashing_does_not_block_the_async_thread() {
         let passwords = Passwords::new(1);

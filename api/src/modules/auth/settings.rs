@@ -66,15 +66,15 @@ impl Settings {
         Duration::from_secs(self.login_failure_window_seconds)
     }
 
-    /// Hashes at once in a worker that has `worker_threads` async threads.
+    /// Hashes at once in a worker that has `async_threads` async threads.
     /// Each hash keeps a core busy, so by default a worker hashes on as many
     /// threads as it was given cores: more at once would only share the same
     /// cores (with every other worker's hashes and the async threads) and
     /// hold 19 MiB more each. Measured on 2 cores with 2 workers, 2 hashes
     /// at a time per worker signed in 88 to 92 users a second, 1 at a time
-    /// 97 to 103.
-    pub fn hash_concurrency(&self, worker_threads: usize) -> usize {
-        self.hash_concurrency.unwrap_or(worker_threads).max(1)
+    /// 97 to 106.
+    pub fn hash_concurrency(&self, async_threads: usize) -> usize {
+        self.hash_concurrency.unwrap_or(async_threads).max(1)
     }
 
     /// Rejects settings that would parse but cannot work.
@@ -91,6 +91,9 @@ impl Settings {
             return Err(format!(
                 "SESSIONS_PER_USER must be 1 to {MAX_SESSIONS_PER_USER}"
             ));
+        }
+        if self.hash_concurrency == Some(0) {
+            return Err("HASH_CONCURRENCY must be at least 1".into());
         }
         if self.login_max_failures == 0 || self.login_failure_window_seconds == 0 {
             return Err(
