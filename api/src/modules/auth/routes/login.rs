@@ -305,10 +305,7 @@ async fn log_in(
     request: &Request,
     body: LoginRequest,
 ) -> Result<LoginResponse, ApiError> {
-    let LoginRequest {
-        username: Text(username, _),
-        password: Text(password, _),
-    } = body;
+    let (username, password) = (body.username.into_string(), body.password.into_string());
     // Usernames are ASCII (the schema's users_username_format). Any other
     // spelling is nobody's, and is not looked up: PostgreSQL's lower()
     // folds some of them onto ASCII names (`vİctim` onto `victim`), which

@@ -93,7 +93,7 @@ impl Api {
         auth: BearerAuth,
         body: Json<SetNameRequest>,
     ) -> Result<Json<NameResponse>, ApiError> {
-        let name = DisplayName::parse(&body.0.name.0)?;
+        let name = DisplayName::parse(body.0.name.as_str())?;
         let stored = {
             let mut client = state.db.get().await?;
             users::set_name(&mut client, auth.0.user_id, name.as_str())
@@ -121,10 +121,8 @@ impl Api {
         auth: BearerAuth,
         body: Json<ChangePasswordRequest>,
     ) -> Result<PasswordChanged, ApiError> {
-        let ChangePasswordRequest {
-            current_password: Text(current, _),
-            new_password: Text(new, _),
-        } = body.0;
+        let current = body.0.current_password.into_string();
+        let new = body.0.new_password.into_string();
         let user_id = auth.0.user_id;
         let stored = {
             let client = state.db.get().await?;
@@ -197,7 +195,7 @@ mod tests {
         #[test]
         fn any_json_body_parses_or_is_refused_and_accepted_names_obey_the_rules(body in json()) {
             if let Ok(request) = SetNameRequest::parse_from_json(Some(body)) {
-                if let Ok(name) = DisplayName::parse(&request.name.0) {
+                if let Ok(name) = DisplayName::parse(request.name.as_str()) {
                     prop_assert_eq!(broken_promise(name.as_str()), None, "{:?}", name);
                 }
             }

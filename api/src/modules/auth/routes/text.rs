@@ -79,11 +79,19 @@ impl Rule for NotBlank {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Text<R: Rule = Any>(pub String, pub PhantomData<R>);
+pub struct Text<R: Rule = Any>(String, PhantomData<R>);
 
 impl<R: Rule> Text<R> {
-    pub fn new(text: String) -> Self {
+    fn new(text: String) -> Self {
         Text(text, PhantomData)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
     }
 
     fn parse(text: String) -> ParseResult<Self> {

@@ -84,13 +84,9 @@ impl Api {
         #[oai(validator(max_length = 64))]
         cursor: Query<Option<Text<NoControl>>>,
     ) -> Result<Json<UserPage>, ApiError> {
-        search(
-            &state,
-            &q.0 .0,
-            limit.0,
-            cursor.0.as_ref().map(|cursor| cursor.0.as_str()),
-        )
-        .await
-        .map(Json)
+        let cursor = cursor.0.as_ref().map(Text::as_str);
+        search(&state, q.0.as_str(), limit.0, cursor)
+            .await
+            .map(Json)
     }
 }
