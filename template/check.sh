@@ -333,6 +333,9 @@ check_upgrade() {
     # it is on the newest version.
     git -C "$edited" checkout -q --theirs docs/serving.md
     commit_all "$edited" "template $b_version"
+    # This make test stands for orders's too (check_renders): it must stay
+    # a sign-in service of this tree's version.
+    grep -qx "auth = true" "$edited/template-answers.toml"
     (cd "$edited" && make test)
     lock_kept "$edited" upgraded
     (cd "$edited" && make --no-print-directory template-check)
