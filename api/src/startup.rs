@@ -74,7 +74,7 @@ pub fn app(
         .wrap(routes)
         .catch_all_error(error::render)
         .with(deprecations)
-        .with(RequestBudget::new(state.limiter))
+        .with(RequestBudget::new(state.limiter.clone()))
         .with(RequestDeadline {
             timeout: Duration::from_millis(settings.request_timeout_ms),
         })
