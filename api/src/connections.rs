@@ -388,7 +388,7 @@ fn hypers_own_error(written: &[u8], request_head: &[u8]) -> Option<Vec<u8>> {
     }
     let carries_id = lines.any(|line| {
         line.split_once(':')
-            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case(REQUEST_ID_HEADER))
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case(REQUEST_ID_HEADER.as_str()))
     });
     if carries_id {
         return None;
@@ -420,11 +420,11 @@ fn request_id_in(head: &[u8]) -> Option<String> {
     head.split(|&byte| byte == b'\n').find_map(|line| {
         let line = std::str::from_utf8(line).ok()?;
         let (name, value) = line.split_once(':')?;
-        if !name.trim().eq_ignore_ascii_case(REQUEST_ID_HEADER) {
+        if !name.trim().eq_ignore_ascii_case(REQUEST_ID_HEADER.as_str()) {
             return None;
         }
         let value = poem::http::HeaderValue::from_str(value.trim()).ok()?;
-        usable_request_id(&value)
+        usable_request_id(&value).map(str::to_owned)
     })
 }
 

@@ -209,7 +209,7 @@ pub fn request_headers(data: &[u8]) {
         assert!(!id.is_empty() && id.len() <= 128, "{id:?}");
         let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
         assert!(id.chars().all(plain), "{id:?}");
-        HeaderValue::from_str(&id).expect("a kept id is a header value");
+        HeaderValue::from_str(id).expect("a kept id is a header value");
     }
     let trusted: [IpNet; 2] = [
         "127.0.0.1/32".parse().expect("a net"),

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use poem::http::{HeaderMap, HeaderValue};
+use poem::http::{HeaderMap, HeaderName, HeaderValue};
 use redis::{AsyncCommands, Script};
 
 use crate::storage::redis::Redis;
@@ -41,10 +41,15 @@ impl Standing {
 
     /// The `RateLimit-*` headers saying where the client stands.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
+        // Names made once: one from a `&str` is copied onto the heap on
+        // every answer.
+        const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
         for (name, value) in [
-            ("ratelimit-limit", self.limit),
-            ("ratelimit-remaining", self.remaining()),
-            ("ratelimit-reset", self.reset),
+            (LIMIT, self.limit),
+            (REMAINING, self.remaining()),
+            (RESET, self.reset),
         ] {
             headers.insert(name, HeaderValue::from(value));
         }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use ipnet::IpNet;
 use opentelemetry::KeyValue;
 use poem::error::ReadBodyError;
-use poem::http::{header, HeaderValue, StatusCode};
+use poem::http::{header, HeaderName, HeaderValue, StatusCode};
 use poem::PathPattern;
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
@@ -23,10 +23,11 @@ use crate::metrics::{self, DependencyFailed, Metrics};
 use crate::telemetry;
 
 /// The header a request's id travels in, from nginx to the service and back
-/// to the client.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// to the client. Names, not `&str`s: inserting one made from a `&str`
+/// copies it onto the heap on every answer.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// W3C Trace Context's answer: the trace and span that served the request.
-pub const TRACE_RESPONSE_HEADER: &str = "traceresponse";
+pub const TRACE_RESPONSE_HEADER: HeaderName = HeaderName::from_static("traceresponse");
 /// The header nginx puts the client's address in.
 pub const REAL_IP_HEADER: &str = "x-real-ip";
 
@@ -38,9 +39,10 @@ pub struct ClientIp(pub IpAddr);
 
 /// A request's id: the proxy's `X-Request-ID` when it sent a usable one,
 /// else one made here. It is in every log line of the request and in the
-/// response's `X-Request-ID`.
+/// response's `X-Request-ID`. Shared, not copied, by everything that
+/// carries it through a request (its extensions, the task's identity).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub Arc<str>);
 
 /// What identifies the request being handled, for code that has no
 /// `Request` at hand (the problem documents).
@@ -56,7 +58,7 @@ tokio::task_local! {
 
 /// The id of the request being handled, if any.
 pub fn current_request_id() -> Option<String> {
-    CURRENT.try_with(|current| current.id.0.clone()).ok()
+    CURRENT.try_with(|current| current.id.0.to_string()).ok()
 }
 
 /// The id of the trace of the request being handled, if traces are on.
@@ -98,10 +100,10 @@ pub(crate) fn resolve(peer: IpAddr, real_ip: Option<&HeaderValue>, trusted: &[Ip
 
 /// An incoming id is kept only if it is short and plain, since it goes into
 /// logs and headers verbatim.
-pub(crate) fn usable_request_id(value: &HeaderValue) -> Option<String> {
+pub(crate) fn usable_request_id(value: &HeaderValue) -> Option<&str> {
     let id = value.to_str().ok()?;
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    (!id.is_empty() && id.len() <= 128 && id.chars().all(plain)).then(|| id.to_owned())
+    (!id.is_empty() && id.len() <= 128 && id.chars().all(plain)).then_some(id)
 }
 
 /// Middleware, outermost: resolves the client and the request id, runs the
@@ -145,11 +147,17 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
     async fn call(&self, mut request: Request) -> poem::Result<Response> {
         let started = Instant::now();
         let in_flight = self.metrics.start_request();
-        let id = request
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(usable_request_id)
-            .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+        // The proxy's id is echoed as the very value it came in (a shared
+        // buffer, no copy); one made here is made into a value once.
+        let given = request.headers().get(REQUEST_ID_HEADER);
+        let (id, echo): (Arc<str>, _) = match given.and_then(usable_request_id) {
+            Some(id) => (id.into(), given.cloned()),
+            None => {
+                let mut buffer = Uuid::encode_buffer();
+                let id = Uuid::new_v4().simple().encode_lower(&mut buffer);
+                (id.into(), HeaderValue::from_str(id).ok())
+            }
+        };
         let client = client_ip(&request, &self.trusted);
         let method = request.method().clone();
         // `route` and `user_id` are filled in once known.
@@ -179,7 +187,7 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
                 Ok(response) => response.into_response(),
                 Err(err) => err.into_response(),
             };
-            if let Ok(value) = HeaderValue::from_str(&id) {
+            if let Some(value) = echo {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
             if let Some(value) = trace
@@ -536,8 +544,10 @@ mod tests {
 
     #[test]
     fn only_plain_short_request_ids_are_kept() {
-        let id = |text: &str| usable_request_id(&HeaderValue::from_str(text).unwrap());
-        assert_eq!(id("4f1c-aa_09.x"), Some("4f1c-aa_09.x".into()));
+        let id = |text: &str| {
+            usable_request_id(&HeaderValue::from_str(text).unwrap()).map(str::to_owned)
+        };
+        assert_eq!(id("4f1c-aa_09.x").as_deref(), Some("4f1c-aa_09.x"));
         assert_eq!(id("has space"), None);
         assert_eq!(id("quote\"d"), None);
         assert_eq!(id(&"a".repeat(129)), None);

@@ -97,7 +97,7 @@ fn with_probe(app: BoxEndpoint<'static>) -> BoxEndpoint<'static> {
         let id = request
             .extensions()
             .get::<RequestId>()
-            .map(|id| id.0.clone());
+            .map(|id| id.0.to_string());
         serde_json::json!({ "client_ip": ip, "request_id": id }).to_string()
     }
     Route::new().at("/probe/seen", seen).nest("/", app).boxed()
