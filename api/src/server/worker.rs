@@ -25,9 +25,19 @@ use crate::telemetry;
 /// Exit status of a worker that could not start (bad settings, no socket).
 pub const EXIT_STARTUP_FAILED: i32 = 3;
 
+/// The worker's async runtime. With one thread (THREADS's default when
+/// there are as many workers as cores) it is tokio's single-threaded
+/// scheduler, on the thread that runs the server: no work stealing, and
+/// no hand-off between a thread that accepts and one that serves, which
+/// cost about 3% of `/v1/hello`'s CPU a request (docs/benchmarks.md).
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+        .worker_threads(threads)
         .enable_all()
         .build()
 }
@@ -417,5 +427,41 @@ mod tests {
         runtime.spawn(async { std::thread::sleep(Duration::from_millis(600)) });
         look(&mut progress);
         assert!(!look(&mut progress), "one thread held in a poll");
+    }
+
+    /// The same with one thread, tokio's single-threaded scheduler: its
+    /// tasks run on the thread that blocks on the server (here, `serving`).
+    #[test]
+    fn the_single_threaded_runtime_is_watched_the_same_way() {
+        let runtime = Arc::new(runtime(1).unwrap());
+        let metrics = runtime.handle().metrics();
+        assert_eq!(metrics.num_workers(), 1);
+        let mut progress = Progress::default();
+        let look = |progress: &mut Progress| {
+            std::thread::sleep(Duration::from_millis(100));
+            progress.every_thread_moves(&metrics)
+        };
+        let (stuck_tx, stuck_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = std::thread::spawn({
+            let runtime = runtime.clone();
+            move || {
+                runtime.block_on(async {
+                    for _ in 0..2_000 {
+                        tokio::task::yield_now().await;
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    // Idle until told to get stuck.
+                    let _ = stuck_rx.await;
+                    std::thread::sleep(Duration::from_millis(600));
+                })
+            }
+        });
+        assert!(look(&mut progress) && look(&mut progress), "busy, yielding");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(look(&mut progress) && look(&mut progress), "idle");
+        stuck_tx.send(()).unwrap();
+        look(&mut progress);
+        assert!(!look(&mut progress), "the thread held in a poll");
+        serving.join().unwrap();
     }
 }
