@@ -7,7 +7,7 @@ pub mod shared;
 mod snapshot;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -91,6 +91,8 @@ pub struct Metrics {
 struct Inner {
     requests: Mutex<HashMap<RequestKey, Histogram>>,
     in_flight: AtomicI64,
+    /// Requests started since this process began.
+    started: AtomicU64,
     /// Keyed by family name and label value.
     counters: Mutex<HashMap<(&'static str, String), Counted>>,
     shared: OnceLock<(SharedDir, String)>,
@@ -113,9 +115,16 @@ impl Metrics {
     /// dropped, also when the client went away mid-request.
     pub fn start_request(&self) -> InFlight {
         self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.inner.started.fetch_add(1, Ordering::Relaxed);
         InFlight {
             metrics: self.clone(),
         }
+    }
+
+    /// Requests started since this process began: whether it has been
+    /// quiet, for the worker's memory upkeep.
+    pub fn requests_started(&self) -> u64 {
+        self.inner.started.load(Ordering::Relaxed)
     }
 
     pub fn observe_request(&self, method: &Method, route: Arc<str>, status: u16, took: Duration) {

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::{handoff, ServeArgs};
 use crate::metrics::shared::SharedDir;
+use crate::metrics::Metrics;
 use crate::startup::Application;
 use crate::state::AppState;
 use crate::telemetry;
@@ -176,7 +177,9 @@ async fn serve(worker: Worker, early: EarlySignals) -> i32 {
         metrics.clone(),
         owner.clone(),
     ));
+    let upkeep = tokio::spawn(give_back_memory_when_idle(state.metrics.clone()));
     let result = application.run_until(stopped(stop, early)).await;
+    upkeep.abort();
     // The last word: what was counted since the last publish.
     publishing.abort();
     if let Err(err) = metrics.publish(&owner, &state.snapshot()) {
@@ -274,6 +277,44 @@ async fn publish_metrics(state: AppState, dir: SharedDir, owner: String) {
         if let Ok(Err(err)) = published {
             tracing::warn!(error = %err, "cannot publish metrics");
         }
+    }
+}
+
+/// How long a worker must have started no request before it gives its
+/// free memory back.
+const QUIET_FOR: Duration = Duration::from_secs(5);
+
+/// Gives the allocator's free memory back once start-up is over, and again
+/// after each busy spell, once the worker has been quiet for [`QUIET_FOR`].
+async fn give_back_memory_when_idle(metrics: Metrics) {
+    super::give_back_free_memory();
+    let mut quiet = Quiet::default();
+    let mut ticks = tokio::time::interval(QUIET_FOR);
+    loop {
+        ticks.tick().await;
+        if quiet.look(metrics.requests_started()) {
+            super::give_back_free_memory();
+        }
+    }
+}
+
+/// Whether a look at the request count, one a [`QUIET_FOR`], ends a busy
+/// spell: no request since the last look, and some since memory was last
+/// given back (start-up's own giving back counts as at zero).
+#[derive(Default)]
+struct Quiet {
+    last_look: Option<u64>,
+    given_back_at: u64,
+}
+
+impl Quiet {
+    fn look(&mut self, started: u64) -> bool {
+        let quiet = self.last_look == Some(started) && started != self.given_back_at;
+        self.last_look = Some(started);
+        if quiet {
+            self.given_back_at = started;
+        }
+        quiet
     }
 }
 
@@ -401,6 +442,21 @@ pub fn with_test_hooks(app: BoxEndpoint<'static>) -> BoxEndpoint<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Memory is given back once a busy spell is over (a quiet look after
+    /// requests), not while requests come, nor again for the same spell.
+    #[test]
+    fn memory_is_given_back_once_after_each_busy_spell() {
+        let mut quiet = Quiet::default();
+        let looks: Vec<bool> = [0, 0, 0, 5, 9, 9, 9, 10, 10]
+            .into_iter()
+            .map(|started| quiet.look(started))
+            .collect();
+        assert_eq!(
+            looks,
+            [false, false, false, false, false, true, false, false, true]
+        );
+    }
 
     /// A runtime thread held inside one poll stops the beat; an idle one
     /// (parked) does not, nor one that keeps running tasks.
