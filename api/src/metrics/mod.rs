@@ -123,7 +123,7 @@ impl Metrics {
 
     /// Requests started since this process began: whether it has been
     /// quiet, for the worker's memory upkeep.
-    pub fn requests_started(&self) -> u64 {
+    pub(crate) fn requests_started(&self) -> u64 {
         self.inner.started.load(Ordering::Relaxed)
     }
 

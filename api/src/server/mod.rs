@@ -214,12 +214,12 @@ fn return_large_blocks_at_once() {
 /// of each. A worker just started holds about 1.4 MiB freed by start-up (the
 /// OpenAPI documents built and checked), one that served a burst about 2
 /// MiB freed since (docs/benchmarks.md); `malloc_trim` returns every whole
-/// free page. It walks the free chunks, well under a millisecond for heaps
-/// this size, so it is called directly, when the worker is idle.
+/// free page. Its work grows with the heap (a few MiB here), and it runs
+/// only when the worker has been idle, so it is called directly.
 pub(crate) fn give_back_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes the allocator's own locks; it may be called
-    // from any thread at any time.
+    // SAFETY: no pointers cross; glibc documents malloc_trim as safe from
+    // any thread (MT-Safe), and it is never called from a signal handler.
     unsafe {
         nix::libc::malloc_trim(0);
     }

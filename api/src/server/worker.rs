@@ -30,7 +30,10 @@ pub const EXIT_STARTUP_FAILED: i32 = 3;
 /// there are as many workers as cores) it is tokio's single-threaded
 /// scheduler, on the thread that runs the server: no work stealing, and
 /// no hand-off between a thread that accepts and one that serves, which
-/// cost about 3% of `/v1/hello`'s CPU a request (docs/benchmarks.md).
+/// cost 7% of `/v1/hello`'s CPU a request and 13% of `/getName`'s
+/// (docs/benchmarks.md). That thread also accepts and listens for signals,
+/// so a handler that blocks it stops those too: the heartbeat stops with
+/// them, and the master replaces the worker after WORKER_TIMEOUT.
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         return tokio::runtime::Builder::new_current_thread()
@@ -284,6 +287,11 @@ async fn publish_metrics(state: AppState, dir: SharedDir, owner: String) {
 /// free memory back.
 const QUIET_FOR: Duration = Duration::from_secs(5);
 
+/// Requests since memory was last given back that make a busy spell. Fewer
+/// (health checks and scrapes every few seconds) free too little to be
+/// worth faulting the pages back in on the next request.
+const BUSY_SPELL: u64 = 1_000;
+
 /// Gives the allocator's free memory back once start-up is over, and again
 /// after each busy spell, once the worker has been quiet for [`QUIET_FOR`].
 async fn give_back_memory_when_idle(metrics: Metrics) {
@@ -299,8 +307,9 @@ async fn give_back_memory_when_idle(metrics: Metrics) {
 }
 
 /// Whether a look at the request count, one a [`QUIET_FOR`], ends a busy
-/// spell: no request since the last look, and some since memory was last
-/// given back (start-up's own giving back counts as at zero).
+/// spell: no request since the last look, and at least [`BUSY_SPELL`]
+/// since memory was last given back (start-up's giving back counts as at
+/// zero).
 #[derive(Default)]
 struct Quiet {
     last_look: Option<u64>,
@@ -309,7 +318,8 @@ struct Quiet {
 
 impl Quiet {
     fn look(&mut self, started: u64) -> bool {
-        let quiet = self.last_look == Some(started) && started != self.given_back_at;
+        let quiet = self.last_look == Some(started)
+            && started.saturating_sub(self.given_back_at) >= BUSY_SPELL;
         self.last_look = Some(started);
         if quiet {
             self.given_back_at = started;
@@ -444,18 +454,17 @@ mod tests {
     use super::*;
 
     /// Memory is given back once a busy spell is over (a quiet look after
-    /// requests), not while requests come, nor again for the same spell.
+    /// many requests), not while requests come, nor again for the same
+    /// spell, nor after a few probes.
     #[test]
     fn memory_is_given_back_once_after_each_busy_spell() {
         let mut quiet = Quiet::default();
-        let looks: Vec<bool> = [0, 0, 0, 5, 9, 9, 9, 10, 10]
+        let looks: Vec<bool> = [0, 0, 500, 500, 1500, 1500, 1500, 1600, 1600, 2600, 2600]
             .into_iter()
             .map(|started| quiet.look(started))
             .collect();
-        assert_eq!(
-            looks,
-            [false, false, false, false, false, true, false, false, true]
-        );
+        let given_back: Vec<usize> = (0..looks.len()).filter(|&i| looks[i]).collect();
+        assert_eq!(given_back, [5, 10], "{looks:?}");
     }
 
     /// A runtime thread held inside one poll stops the beat; an idle one
@@ -469,18 +478,17 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             progress.every_thread_moves(&metrics)
         };
+        look(&mut progress);
         assert!(look(&mut progress) && look(&mut progress), "idle");
 
-        let busy = runtime.spawn(async {
-            for _ in 0..2_000 {
-                tokio::task::yield_now().await;
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        });
+        // Busy until the looks are done, however slow the machine.
+        let busy = Arc::new(AtomicBool::new(true));
+        let task = runtime.spawn(keep_busy(busy.clone()));
         assert!(look(&mut progress) && look(&mut progress), "busy, yielding");
-        runtime.block_on(busy).unwrap();
+        busy.store(false, Ordering::Relaxed);
+        runtime.block_on(task).unwrap();
 
-        runtime.spawn(async { std::thread::sleep(Duration::from_millis(600)) });
+        runtime.spawn(async { std::thread::sleep(Duration::from_millis(1_000)) });
         look(&mut progress);
         assert!(!look(&mut progress), "one thread held in a poll");
     }
@@ -497,27 +505,35 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             progress.every_thread_moves(&metrics)
         };
+        let busy = Arc::new(AtomicBool::new(true));
         let (stuck_tx, stuck_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = std::thread::spawn({
-            let runtime = runtime.clone();
+            let (runtime, busy) = (runtime.clone(), busy.clone());
             move || {
                 runtime.block_on(async {
-                    for _ in 0..2_000 {
-                        tokio::task::yield_now().await;
-                        std::thread::sleep(Duration::from_micros(100));
-                    }
-                    // Idle until told to get stuck.
+                    keep_busy(busy).await;
+                    // Idle (parked) until told to get stuck.
                     let _ = stuck_rx.await;
-                    std::thread::sleep(Duration::from_millis(600));
+                    std::thread::sleep(Duration::from_millis(1_000));
                 })
             }
         });
+        look(&mut progress);
         assert!(look(&mut progress) && look(&mut progress), "busy, yielding");
-        std::thread::sleep(Duration::from_millis(300));
+        busy.store(false, Ordering::Relaxed);
+        look(&mut progress);
         assert!(look(&mut progress) && look(&mut progress), "idle");
         stuck_tx.send(()).unwrap();
         look(&mut progress);
         assert!(!look(&mut progress), "the thread held in a poll");
         serving.join().unwrap();
+    }
+
+    /// Polls again and again, a little work each time, while `busy` holds.
+    async fn keep_busy(busy: Arc<AtomicBool>) {
+        while busy.load(Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
 }
