@@ -394,7 +394,9 @@ fn hypers_own_error(written: &[u8], request_head: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let status = poem::http::StatusCode::from_u16(code).ok()?;
-    let id = request_id_in(request_head).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Made as the request context makes one: 32 hex digits, no hyphens.
+    let id =
+        request_id_in(request_head).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let problem = Problem {
         kind: "about:blank".to_owned(),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
@@ -587,6 +589,10 @@ mod tests {
         assert_eq!(body["status"], 431);
         let id = body["request_id"].as_str().unwrap();
         assert!(replaced.contains(&format!("x-request-id: {id}\r\n")));
+        assert!(
+            id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "spelled as the request context's ids: {id}"
+        );
 
         let ours = b"HTTP/1.1 400 Bad Request\r\nX-Request-ID: abc\r\ncontent-length: 2\r\n\r\n{}";
         assert!(hypers_own_error(ours, b"").is_none());
