@@ -39,7 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{Problem, PROBLEM_JSON};
-use crate::requests::{usable_request_id, REQUEST_ID_HEADER};
+use crate::requests::{new_request_id, usable_request_id, REQUEST_ID_HEADER};
 
 /// The most of a request's head kept for its `X-Request-ID`, should hyper
 /// refuse the request (see [`hypers_own_error`]).
@@ -394,9 +394,7 @@ fn hypers_own_error(written: &[u8], request_head: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let status = poem::http::StatusCode::from_u16(code).ok()?;
-    // Made as the request context makes one: 32 hex digits, no hyphens.
-    let id =
-        request_id_in(request_head).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let id = request_id_in(request_head).unwrap_or_else(|| new_request_id().to_string());
     let problem = Problem {
         kind: "about:blank".to_owned(),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),

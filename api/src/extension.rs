@@ -34,7 +34,9 @@ impl Shared {
 }
 
 impl Extensions {
-    /// Makes `value` reachable from handlers as `Data<&T>`.
+    /// Makes `value` reachable from handlers as `Data<&T>`. Every request
+    /// gets a clone of it, so a state with more than handles in it is best
+    /// one `Arc` (as `AuthState` is).
     pub fn data<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
         self.values.push(Box::new(value.clone()));
         self.layer(move |endpoint| endpoint.data(value).boxed());

@@ -106,6 +106,15 @@ pub(crate) fn usable_request_id(value: &HeaderValue) -> Option<&str> {
     (!id.is_empty() && id.len() <= 128 && id.chars().all(plain)).then_some(id)
 }
 
+/// An id for a request that came without a usable one: a random UUID's 32
+/// hex digits, with no hyphens.
+pub(crate) fn new_request_id() -> Arc<str> {
+    Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut Uuid::encode_buffer())
+        .into()
+}
+
 /// Middleware, outermost: resolves the client and the request id, runs the
 /// request in a span carrying both, echoes the id, and logs and counts each
 /// request once. Handlers add to the span what only they know (the user).
@@ -153,9 +162,9 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         let (id, echo): (Arc<str>, _) = match given.and_then(usable_request_id) {
             Some(id) => (id.into(), given.cloned()),
             None => {
-                let mut buffer = Uuid::encode_buffer();
-                let id = Uuid::new_v4().simple().encode_lower(&mut buffer);
-                (id.into(), HeaderValue::from_str(id).ok())
+                let id = new_request_id();
+                let echo = HeaderValue::from_str(&id).ok();
+                (id, echo)
             }
         };
         let client = client_ip(&request, &self.trusted);
