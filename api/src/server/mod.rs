@@ -149,9 +149,18 @@ impl ServeArgs {
 pub fn run(loaded: Loaded, handoff: Option<Handoff>, reload: Reload) -> ExitCode {
     return_large_blocks_at_once();
     let args = &loaded.args;
-    if let Err(err) = args.validate() {
+    // A process about to serve, or a reload's probe, checks all its settings
+    // itself; a master only its own, and the rest in a child (below).
+    let serves_here =
+        args.process.no_master || matches!(handoff, Some(Handoff::Worker { .. } | Handoff::Check));
+    let checked = if serves_here {
+        args.validate()
+    } else {
+        args.process.validate()
+    };
+    if let Err(err) = checked {
         eprintln!("error: {err}");
-        return ExitCode::from(2);
+        return ExitCode::from(INVALID_SETTINGS);
     }
     let inherited = match handoff {
         Some(Handoff::Check) => return ExitCode::SUCCESS,
@@ -180,8 +189,10 @@ pub fn run(loaded: Loaded, handoff: Option<Handoff>, reload: Reload) -> ExitCode
     if args.process.no_master {
         return run_single(loaded.args);
     }
-    if args.settings.migrate_on_start && !migrate_in_a_child(args) {
-        return ExitCode::FAILURE;
+    match prepare_in_a_child(args) {
+        0 => {}
+        INVALID_SETTINGS => return ExitCode::from(INVALID_SETTINGS),
+        _ => return ExitCode::FAILURE,
     }
     match master::Master::start(loaded, reload, inherited) {
         Ok(master) => master.run(),
@@ -225,18 +236,36 @@ pub(crate) fn give_back_free_memory() {
     }
 }
 
-/// Runs [`migrate`] in a child process and says whether it succeeded (the
-/// child has said why not). Not in the master itself: an async runtime
-/// leaves process-wide state behind, tokio's signal pipe among it, and
-/// workers forked with a shared copy of that pipe steal each other's
-/// signals.
-fn migrate_in_a_child(args: &ServeArgs) -> bool {
+/// `serve`'s exit code when its settings cannot work (as clap's for a bad
+/// command line).
+const INVALID_SETTINGS: u8 = 2;
+
+/// Checks the settings as the workers will use them (the TLS roots read, the
+/// connection settings built), then runs [`migrate`] if MIGRATE_ON_START
+/// says so, in a child process; returns its exit code: 0 if all went well,
+/// [`INVALID_SETTINGS`], or 1 (the child has said why).
+///
+/// Not in the master itself. The check runs rustls', tokio-postgres' and
+/// redis-rs' code, and the kernel maps the pages around every page of code
+/// a process runs: the master held them for good, 1.5 MiB of the idle
+/// service's memory, for a check that runs once (docs/benchmarks.md). An
+/// async runtime, which the migrations need, leaves process-wide state
+/// behind, tokio's signal pipe among it, and workers forked with a shared
+/// copy of that pipe steal each other's signals.
+fn prepare_in_a_child(args: &ServeArgs) -> u8 {
     use nix::unistd::{fork, ForkResult};
 
     // SAFETY: nothing but this thread exists yet (no runtime, no worker),
-    // and the child only runs the migrations and exits.
+    // and the child only checks, migrates and exits.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            if let Err(err) = args.settings.validate() {
+                eprintln!("error: {err}");
+                std::process::exit(INVALID_SETTINGS.into());
+            }
+            if !args.settings.migrate_on_start {
+                std::process::exit(0);
+            }
             let migrated = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -251,18 +280,19 @@ fn migrate_in_a_child(args: &ServeArgs) -> bool {
             };
             std::process::exit(code);
         }
-        Ok(ForkResult::Parent { child }) => wait_for_migrations(child),
+        Ok(ForkResult::Parent { child }) => wait_for_preparation(child),
         Err(err) => {
-            eprintln!("error: cannot start the migrations: {err}");
-            false
+            eprintln!("error: cannot start the start-up checks: {err}");
+            1
         }
     }
 }
 
-/// Waits for the migrating child. A stop signal meanwhile (the master may
-/// be PID 1 of a container, where the default action of SIGTERM is nothing)
-/// is passed on to it, and start-up ends there.
-fn wait_for_migrations(child: nix::unistd::Pid) -> bool {
+/// Waits for the preparing child and returns its exit code (1 if it was
+/// killed). A stop signal meanwhile (the master may be PID 1 of a
+/// container, where the default action of SIGTERM is nothing) is passed on
+/// to it, and start-up ends there.
+fn wait_for_preparation(child: nix::unistd::Pid) -> u8 {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -274,25 +304,25 @@ fn wait_for_migrations(child: nix::unistd::Pid) -> bool {
         .into_iter()
         .filter_map(|signal| signal_hook::flag::register(signal, stop.clone()).ok())
         .collect();
-    let migrated = loop {
+    let code = loop {
         if stop.swap(false, Ordering::Relaxed) {
-            tracing::info!("stop signal during the migrations: stopping them");
+            tracing::info!("stop signal during the start-up checks or migrations: stopping them");
             let _ = kill(child, Signal::SIGTERM);
         }
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => break code == 0,
-            Ok(WaitStatus::Signaled(..)) => break false,
+            Ok(WaitStatus::Exited(_, code)) => break u8::try_from(code).unwrap_or(1),
+            Ok(WaitStatus::Signaled(..)) => break 1,
             Ok(_) | Err(nix::errno::Errno::EINTR) => std::thread::sleep(Duration::from_millis(50)),
             Err(err) => {
-                eprintln!("error: cannot wait for the migrations: {err}");
-                break false;
+                eprintln!("error: cannot wait for the start-up checks: {err}");
+                break 1;
             }
         }
     };
     for handler in handlers {
         signal_hook::low_level::unregister(handler);
     }
-    migrated
+    code
 }
 
 /// Brings the schema up to date before serving; says why it cannot.
