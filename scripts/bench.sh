@@ -258,15 +258,18 @@ idle() {
 
 # pgbench NAME: PostgreSQL alone, as many clients as the service has
 # connections (WORKERS x DATABASE_POOL_SIZE), running what /setName runs in
-# one transaction (users.rs set_name, events::record) for the same 128 users.
+# one transaction (users.rs set_name, events::record) for the same 128 users,
+# sent as the service sends it: the UPDATE and the INSERT together.
 pgbench_figure() {
     local name=$1 clients=$((WORKERS * DATABASE_POOL_SIZE)) text tps failed count
     echo "bench: round $round: $name"
     cat >"$scratch/set-name.sql" <<'SQL'
 \set id random(:first, :last)
 BEGIN;
+\startpipeline
 UPDATE users SET name = 'Bench User', name_version = name_version + 1, updated_at = now() WHERE id = :id RETURNING name, name_version;
 INSERT INTO outbox (event_id, type, user_id, data, traceparent) VALUES (gen_random_uuid(), 'user.name_changed', :id, jsonb_build_object('user_id', (:id)::bigint, 'name', 'Bench User'::text), NULL);
+\endpipeline
 COMMIT;
 SQL
     read -r first last <<<"$member_ids"

@@ -148,6 +148,26 @@ async fn every_kind_of_change_is_published_in_order() {
     );
 }
 
+#[tokio::test]
+async fn a_name_change_for_a_user_no_longer_there_records_no_event() {
+    let app = spawn_app().await;
+    let (id, _) = app.signed_in_user("ada").await;
+    let mut client = app.db.get().await.unwrap();
+    client
+        .execute("DELETE FROM users WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+
+    // The event goes to PostgreSQL beside the UPDATE, before it is known
+    // that no row was updated; it must not outlive the transaction.
+    let changed = users::set_name(&mut client, id, "Ghost").await.unwrap();
+
+    assert!(changed.is_none());
+    assert_eq!(left_in_outbox(&app).await, 0);
+    let kinds: Vec<String> = stream(&app).await.into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["user.created", "user.logged_in"]);
+}
+
 /// The event each operation that changes state publishes. A new operation
 /// other than GET fails the test below until it is added here.
 fn event_of(method: &str, path: &str) -> Option<&'static str> {
