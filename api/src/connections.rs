@@ -39,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{Problem, PROBLEM_JSON};
+use crate::metrics::Metrics;
 use crate::requests::{new_request_id, usable_request_id, REQUEST_ID_HEADER};
 
 /// The most of a request's head kept for its `X-Request-ID`, should hyper
@@ -140,14 +141,22 @@ pub(crate) struct TimedAcceptor<A> {
     inner: A,
     limits: ConnectionLimits,
     phases: Phases,
+    /// Counts the connections closed.
+    metrics: Metrics,
 }
 
 impl<A> TimedAcceptor<A> {
-    pub(crate) fn new(inner: A, limits: ConnectionLimits, phases: Phases) -> Self {
+    pub(crate) fn new(
+        inner: A,
+        limits: ConnectionLimits,
+        phases: Phases,
+        metrics: Metrics,
+    ) -> Self {
         TimedAcceptor {
             inner,
             limits,
             phases,
+            metrics,
         }
     }
 }
@@ -179,6 +188,7 @@ impl<A: Acceptor> Acceptor for TimedAcceptor<A> {
             limits: self.limits,
             timer: Box::pin(tokio::time::sleep_until(now)),
             registered: peer.map(|peer| (peer, self.phases.clone())),
+            metrics: self.metrics.clone(),
             replacement: None,
             head: Vec::new(),
         };
@@ -195,6 +205,7 @@ pub(crate) struct TimedIo<T> {
     timer: Pin<Box<Sleep>>,
     /// Where this connection is registered, to leave when it closes.
     registered: Option<(SocketAddr, Phases)>,
+    metrics: Metrics,
     /// A problem document written in place of hyper's own empty error
     /// answer, and how much of it has gone out.
     replacement: Option<(Vec<u8>, usize)>,
@@ -208,6 +219,7 @@ impl<T> Drop for TimedIo<T> {
         if let Some((peer, phases)) = &self.registered {
             phases.remove(peer, &self.phase);
         }
+        self.metrics.close_connection();
     }
 }
 
@@ -538,8 +550,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_leave_the_registry_when_they_close() {
+    async fn connections_leave_the_registry_and_are_counted_when_they_close() {
         let phases = Phases::default();
+        let metrics = Metrics::default();
         let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
         let open = |phases: &Phases| {
             let now = Instant::now();
@@ -555,14 +568,17 @@ mod tests {
                 limits: limits(),
                 timer: Box::pin(tokio::time::sleep_until(now)),
                 registered: Some((peer, phases.clone())),
+                metrics: metrics.clone(),
                 replacement: None,
                 head: Vec::new(),
             }
         };
         let first = open(&phases);
         assert_eq!(phases.len(), 1);
+        assert_eq!(metrics.connections_closed(), 0);
         drop(first);
         assert_eq!(phases.len(), 0);
+        assert_eq!(metrics.connections_closed(), 1);
 
         // The peer's port reused by a new connection before the old one's
         // socket was dropped: the old one leaves the new one's entry alone.
@@ -573,6 +589,7 @@ mod tests {
         assert!(Arc::ptr_eq(&held, &new.phase));
         drop(new);
         assert_eq!(phases.len(), 0);
+        assert_eq!(metrics.connections_closed(), 3);
     }
 
     #[test]

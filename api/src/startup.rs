@@ -293,7 +293,8 @@ impl Application {
             inner: Some(self.acceptor),
             stop: stop_rx,
         };
-        let acceptor = TimedAcceptor::new(acceptor, limits, phases.clone());
+        let acceptor =
+            TimedAcceptor::new(acceptor, limits, phases.clone(), self.state.metrics.clone());
         let drain = async move {
             shutdown.await;
             let _ = stop_tx.send(true);

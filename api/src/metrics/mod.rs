@@ -93,6 +93,8 @@ struct Inner {
     in_flight: AtomicI64,
     /// Requests started since this process began.
     started: AtomicU64,
+    /// Connections closed since this process began.
+    closed: AtomicU64,
     /// Keyed by family name and label value.
     counters: Mutex<HashMap<(&'static str, String), Counted>>,
     shared: OnceLock<(SharedDir, String)>,
@@ -125,6 +127,18 @@ impl Metrics {
     /// quiet, for the worker's memory upkeep.
     pub(crate) fn requests_started(&self) -> u64 {
         self.inner.started.load(Ordering::Relaxed)
+    }
+
+    /// Counts a client connection as closed.
+    pub(crate) fn close_connection(&self) {
+        self.inner.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed since this process began: idle keep-alive
+    /// connections close long after the last request, and free their
+    /// buffers then (the worker's memory upkeep).
+    pub(crate) fn connections_closed(&self) -> u64 {
+        self.inner.closed.load(Ordering::Relaxed)
     }
 
     pub fn observe_request(&self, method: &Method, route: Arc<str>, status: u16, took: Duration) {

@@ -292,37 +292,59 @@ const QUIET_FOR: Duration = Duration::from_secs(5);
 /// worth faulting the pages back in on the next request.
 const BUSY_SPELL: u64 = 1_000;
 
+/// Connections closed since memory was last given back that are worth
+/// giving it back again. Idle keep-alive connections outlive the busy spell
+/// that opened them (nginx keeps its idle upstream ones for 60 s) and free
+/// their buffers when they close, with no request to show for it: tens of
+/// KiB each, a few MiB after a burst from many clients.
+const CLOSED_SPELL: u64 = 32;
+
 /// Gives the allocator's free memory back once start-up is over, and again
-/// after each busy spell, once the worker has been quiet for [`QUIET_FOR`].
+/// after each busy spell or wave of closed connections, once the worker has
+/// been quiet for [`QUIET_FOR`].
 async fn give_back_memory_when_idle(metrics: Metrics) {
     super::give_back_free_memory();
     let mut quiet = Quiet::default();
     let mut ticks = tokio::time::interval(QUIET_FOR);
     loop {
         ticks.tick().await;
-        if quiet.look(metrics.requests_started()) {
+        let seen = Seen {
+            started: metrics.requests_started(),
+            closed: metrics.connections_closed(),
+        };
+        if quiet.look(seen) {
             super::give_back_free_memory();
         }
     }
 }
 
-/// Whether a look at the request count, one a [`QUIET_FOR`], ends a busy
-/// spell: no request since the last look, and at least [`BUSY_SPELL`]
-/// since memory was last given back (start-up's giving back counts as at
-/// zero).
+/// What a look at the worker sees: requests started and connections
+/// closed, since the process began.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct Seen {
+    started: u64,
+    closed: u64,
+}
+
+/// Whether a look, one a [`QUIET_FOR`], says to give memory back: no
+/// request started since the last look, and since memory was last given
+/// back (start-up's giving back counts as at zero) at least [`BUSY_SPELL`]
+/// requests or [`CLOSED_SPELL`] closed connections.
 #[derive(Default)]
 struct Quiet {
     last_look: Option<u64>,
-    given_back_at: u64,
+    given_back_at: Seen,
 }
 
 impl Quiet {
-    fn look(&mut self, started: u64) -> bool {
-        let quiet = self.last_look == Some(started)
-            && started.saturating_sub(self.given_back_at) >= BUSY_SPELL;
-        self.last_look = Some(started);
+    fn look(&mut self, seen: Seen) -> bool {
+        let since = &self.given_back_at;
+        let quiet = self.last_look == Some(seen.started)
+            && (seen.started.saturating_sub(since.started) >= BUSY_SPELL
+                || seen.closed.saturating_sub(since.closed) >= CLOSED_SPELL);
+        self.last_look = Some(seen.started);
         if quiet {
-            self.given_back_at = started;
+            self.given_back_at = seen;
         }
         quiet
     }
@@ -461,10 +483,32 @@ mod tests {
         let mut quiet = Quiet::default();
         let looks: Vec<bool> = [0, 0, 500, 500, 1500, 1500, 1500, 1600, 1600, 2600, 2600]
             .into_iter()
-            .map(|started| quiet.look(started))
+            .map(|started| quiet.look(Seen { started, closed: 0 }))
             .collect();
         let given_back: Vec<usize> = (0..looks.len()).filter(|&i| looks[i]).collect();
         assert_eq!(given_back, [5, 10], "{looks:?}");
+    }
+
+    /// And again once the spell's keep-alive connections have closed, after
+    /// the last request: quiet looks only, and not for a few closed ones.
+    #[test]
+    fn memory_is_given_back_again_once_the_idle_connections_close() {
+        let mut quiet = Quiet::default();
+        let looks: Vec<bool> = [
+            (1500, 0),
+            (1500, 0),  // the busy spell's end: given back
+            (1500, 10), // a few idle connections close
+            (1500, 10),
+            (1510, 64), // most close, but requests came meanwhile
+            (1510, 64), // quiet again: given back
+            (1510, 70),
+            (1510, 70),
+        ]
+        .into_iter()
+        .map(|(started, closed)| quiet.look(Seen { started, closed }))
+        .collect();
+        let given_back: Vec<usize> = (0..looks.len()).filter(|&i| looks[i]).collect();
+        assert_eq!(given_back, [1, 5], "{looks:?}");
     }
 
     /// A runtime thread held inside one poll stops the beat; an idle one
