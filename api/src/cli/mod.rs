@@ -166,7 +166,10 @@ fn reload_from(mut env_file: EnvFile, arguments: Vec<OsString>) -> server::Reloa
         let cli = parse(&env_file, &arguments).map_err(|err| err.to_string())?;
         match cli.command {
             Command::Serve(args) => {
-                args.validate()?;
+                // The master's own settings only: the reload's probe, a
+                // process of its own, checks the rest as a worker would
+                // (`server::run`), so the master never runs that code.
+                args.process.validate()?;
                 Ok(Loaded {
                     args: *args,
                     environment: env_file.for_children(),

@@ -243,12 +243,13 @@ const INVALID_SETTINGS: u8 = 2;
 /// Checks the settings as the workers will use them (the TLS roots read, the
 /// connection settings built), then runs [`migrate`] if MIGRATE_ON_START
 /// says so, in a child process; returns its exit code: 0 if all went well,
-/// [`INVALID_SETTINGS`], or 1 (the child has said why).
+/// [`INVALID_SETTINGS`], or another (the child has said why).
 ///
-/// Not in the master itself. The check runs rustls', tokio-postgres' and
-/// redis-rs' code, and the kernel maps the pages around every page of code
-/// a process runs: the master held them for good, 1.5 MiB of the idle
-/// service's memory, for a check that runs once (docs/benchmarks.md). An
+/// Not in the master itself (nor on SIGHUP, where the reload's probe
+/// checks). The check runs rustls', tokio-postgres' and redis-rs' code, and
+/// the kernel maps the pages around every page of code a process runs: the
+/// master held them for good, 1.4 MiB, for a check that runs once
+/// (docs/benchmarks.md). An
 /// async runtime, which the migrations need, leaves process-wide state
 /// behind, tokio's signal pipe among it, and workers forked with a shared
 /// copy of that pipe steal each other's signals.
@@ -304,6 +305,7 @@ fn wait_for_preparation(child: nix::unistd::Pid) -> u8 {
         .into_iter()
         .filter_map(|signal| signal_hook::flag::register(signal, stop.clone()).ok())
         .collect();
+    let mut pause = Duration::from_millis(1);
     let code = loop {
         if stop.swap(false, Ordering::Relaxed) {
             tracing::info!("stop signal during the start-up checks or migrations: stopping them");
@@ -312,7 +314,12 @@ fn wait_for_preparation(child: nix::unistd::Pid) -> u8 {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => break u8::try_from(code).unwrap_or(1),
             Ok(WaitStatus::Signaled(..)) => break 1,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => std::thread::sleep(Duration::from_millis(50)),
+            // Often a few milliseconds (a check, no migration to apply):
+            // looked at often at first, every 50 ms after.
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
             Err(err) => {
                 eprintln!("error: cannot wait for the start-up checks: {err}");
                 break 1;

@@ -339,6 +339,41 @@ async fn sighup_rereads_the_env_file() {
 }
 
 #[tokio::test]
+async fn sighup_with_settings_that_cannot_work_leaves_the_workers_serving() {
+    let env_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(env_file.path(), "WORKERS=1\n").unwrap();
+    let path = env_file.path().display().to_string();
+    let served = Served::start_with_env(1, &[("ENV_FILE", &path)]).await;
+    let before = served.workers();
+
+    // One the master reads (WORKERS), and one only a worker's check does:
+    // the master leaves that to the reload's probe.
+    for (bad, why) in [
+        ("WORKERS=0\n", "SIGHUP: the new settings are invalid"),
+        (
+            "WORKERS=1\nDATABASE_POOL_SIZE=0\n",
+            "DATABASE_POOL_SIZE must be at least 1",
+        ),
+    ] {
+        std::fs::write(env_file.path(), bad).unwrap();
+        served.signal(Signal::SIGHUP);
+
+        served.log_with(why).await;
+        assert_eq!(served.workers(), before, "{bad:?} replaced the workers");
+        let hello = served
+            .client
+            .get(format!("{}/v1/hello", served.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(hello.status(), 200);
+    }
+    served
+        .log_with("SIGHUP: the binary on disk does not start with these settings")
+        .await;
+}
+
+#[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
     let mut served = Served::start(1, &[("GRACEFUL_TIMEOUT", "10")]).await;
     let slow = {
