@@ -205,6 +205,7 @@ pub(crate) struct TimedIo<T> {
     timer: Pin<Box<Sleep>>,
     /// Where this connection is registered, to leave when it closes.
     registered: Option<(SocketAddr, Phases)>,
+    /// Where its closing is counted.
     metrics: Metrics,
     /// A problem document written in place of hyper's own empty error
     /// answer, and how much of it has gone out.
@@ -585,6 +586,7 @@ mod tests {
         let old = open(&phases);
         let new = open(&phases);
         drop(old);
+        assert_eq!(metrics.connections_closed(), 2);
         let held = phases.get(&peer).expect("the new connection is registered");
         assert!(Arc::ptr_eq(&held, &new.phase));
         drop(new);

@@ -248,11 +248,10 @@ const INVALID_SETTINGS: u8 = 2;
 /// Not in the master itself (nor on SIGHUP, where the reload's probe
 /// checks). The check runs rustls', tokio-postgres' and redis-rs' code, and
 /// the kernel maps the pages around every page of code a process runs: the
-/// master held them for good, 1.4 MiB, for a check that runs once
-/// (docs/benchmarks.md). An
-/// async runtime, which the migrations need, leaves process-wide state
-/// behind, tokio's signal pipe among it, and workers forked with a shared
-/// copy of that pipe steal each other's signals.
+/// master held them for good, 1.3 MiB, for a check that runs once
+/// (docs/benchmarks.md). An async runtime, which the migrations need, leaves
+/// process-wide state behind, tokio's signal pipe among it, and workers
+/// forked with a shared copy of that pipe steal each other's signals.
 fn prepare_in_a_child(args: &ServeArgs) -> u8 {
     use nix::unistd::{fork, ForkResult};
 

@@ -320,7 +320,7 @@ async fn give_back_memory_when_idle(metrics: Metrics) {
 
 /// What a look at the worker sees: requests started and connections
 /// closed, since the process began.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Default)]
 struct Seen {
     started: u64,
     closed: u64,

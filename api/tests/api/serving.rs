@@ -52,6 +52,16 @@ impl Served {
         Served::launch(&[], workers, env).await
     }
 
+    /// Starts one worker with its settings in an env file holding
+    /// `contents`, kept for the test to rewrite before a SIGHUP.
+    async fn from_env_file(contents: &str) -> (Served, tempfile::NamedTempFile) {
+        let env_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(env_file.path(), contents).unwrap();
+        let path = env_file.path().display().to_string();
+        let served = Served::start_with_env(1, &[("ENV_FILE", &path)]).await;
+        (served, env_file)
+    }
+
     /// Runs `serve` behind `wrapper` (a command and its arguments), if any.
     async fn launch(wrapper: &[&str], workers: usize, env: &[(&str, &str)]) -> Served {
         Served::launch_binary(&built_binary(), wrapper, workers, env).await
@@ -322,10 +332,7 @@ async fn sighup_replaces_every_worker_without_failing_a_request() {
 
 #[tokio::test]
 async fn sighup_rereads_the_env_file() {
-    let env_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(env_file.path(), "WORKERS=1\n").unwrap();
-    let path = env_file.path().display().to_string();
-    let served = Served::start_with_env(1, &[("ENV_FILE", &path)]).await;
+    let (served, env_file) = Served::from_env_file("WORKERS=1\n").await;
 
     std::fs::write(env_file.path(), "WORKERS=3\n").unwrap();
     served.signal(Signal::SIGHUP);
@@ -340,10 +347,7 @@ async fn sighup_rereads_the_env_file() {
 
 #[tokio::test]
 async fn sighup_with_settings_that_cannot_work_leaves_the_workers_serving() {
-    let env_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(env_file.path(), "WORKERS=1\n").unwrap();
-    let path = env_file.path().display().to_string();
-    let served = Served::start_with_env(1, &[("ENV_FILE", &path)]).await;
+    let (served, env_file) = Served::from_env_file("WORKERS=1\n").await;
     let before = served.workers();
 
     // One the master reads (WORKERS), and one only a worker's check does:
@@ -360,13 +364,7 @@ async fn sighup_with_settings_that_cannot_work_leaves_the_workers_serving() {
 
         served.log_with(why).await;
         assert_eq!(served.workers(), before, "{bad:?} replaced the workers");
-        let hello = served
-            .client
-            .get(format!("{}/v1/hello", served.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(hello.status(), 200);
+        assert_eq!(served.get("/v1/hello").await, Some(200));
     }
     served
         .log_with("SIGHUP: the binary on disk does not start with these settings")
