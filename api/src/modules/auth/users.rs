@@ -106,46 +106,40 @@ pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<Nam
 }
 
 /// Sets the name and records its `user.name_changed` event, in one
-/// transaction; returns what was stored and its new version, or `None` when
-/// the user no longer exists.
+/// statement; returns what was stored and its new version, or `None` when
+/// the user no longer exists (and then no event is recorded).
 ///
-/// The UPDATE and the INSERT go to PostgreSQL together (tokio-postgres
-/// pipelines requests made before either is answered): one round trip fewer
-/// of four, and under load each round trip costs the worker a wake-up and
-/// the server another (docs/benchmarks.md). When no row was updated the
-/// event is rolled back with the transaction.
-pub async fn set_name(
-    client: &mut Client,
-    id: i64,
-    name: &str,
-) -> Result<Option<Name>, StorageError> {
-    let transaction = client.transaction().await?;
-    let statement = transaction
+/// One statement, committed on its own, rather than a transaction of an
+/// UPDATE and [`events::record`]: one round trip to PostgreSQL instead of
+/// three (`BEGIN`, the two statements together, `COMMIT`), and the row's
+/// lock is held for the statement alone, not across round trips, which is
+/// what concurrent changes of one user's name queue on. Under load each
+/// round trip costs the worker a wake-up and PostgreSQL another
+/// (docs/benchmarks.md).
+pub async fn set_name(client: &Client, id: i64, name: &str) -> Result<Option<Name>, StorageError> {
+    let statement = client
         .prepare_cached(
-            "UPDATE users SET name = $2, name_version = name_version + 1, updated_at = now() \
-             WHERE id = $1 RETURNING name, name_version",
+            "WITH changed AS ( \
+                 UPDATE users SET name = $2, name_version = name_version + 1, updated_at = now() \
+                 WHERE id = $1 RETURNING name, name_version \
+             ), recorded AS ( \
+                 INSERT INTO outbox (event_id, type, user_id, data, traceparent) \
+                 SELECT $3, $4, $5, $6, $7 FROM changed \
+             ) \
+             SELECT name, name_version FROM changed",
         )
         .await?;
     // The event says what the UPDATE stores: the name as given.
-    let event = Event::NameChanged { user_id: id, name };
-    let (row, _) = futures_util::try_join!(
-        async {
-            transaction
-                .query_opt(&statement, &[&id, &name])
-                .instrument(postgres::span("UPDATE", "users"))
-                .await
-                .map_err(StorageError::from)
-        },
-        events::record(&transaction, &event),
-    )?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    transaction
-        .commit()
-        .instrument(postgres::span("COMMIT", None))
+    let event = events::OutboxRow::new(&Event::NameChanged { user_id: id, name });
+    let [event_id, kind, user_id, data, traceparent] = event.params();
+    let row = client
+        .query_opt(
+            &statement,
+            &[&id, &name, event_id, kind, user_id, data, traceparent],
+        )
+        .instrument(postgres::span("UPDATE", "users"))
         .await?;
-    Ok(Some(Name {
+    Ok(row.map(|row| Name {
         name: row.get(0),
         version: row.get(1),
     }))

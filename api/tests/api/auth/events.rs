@@ -152,15 +152,15 @@ async fn every_kind_of_change_is_published_in_order() {
 async fn a_name_change_for_a_user_no_longer_there_records_no_event() {
     let app = spawn_app().await;
     let (id, _) = app.signed_in_user("ada").await;
-    let mut client = app.db.get().await.unwrap();
+    let client = app.db.get().await.unwrap();
     client
         .execute("DELETE FROM users WHERE id = $1", &[&id])
         .await
         .unwrap();
 
-    // The event goes to PostgreSQL beside the UPDATE, before it is known
-    // that no row was updated; it must not outlive the transaction.
-    let changed = users::set_name(&mut client, id, "Ghost").await.unwrap();
+    // The event is written by the statement that updates the row, so it
+    // must be written only when a row was updated.
+    let changed = users::set_name(&client, id, "Ghost").await.unwrap();
 
     assert!(changed.is_none());
     assert_eq!(left_in_outbox(&app).await, 0);
@@ -272,10 +272,10 @@ async fn names_changed_while_redis_is_down_all_arrive_once_it_is_back() {
     for writer in 0..4 {
         let pool = app.db.clone();
         writers.push(tokio::spawn(async move {
-            let mut client = pool.get().await.unwrap();
+            let client = pool.get().await.unwrap();
             for i in 0..10 {
                 let name = format!("Ada {writer}-{i}");
-                users::set_name(&mut client, id, &name).await.unwrap();
+                users::set_name(&client, id, &name).await.unwrap();
             }
         }));
     }

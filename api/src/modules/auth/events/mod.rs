@@ -16,6 +16,7 @@ pub mod relay;
 
 use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
+use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -119,33 +120,58 @@ impl Event<'_> {
     }
 }
 
+/// `event` as one row of the outbox: its values in the order of the
+/// outbox's columns `(event_id, type, user_id, data, traceparent)`, for
+/// [`record`] and for a change that inserts its event in its own statement
+/// (`users::set_name`), so that the two cannot store an event differently.
+pub struct OutboxRow {
+    pub event_id: Uuid,
+    kind: &'static str,
+    user_id: i64,
+    data: Value,
+    traceparent: Option<String>,
+}
+
+impl OutboxRow {
+    /// A new event id, and the trace of the request that caused it, so a
+    /// consumer continues it (docs/architecture.md).
+    pub fn new(event: &Event<'_>) -> OutboxRow {
+        OutboxRow {
+            event_id: Uuid::new_v4(),
+            kind: event.kind(),
+            user_id: event.user_id(),
+            data: event.data(),
+            traceparent: requests::current_traceparent(),
+        }
+    }
+
+    /// The values, in the columns' order.
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            &self.event_id,
+            &self.kind,
+            &self.user_id,
+            &self.data,
+            &self.traceparent,
+        ]
+    }
+}
+
 /// Adds `event` to the outbox through `client`: the transaction of the
 /// change it describes. Returns the event's id.
 pub async fn record(client: &impl GenericClient, event: &Event<'_>) -> Result<Uuid, StorageError> {
-    let id = Uuid::new_v4();
+    let row = OutboxRow::new(event);
     let statement = client
         .prepare_cached(
             "INSERT INTO outbox (event_id, type, user_id, data, traceparent) \
              VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
-    // The trace of the request that caused it goes with the event, so a
-    // consumer continues it (docs/architecture.md).
-    let traceparent = requests::current_traceparent();
     client
-        .execute(
-            &statement,
-            &[
-                &id,
-                &event.kind(),
-                &event.user_id(),
-                &event.data(),
-                &traceparent,
-            ],
-        )
+        .execute(&statement, &row.params())
         .instrument(postgres::span("INSERT", "outbox"))
         .await?;
-    Ok(id)
+    Ok(row.event_id)
 }
 
 #[cfg(test)]

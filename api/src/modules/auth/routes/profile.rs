@@ -95,8 +95,8 @@ impl Api {
     ) -> Result<Json<NameResponse>, ApiError> {
         let name = DisplayName::parse(body.0.name.as_str())?;
         let stored = {
-            let mut client = state.db.get().await?;
-            users::set_name(&mut client, auth.0.user_id, name.as_str())
+            let client = state.db.get().await?;
+            users::set_name(&client, auth.0.user_id, name.as_str())
                 .await
                 .map_err(on_constraint)?
                 .ok_or_else(unauthenticated)?
