@@ -257,20 +257,15 @@ idle() {
 }
 
 # pgbench NAME: PostgreSQL alone, as many clients as the service has
-# connections (WORKERS x DATABASE_POOL_SIZE), running what /setName runs in
-# one transaction (users.rs set_name, events::record) for the same 128 users,
-# sent as the service sends it: the UPDATE and the INSERT together.
+# connections (WORKERS x DATABASE_POOL_SIZE), running what /setName commits
+# (users.rs set_name: the UPDATE and the outbox INSERT in one statement) for
+# the same 128 users.
 pgbench_figure() {
     local name=$1 clients=$((WORKERS * DATABASE_POOL_SIZE)) text tps failed count
     echo "bench: round $round: $name"
     cat >"$scratch/set-name.sql" <<'SQL'
 \set id random(:first, :last)
-BEGIN;
-\startpipeline
-UPDATE users SET name = 'Bench User', name_version = name_version + 1, updated_at = now() WHERE id = :id RETURNING name, name_version;
-INSERT INTO outbox (event_id, type, user_id, data, traceparent) VALUES (gen_random_uuid(), 'user.name_changed', :id, jsonb_build_object('user_id', (:id)::bigint, 'name', 'Bench User'::text), NULL);
-\endpipeline
-COMMIT;
+WITH changed AS (UPDATE users SET name = 'Bench User', name_version = name_version + 1, updated_at = now() WHERE id = :id RETURNING name, name_version), recorded AS (INSERT INTO outbox (event_id, type, user_id, data, traceparent) SELECT gen_random_uuid(), 'user.name_changed', :id, jsonb_build_object('user_id', (:id)::bigint, 'name', 'Bench User'::text), NULL FROM changed) SELECT name, name_version FROM changed;
 SQL
     read -r first last <<<"$member_ids"
     text=$(PGPASSWORD=$(sed -E 's#^[a-z]+://[^:]+:([^@]*)@.*#\1#' <<<"$DATABASE_URL") \
