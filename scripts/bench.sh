@@ -279,10 +279,27 @@ SQL
         "{\"requests\":${count:-0},\"seconds\":$duration,\"rps\":${tps:-0},\"p50_ms\":null,\"p99_ms\":null,\"non_2xx\":${failed:-0},\"socket_errors\":0}"
 }
 
+# hash_figure NAME: the logins a second the cores allow. A login is one
+# password check, which keeps a core busy for as long as one verification
+# takes; `users hash-time` measures that as the workers hash, one a core at
+# once, each in memory it reuses, and prints the median in ms. Measured in
+# each round, just before its login figure, because this machine's speed
+# moves by 10 to 25% within an hour: a bound from another hour is a
+# different machine's.
+hash_figure() {
+    local name=$1 samples=15 cores ms bound
+    echo "bench: round $round: $name"
+    cores=$(nproc)
+    ms=$("$service" users hash-time --samples "$samples" --threads "$cores")
+    bound=$(awk -v cores="$cores" -v ms="$ms" 'BEGIN { printf "%.1f", cores / (ms / 1000) }')
+    record "$name" bound "" "" null null null \
+        "{\"requests\":$((samples * cores)),\"seconds\":null,\"rps\":$bound,\"p50_ms\":$ms,\"p99_ms\":null,\"non_2xx\":0,\"socket_errors\":0}"
+}
+
 # POST /login from 64 connections at once, alone.
 login_figure() {
     figure "POST /login" nginx "http://$NGINX_LISTEN/login" POST "$(login_body bench-login)" "" \
-        "{\"share\":0.90,\"of\":\"cores / hash time\",\"rps\":$login_bound,\"max_rss_mib\":150}"
+        '{"share":0.90,"of":"cores / hash time","max_rss_mib":150}'
 }
 
 # The paced /v1/hello probe while 64 connections sign in at once: whether
@@ -306,12 +323,7 @@ probe_under_login() {
         "{\"p99_at_most\":2,\"of\":\"$probe\"}" "$hello_line"
 }
 
-# A login is one password check, which keeps a core busy for hash_ms: the
-# cores bound the logins a second. hash-time measures it as the workers
-# hash: as many threads at once as there are cores, each reusing its memory.
-hash_ms=$("$service" users hash-time)
-login_bound=$(awk -v cores="$(nproc)" -v ms="$hash_ms" 'BEGIN { printf "%.1f", cores / (ms / 1000) }')
-export BENCH_NOTES="One password verification takes $(printf '%.1f' "$hash_ms") ms here with $(nproc) running at once (one a core, each in memory it reuses, as the workers hash), so logins are bounded by $(nproc) cores / $(printf '%.1f' "$hash_ms") ms = $(printf '%.0f' "$login_bound")/s."
+export BENCH_NOTES="\"cores / hash time\" is the logins a second the cores allow: $(nproc) cores divided by one password verification's time (its p50 ms), with $(nproc) running at once, one a core, each in memory it reuses, as the workers hash; measured in each round just before its login figure."
 
 round=0
 idle "idle, just started" "$started_rss" "$started_pss"
@@ -327,6 +339,7 @@ for round in $(seq 1 "$rounds"); do
         '{"share":0.50,"of":"pgbench: the same transaction"}'
     pgbench_figure "pgbench: the same transaction"
     figure "GET /v2/users?q=member01" nginx "http://$NGINX_LISTEN/v2/users?q=member01" GET "" "Authorization: Bearer $admin_token"
+    hash_figure "cores / hash time"
     login_figure
     probe_under_login
 done

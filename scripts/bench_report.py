@@ -9,8 +9,8 @@ report gives the median of a figure's rounds with the lowest and highest
 beside it. A target is judged on the median. Each figure's target comes
 with it from bench.sh:
   {"share": 0.8}                   of the proxied ceiling
-  {"share": 0.5, "of": "NAME"}     of figure NAME's requests/s
-  {"share": 0.9, "of": "...", "rps": 52.6}   of a bound of its own
+  {"share": 0.5, "of": "NAME"}     of figure NAME's requests/s (a ceiling,
+                                   pgbench, or a bound such as cores / hash time)
   {"max_rss_mib": 150}             peak RSS of the master and workers
   {"p99_at_most": 2, "of": "NAME"} p99 at most twice figure NAME's
 BENCH_LIFTED names the settings raised for the run and BENCH_NOTES (one per
@@ -147,9 +147,7 @@ def judge(figures):
                               figure["wrk"]["p99_ms"] / base["wrk"]["p99_ms"],
                               lambda v, t=target: v <= t["p99_at_most"], "{:.2f}x"))
         if "share" in target and figure.get("wrk"):
-            if "rps" in target:
-                value, label = rps(figure) / target["rps"], f"{target['of']} ({target['rps']:.0f}/s)"
-            elif "of" in target:
+            if "of" in target:
                 base = same_round.get(target["of"])
                 value = rps(figure) / rps(base) if base and rps(base) else 0.0
                 label = target["of"]
@@ -278,7 +276,7 @@ def markdown(report):
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     through_of = {"ceiling": "nginx only", "nginx": "nginx", "direct": "service's port",
-                  "pgbench": "PostgreSQL only", "idle": "—"}
+                  "pgbench": "PostgreSQL only", "bound": "the service's binary alone", "idle": "—"}
     for f in report["figures"]:
         number = lambda x, fmt="{:.0f}": fmt.format(x) if x is not None else "—"
         rss = number(f["peak_rss_kib"] / 1024 if f["peak_rss_kib"] is not None else None)
@@ -286,7 +284,7 @@ def markdown(report):
             rss += f" (PSS {f['pss_kib'] / 1024:.0f})"
         pg = number(f["peak_pg_connections"])
         ratio = (f"{f['ratio_to_proxied_ceiling']:.0%} ({spread(f['ratio_spread'], '{:.0%}'.format)})"
-                 if f.get("ratio_to_proxied_ceiling") is not None and f["kind"] != "ceiling" else "—")
+                 if f.get("ratio_to_proxied_ceiling") is not None and f["kind"] in ("nginx", "direct") else "—")
         if f["name"] == PROXIED_CEILING:
             ratio = "100%"
         lines.append(
