@@ -197,7 +197,7 @@ ceilings+=("$proxied")
 # reading /proc and starting nothing: a shell loop starting pgrep, awk and
 # psql each time (psql's backend at PostgreSQL's priority) put bursts of
 # work in front of the service's async threads, and raised the paced probe's
-# p99 during a login flood from about 3 ms to 5 or 6.
+# p99 by half or more (docs/benchmarks.md, round five).
 postmaster=$(head -n 1 "$LOCAL_DIR/postgres/data/postmaster.pid")
 sample() {
     local stop=$1 result=$2
