@@ -19,14 +19,36 @@ fn main() {
 /// process and kept mapped for its lifetime. Packed (`DT_RELR`), they take
 /// 12 KiB, and the master and two workers just started hold about 3 MiB less
 /// (docs/benchmarks.md, round five). Only the binary's link changes, so no
-/// dependency is rebuilt. It needs GNU ld 2.38 and glibc 2.36 (Debian 12,
-/// where the images build and run): the linker records a need for
-/// `GLIBC_ABI_DT_RELR`, so an older glibc refuses to start the binary by
-/// that name rather than misread it. Other C libraries are left as they are.
+/// dependency is rebuilt.
+///
+/// The linker (rust-lld, or GNU ld 2.38 on) then records a need for glibc's
+/// `GLIBC_ABI_DT_RELR`, which glibc has from 2.36 (Debian 12, where the
+/// images build and run): an older glibc refuses to start such a binary. So
+/// it is done only for a native build on a glibc that has it, and not on,
+/// say, Ubuntu 22.04's 2.35; a cross build is left as it is.
 fn pack_relative_relocations() {
-    let on =
-        |variable: &str, value: &str| std::env::var(variable).is_ok_and(|found| found == value);
-    if on("CARGO_CFG_TARGET_OS", "linux") && on("CARGO_CFG_TARGET_ENV", "gnu") {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let linux_gnu = var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu";
+    if linux_gnu && var("TARGET") == var("HOST") && host_glibc_at_least(2, 36) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// Whether this machine's glibc is `major.minor` or later, as `getconf`
+/// (glibc's own) says; false when it cannot say.
+fn host_glibc_at_least(major: u32, minor: u32) -> bool {
+    let Ok(out) = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+    else {
+        return false;
+    };
+    // "glibc 2.36"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().strip_prefix("glibc ").unwrap_or_default();
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(found_major), Some(found_minor)) => (found_major, found_minor) >= (major, minor),
+        _ => false,
     }
 }
