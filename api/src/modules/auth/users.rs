@@ -116,18 +116,23 @@ pub async fn get_name(client: &impl GenericClient, id: i64) -> Result<Option<Nam
 /// what concurrent changes of one user's name queue on. Under load each
 /// round trip costs the worker a wake-up and PostgreSQL another
 /// (docs/benchmarks.md).
-pub async fn set_name(client: &Client, id: i64, name: &str) -> Result<Option<Name>, StorageError> {
+pub async fn set_name(
+    client: &impl GenericClient,
+    id: i64,
+    name: &str,
+) -> Result<Option<Name>, StorageError> {
     let statement = client
-        .prepare_cached(
+        .prepare_cached(concat!(
             "WITH changed AS ( \
                  UPDATE users SET name = $2, name_version = name_version + 1, updated_at = now() \
                  WHERE id = $1 RETURNING name, name_version \
              ), recorded AS ( \
-                 INSERT INTO outbox (event_id, type, user_id, data, traceparent) \
-                 SELECT $3, $4, $5, $6, $7 FROM changed \
+                 INSERT INTO outbox (",
+            events::outbox_columns!(),
+            ") SELECT $3, $4, $5, $6, $7 FROM changed \
              ) \
-             SELECT name, name_version FROM changed",
-        )
+             SELECT name, name_version FROM changed"
+        ))
         .await?;
     // The event says what the UPDATE stores: the name as given.
     let event = events::OutboxRow::new(&Event::NameChanged { user_id: id, name });

@@ -3,8 +3,9 @@
 //! transactional outbox. docs/architecture.md shows a consumer.
 //!
 //! A change and its event are written in one PostgreSQL transaction
-//! ([`record`] with the change's transaction), so there is never one without
-//! the other. The [`relay`] moves events from the `outbox` table to the
+//! ([`record`] with the change's transaction, or, for a change that is one
+//! statement, an `INSERT` in that statement: `users::set_name`), so there is
+//! never one without the other. The [`relay`] moves events from the `outbox` table to the
 //! stream in order and deletes them once Redis has them; while Redis is away
 //! they wait in the table. Delivery is at least once: a relay stopped between
 //! the two sends a batch again, with the same `event_id`s, for consumers to
@@ -120,12 +121,20 @@ impl Event<'_> {
     }
 }
 
-/// `event` as one row of the outbox: its values in the order of the
-/// outbox's columns `(event_id, type, user_id, data, traceparent)`, for
-/// [`record`] and for a change that inserts its event in its own statement
-/// (`users::set_name`), so that the two cannot store an event differently.
-pub struct OutboxRow {
-    pub event_id: Uuid,
+/// The outbox's columns, in the order of [`OutboxRow::params`]; a macro,
+/// so that a statement can `concat!` it.
+macro_rules! outbox_columns {
+    () => {
+        "event_id, type, user_id, data, traceparent"
+    };
+}
+pub(crate) use outbox_columns;
+
+/// `event` as one row of the outbox, for [`record`] and for a change that
+/// inserts its event in its own statement (`users::set_name`): with
+/// [`outbox_columns!`], the two cannot store an event differently.
+pub(crate) struct OutboxRow {
+    event_id: Uuid,
     kind: &'static str,
     user_id: i64,
     data: Value,
@@ -135,7 +144,7 @@ pub struct OutboxRow {
 impl OutboxRow {
     /// A new event id, and the trace of the request that caused it, so a
     /// consumer continues it (docs/architecture.md).
-    pub fn new(event: &Event<'_>) -> OutboxRow {
+    pub(crate) fn new(event: &Event<'_>) -> OutboxRow {
         OutboxRow {
             event_id: Uuid::new_v4(),
             kind: event.kind(),
@@ -145,8 +154,8 @@ impl OutboxRow {
         }
     }
 
-    /// The values, in the columns' order.
-    pub fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+    /// The values, in [`outbox_columns!`]' order.
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 5] {
         [
             &self.event_id,
             &self.kind,
@@ -162,10 +171,11 @@ impl OutboxRow {
 pub async fn record(client: &impl GenericClient, event: &Event<'_>) -> Result<Uuid, StorageError> {
     let row = OutboxRow::new(event);
     let statement = client
-        .prepare_cached(
-            "INSERT INTO outbox (event_id, type, user_id, data, traceparent) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
+        .prepare_cached(concat!(
+            "INSERT INTO outbox (",
+            outbox_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5)"
+        ))
         .await?;
     client
         .execute(&statement, &row.params())
