@@ -16,8 +16,10 @@
 #             (same upstream keepalive) proxying to a second nginx that
 #             answers `return 200`: the best any proxied service could do
 #   service   each endpoint through nginx, and /v1/hello straight to the service
-#   pgbench   PostgreSQL alone running /setName's transaction, the bound
+#   pgbench   PostgreSQL alone running /setName's statement, the bound
 #             for /setName across many users
+#   hash      one password verification a core at once: cores / hash time
+#             bounds the logins a second
 #   memory    the master and workers' RSS idle (at start, and once the load
 #             is over) and at peak under each figure
 # Settings: BENCH_DURATION (seconds a figure, 10), BENCH_CONNECTIONS (64),
@@ -203,11 +205,16 @@ sample() {
     local stop=$1 result=$2
     nice -n 19 python3 - "$master" "$postmaster" "$pg_user" "$stop" >"$result" <<'PY'
 import os
+import re
 import sys
 import time
 
 master, postmaster, user, stop = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+# PostgreSQL titles each backend "postgres: [CLUSTER: ]USER DATABASE
+# HOST(PORT) STATE": pg_stat_activity's usename, without a connection of
+# our own.
+backend = re.compile(rb"postgres: (?:[^:\0]*: )?" + re.escape(user.encode()) + rb" ")
 
 
 def read(path, mode="r"):
@@ -218,31 +225,41 @@ def read(path, mode="r"):
         return None
 
 
-def children(pid):
-    tasks = os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []
-    return [int(child) for task in tasks for child in (read(f"/proc/{pid}/task/{task}/children") or "").split()]
+def children():
+    """The master's and the postmaster's children, from each process's
+    parent in /proc/PID/stat (the field after the parenthesised name)."""
+    found = {master: [], postmaster: []}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = read(f"/proc/{entry}/stat")
+            parent = int(stat.rsplit(")", 1)[1].split()[1]) if stat else None
+            if parent in found:
+                found[parent].append(int(entry))
+    return found
 
 
-def rss_kib():
+def rss_kib(workers):
     # statm's resident pages are RSS, from the kernel's counters: no walk of
     # the page tables, as smaps_rollup makes.
-    statms = (read(f"/proc/{pid}/statm") for pid in [master] + children(master))
+    statms = (read(f"/proc/{pid}/statm") for pid in [master] + workers)
     return sum(int(statm.split()[1]) * page_kib for statm in statms if statm)
 
 
-def connections():
-    # PostgreSQL titles each backend "postgres: USER DATABASE HOST(PORT)
-    # STATE": pg_stat_activity's usename, without a connection of our own.
-    prefix = f"postgres: {user} ".encode()
-    titles = (read(f"/proc/{pid}/cmdline", "rb") for pid in children(postmaster))
-    return sum(1 for title in titles if title and title.startswith(prefix))
+def connections(backends):
+    titles = (read(f"/proc/{pid}/cmdline", "rb") for pid in backends)
+    return sum(1 for title in titles if title and backend.match(title))
 
 
 peak_rss = peak_pg = 0
+workers_seen = False
 while not os.path.exists(stop):
-    peak_rss = max(peak_rss, rss_kib())
-    peak_pg = max(peak_pg, connections())
+    found = children()
+    workers_seen |= bool(found[master])
+    peak_rss = max(peak_rss, rss_kib(found[master]))
+    peak_pg = max(peak_pg, connections(found[postmaster]))
     time.sleep(0.25)
+if not workers_seen:
+    sys.exit(f"bench: the service's master ({master}) had no workers to sample")
 print(peak_rss, peak_pg)
 PY
 }
