@@ -306,15 +306,17 @@ pub fn redact_url(url: &str) -> String {
 fn redact_as_url(url: &str, scheme_len: usize) -> String {
     // Byte ranges to mask. Clients disagree on where the credentials end
     // (libpq: the first `@`; URL parsers: the last of the authority), so
-    // from the first `:` to the last `@`; and the secret query values,
-    // from the first `?` on, wherever the client starts its query.
+    // from the first `:` to the last `@`; and the secret query values after
+    // every `?`, since the client may start its query at any of them (a URL
+    // parser at the first; libpq at the first after the credentials, which
+    // may themselves hold a `?`).
     let mut masked = Vec::new();
     if let Some(at) = url[scheme_len..].rfind('@').map(|at| at + scheme_len) {
         if let Some(colon) = url[scheme_len..at].find(':') {
             masked.push((scheme_len + colon + 1, at));
         }
     }
-    if let Some(question) = url.find('?') {
+    for (question, _) in url.match_indices('?') {
         let mut start = question + 1;
         for parameter in url[start..].split('&') {
             if let Some((key, _)) = parameter.split_once('=') {
@@ -593,6 +595,12 @@ mod tests {
         assert_eq!(
             redact_url("postgres://api@db/api?sslmode=disable&password=hunter2"),
             "postgres://api@db/api?sslmode=disable&password=***"
+        );
+        // libpq's query starts after its credentials (the first `@`), and
+        // those may hold a `?` of their own (found by the env_file fuzzer).
+        assert_eq!(
+            redact_url("postgres://db/a?b=c:d@host/api?password=hunter2"),
+            "postgres://db/a?b=c:***@host/api?password=***"
         );
         assert_eq!(
             redact_url("postgres://db/api?p%61ssword=hunter2"),
