@@ -5,13 +5,13 @@
 //! A change and its event are written in one PostgreSQL transaction
 //! ([`record`] with the change's transaction, or, for a change that is one
 //! statement, an `INSERT` in that statement: `users::set_name`), so there is
-//! never one without the other. The [`relay`] moves events from the `outbox` table to the
-//! stream in order and deletes them once Redis has them; while Redis is away
-//! they wait in the table. Delivery is at least once: a relay stopped between
-//! the two sends a batch again, with the same `event_id`s, for consumers to
-//! drop. Logins and logouts change Redis, not PostgreSQL: their event is
-//! written right after the change, and a login whose event cannot be written
-//! is undone.
+//! never one without the other. The [`relay`] moves events from the
+//! `outbox` table to the stream in order and deletes them once Redis has
+//! them; while Redis is away they wait in the table. Delivery is at least
+//! once: a relay stopped between the two sends a batch again, with the same
+//! `event_id`s, for consumers to drop. Logins and logouts change Redis, not
+//! PostgreSQL: their event is written right after the change, and a login
+//! whose event cannot be written is undone.
 
 pub mod relay;
 
