@@ -154,6 +154,16 @@ fn write_until_closed<W: Write>(shared: &Shared, mut out: W) {
         if !spare.is_empty() {
             // Nowhere to report a failed write to but the log itself.
             let _ = out.write_all(&spare).and_then(|()| out.flush());
+        }
+        // A burst (or a stuck stderr) grows the buffers up to MAX_WAITING,
+        // and a Vec keeps its capacity: each worker held a megabyte or more
+        // of empty log buffer after a load. Once a write is back to a quiet
+        // size, the buffer goes back to FLUSH_AT (the two buffers take turns
+        // here, so both are back within two quiet writes); under a steady
+        // load it keeps what it grew to and nothing is reallocated.
+        if spare.len() <= FLUSH_AT && spare.capacity() > 2 * FLUSH_AT {
+            spare = Vec::with_capacity(FLUSH_AT);
+        } else {
             spare.clear();
         }
         if closed {
@@ -332,6 +342,42 @@ mod tests {
         );
         assert_eq!(queue.shared.lock().bytes.len(), fit * line.len());
         stuck.release();
+        flusher.close();
+    }
+
+    #[test]
+    fn a_burst_grows_the_buffers_and_quiet_writes_shrink_them_back() {
+        let stuck = Stuck::default();
+        let (queue, flusher) = LogQueue::start(stuck.clone()).unwrap();
+        log(&queue, "first\n");
+        stuck.wait_until_entered();
+        // A megabyte waits while the thread is blocked in its write.
+        let line = format!("{}\n", "z".repeat(1023));
+        for _ in 0..1024 {
+            log(&queue, &line);
+        }
+        assert!(queue.shared.lock().bytes.capacity() >= 1024 * line.len());
+        stuck.release();
+        // Quiet lines, each written within a tick, until both buffers (they
+        // take turns) have been through a quiet write.
+        let quiet_since = Instant::now();
+        loop {
+            log(&queue, "quiet\n");
+            std::thread::sleep(FLUSH_EVERY * 2);
+            let capacity = queue.shared.lock().bytes.capacity();
+            if capacity <= 2 * FLUSH_AT {
+                break;
+            }
+            assert!(
+                quiet_since.elapsed() < FLUSH_EVERY * 50,
+                "the buffer kept {capacity} bytes after the burst"
+            );
+        }
+        // The waiting buffer's twin, the thread's, is back too: another
+        // quiet tick swaps it in.
+        log(&queue, "quiet\n");
+        std::thread::sleep(FLUSH_EVERY * 2);
+        assert!(queue.shared.lock().bytes.capacity() <= 2 * FLUSH_AT);
         flusher.close();
     }
 }
