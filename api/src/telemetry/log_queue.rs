@@ -134,8 +134,8 @@ impl Flusher {
 }
 
 /// The thread's loop: wait for a tick or a request, take what is waiting
-/// (leaving an empty buffer of the same capacity in its place), write it
-/// with the lock released.
+/// (leaving the thread's emptied spare buffer in its place), write it with
+/// the lock released.
 fn write_until_closed<W: Write>(shared: &Shared, mut out: W) {
     let mut spare = Vec::with_capacity(FLUSH_AT);
     loop {
@@ -155,20 +155,26 @@ fn write_until_closed<W: Write>(shared: &Shared, mut out: W) {
             // Nowhere to report a failed write to but the log itself.
             let _ = out.write_all(&spare).and_then(|()| out.flush());
         }
-        // A burst (or a stuck stderr) grows the buffers up to MAX_WAITING,
-        // and a Vec keeps its capacity: each worker held a megabyte or more
-        // of empty log buffer after a load. Once a write is back to a quiet
-        // size, the buffer goes back to FLUSH_AT (the two buffers take turns
-        // here, so both are back within two quiet writes); under a steady
-        // load it keeps what it grew to and nothing is reallocated.
-        if spare.len() <= FLUSH_AT && spare.capacity() > 2 * FLUSH_AT {
-            spare = Vec::with_capacity(FLUSH_AT);
-        } else {
-            spare.clear();
-        }
+        recycle(&mut spare);
         if closed {
             return;
         }
+    }
+}
+
+/// Empties a buffer the thread has written, for its next turn. A burst (or
+/// a stuck stderr) grows the waiting buffer, up to [`MAX_WAITING`], and a
+/// `Vec` keeps its capacity: without this a worker kept the largest burst's
+/// buffer for its life. A buffer that was written at a quiet size goes back
+/// to [`FLUSH_AT`]; under a steady load (writes of [`FLUSH_AT`] or more)
+/// it keeps what it grew to, and is not reallocated on every write. The
+/// thread swaps on every tick, logged to or not, so a grown buffer is back
+/// within two ticks of quiet.
+fn recycle(spare: &mut Vec<u8>) {
+    if spare.len() <= FLUSH_AT && spare.capacity() > 2 * FLUSH_AT {
+        *spare = Vec::with_capacity(FLUSH_AT);
+    } else {
+        spare.clear();
     }
 }
 
@@ -292,8 +298,13 @@ mod tests {
         fn wait_until_entered(&self) {
             let (state, wake) = &*self.0;
             let mut state = state.lock().unwrap();
+            let waiting = Instant::now();
             while !state.0 {
-                state = wake.wait_timeout(state, Duration::from_secs(5)).unwrap().0;
+                assert!(
+                    waiting.elapsed() < Duration::from_secs(10),
+                    "the thread never wrote"
+                );
+                state = wake.wait_timeout(state, Duration::from_secs(1)).unwrap().0;
             }
         }
         fn release(&self) {
@@ -318,14 +329,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stuck_stderr_never_blocks_the_logger_and_what_waits_is_bounded() {
+    /// A queue whose thread is blocked in its first write until
+    /// `Stuck::release`, and a line of 1 KiB.
+    fn stuck_queue() -> (LogQueue, Flusher, Stuck, String) {
         let stuck = Stuck::default();
         let (queue, flusher) = LogQueue::start(stuck.clone()).unwrap();
         log(&queue, "first\n");
         stuck.wait_until_entered();
-        // The thread is blocked in its write from here on.
-        let line = format!("{}\n", "y".repeat(1023));
+        (queue, flusher, stuck, format!("{}\n", "y".repeat(1023)))
+    }
+
+    #[test]
+    fn a_stuck_stderr_never_blocks_the_logger_and_what_waits_is_bounded() {
+        let (queue, flusher, stuck, line) = stuck_queue();
         let fit = MAX_WAITING / line.len();
         let started = Instant::now();
         for _ in 0..2 * fit {
@@ -346,38 +362,62 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_grows_the_buffers_and_quiet_writes_shrink_them_back() {
-        let stuck = Stuck::default();
-        let (queue, flusher) = LogQueue::start(stuck.clone()).unwrap();
-        log(&queue, "first\n");
-        stuck.wait_until_entered();
+    fn a_written_buffer_keeps_a_steady_loads_capacity_and_gives_a_bursts_back() {
+        let buffer = |len: usize, capacity: usize| {
+            let mut buffer = Vec::with_capacity(capacity);
+            buffer.resize(len, b'x');
+            buffer
+        };
+        let mut burst_then_quiet = buffer(6, 1024 * 1024);
+        recycle(&mut burst_then_quiet);
+        assert!(burst_then_quiet.is_empty());
+        assert_eq!(burst_then_quiet.capacity(), FLUSH_AT, "given back");
+
+        let mut steady = buffer(FLUSH_AT + 1, 1024 * 1024);
+        recycle(&mut steady);
+        assert!(steady.is_empty());
+        assert_eq!(steady.capacity(), 1024 * 1024, "kept under load");
+
+        let mut usual = buffer(10, 2 * FLUSH_AT);
+        recycle(&mut usual);
+        assert_eq!(usual.capacity(), 2 * FLUSH_AT, "not reallocated");
+    }
+
+    #[test]
+    fn after_a_burst_both_buffers_come_back_to_a_quiet_size() {
+        let (queue, flusher, stuck, line) = stuck_queue();
         // A megabyte waits while the thread is blocked in its write.
-        let line = format!("{}\n", "z".repeat(1023));
         for _ in 0..1024 {
             log(&queue, &line);
         }
         assert!(queue.shared.lock().bytes.capacity() >= 1024 * line.len());
         stuck.release();
-        // Quiet lines, each written within a tick, until both buffers (they
-        // take turns) have been through a quiet write.
-        let quiet_since = Instant::now();
-        loop {
-            log(&queue, "quiet\n");
-            std::thread::sleep(FLUSH_EVERY * 2);
-            let capacity = queue.shared.lock().bytes.capacity();
-            if capacity <= 2 * FLUSH_AT {
-                break;
-            }
+        // The thread swaps its buffer with the waiting one on every tick.
+        // Watch the waiting one change (by its address): without giving the
+        // burst's capacity back, the two buffers take turns and every other
+        // one seen is the grown one. Two small ones in a row mean both are
+        // back.
+        let watching = Instant::now();
+        let (mut seen, mut small_in_a_row) = (None, 0);
+        while small_in_a_row < 2 {
             assert!(
-                quiet_since.elapsed() < FLUSH_EVERY * 50,
-                "the buffer kept {capacity} bytes after the burst"
+                watching.elapsed() < FLUSH_EVERY * 50,
+                "a buffer kept the burst's capacity"
             );
+            let (address, capacity) = {
+                let waiting = queue.shared.lock();
+                (waiting.bytes.as_ptr(), waiting.bytes.capacity())
+            };
+            if seen != Some(address) {
+                seen = Some(address);
+                small_in_a_row = if capacity <= 2 * FLUSH_AT {
+                    small_in_a_row + 1
+                } else {
+                    0
+                };
+            }
+            std::thread::sleep(FLUSH_EVERY / 10);
         }
-        // The waiting buffer's twin, the thread's, is back too: another
-        // quiet tick swaps it in.
-        log(&queue, "quiet\n");
-        std::thread::sleep(FLUSH_EVERY * 2);
-        assert!(queue.shared.lock().bytes.capacity() <= 2 * FLUSH_AT);
         flusher.close();
     }
 }
