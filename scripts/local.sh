@@ -110,12 +110,15 @@ fi
 stop_service
 setsid "$service" serve >>"$local_dir/api.log" 2>&1 </dev/null &
 echo $! >"$local_dir/api.pid"
+# Either worker may answer on BIND, so a second look could find the other
+# one still waiting on a dependency: the first ready answer decides.
+ready=
 for _ in $(seq 1 100); do
-    curl -sf "http://$BIND/readyz" >/dev/null 2>&1 && break
+    curl -sf "http://$BIND/readyz" >/dev/null 2>&1 && { ready=1; break; }
     kill -0 "$(cat "$local_dir/api.pid")" 2>/dev/null || break
     sleep 0.2
 done
-curl -sf "http://$BIND/readyz" >/dev/null || { tail -n 30 "$local_dir/api.log" >&2; echo "local.sh: the service did not become ready" >&2; exit 1; }
+[ -n "$ready" ] || { tail -n 30 "$local_dir/api.log" >&2; echo "local.sh: the service did not become ready" >&2; exit 1; }
 
 # nginx wants absolute paths; the settings may be relative to the project.
 NGINX_STATIC_ROOT=$(realpath "$NGINX_STATIC_ROOT")

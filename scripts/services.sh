@@ -148,11 +148,14 @@ redis_start() {
     redis-server --bind 127.0.0.1 --port "$port" --daemonize yes \
         --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "${save[@]}" \
         || die "redis-server did not start on port $port"
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    # Answering is not enough: while a kept dataset loads, Redis refuses
+    # every command with LOADING (a few seconds for a bench's sessions), and
+    # a service started then finds it failing.
+    for _ in $(seq 1 600); do
+        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
         sleep 0.05
     done
-    die "redis-server is not answering on port $port"
+    die "redis-server is not answering PING on port $port"
 }
 
 redis_stop() {
