@@ -656,8 +656,7 @@ mod tests {
     }
 
     fn settings(args: &[&str]) -> TracingSettings {
-        let args = std::iter::once("test").chain(args.iter().copied());
-        Cli::try_parse_from(args).unwrap().traces
+        crate::config::parse_args_only::<Cli>(args).traces
     }
 
     #[test]

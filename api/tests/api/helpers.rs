@@ -16,7 +16,7 @@ use app::extension::Shared;
 use app::startup::{Application, MIGRATION_PATIENCE};
 use app::storage::migrations;
 use app::storage::postgres::DatabaseSettings;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use poem::endpoint::BoxEndpoint;
 use reqwest::Response;
 use serde_json::Value;
@@ -132,7 +132,10 @@ pub fn free_ports(count: u16) -> u16 {
         .unwrap()
 }
 
-/// Settings as `serve` would parse them, for the given servers.
+/// Settings as `serve` would parse them from this command line, for the
+/// given servers. Only from the command line: every setting's environment
+/// variable is ignored, so what the shell running the tests exports (a
+/// bench's `LOGIN_MAX_FAILURES`, say) cannot change what a test checks.
 pub fn settings_for(database_url: &str, servers: &Servers, extra: &[&str]) -> Settings {
     #[derive(Parser)]
     struct Wrapper {
@@ -153,7 +156,11 @@ pub fn settings_for(database_url: &str, servers: &Servers, extra: &[&str]) -> Se
         "--graceful-timeout=1".into(),
     ];
     args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-    Wrapper::try_parse_from(args)
+    let matches = Wrapper::command()
+        .mut_args(|arg| arg.env(None))
+        .try_get_matches_from(args)
+        .unwrap_or_else(|error| panic!("test settings: {error}"));
+    Wrapper::from_arg_matches(&matches)
         .expect("test settings parse")
         .settings
 }

@@ -135,8 +135,7 @@ mod tests {
     }
 
     fn settings(args: &[&str]) -> Settings {
-        let args = std::iter::once("api").chain(args.iter().copied());
-        Command::try_parse_from(args).unwrap().auth
+        crate::config::parse_args_only::<Command>(args).auth
     }
 
     #[test]
