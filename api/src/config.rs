@@ -553,6 +553,19 @@ pub(crate) fn read_env_file(
     Ok(variables)
 }
 
+/// Parses `args` as the command line alone, with every setting's
+/// environment variable ignored: a test's settings are the ones it names,
+/// not whatever the shell that ran it exports (a bench's
+/// `LOGIN_MAX_FAILURES`, say).
+#[cfg(test)]
+pub(crate) fn parse_args_only<T: clap::Parser>(args: &[&str]) -> T {
+    let command = T::command().mut_args(|arg| arg.env(None));
+    let matches = command
+        .try_get_matches_from(std::iter::once("test").chain(args.iter().copied()))
+        .unwrap_or_else(|error| panic!("{error}"));
+    T::from_arg_matches(&matches).unwrap_or_else(|error| panic!("{error}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -722,18 +735,4 @@ mod tests {
             [("A".into(), "1".into()), ("B".into(), "two words".into())]
         );
     }
-}
-
-/// Parses `args` as the command line alone, with every setting's
-/// environment variable ignored: a test's settings are the ones it names,
-/// not whatever the shell that ran it exports (a bench's
-/// `LOGIN_MAX_FAILURES`, say).
-#[cfg(test)]
-pub(crate) fn parse_args_only<T: clap::Parser>(args: &[&str]) -> T {
-    use clap::{CommandFactory, FromArgMatches};
-    let command = T::command().mut_args(|arg| arg.env(None));
-    let matches = command
-        .try_get_matches_from(std::iter::once("test").chain(args.iter().copied()))
-        .unwrap_or_else(|error| panic!("{error}"));
-    T::from_arg_matches(&matches).unwrap_or_else(|error| panic!("{error}"))
 }
