@@ -154,6 +154,10 @@ pub fn settings_for(database_url: &str, servers: &Servers, extra: &[&str]) -> Se
         "--database-timeout-ms=1000".into(),
         "--redis-timeout-ms=500".into(),
         "--graceful-timeout=1".into(),
+        // Hashes on the app's own threads: a hasher process is started
+        // from this process's binary, which here is the test harness. The
+        // served service's tests (`serving::Served`) hash in one.
+        "--hash-process=false".into(),
     ];
     args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     let matches = Wrapper::command()

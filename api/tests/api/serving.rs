@@ -217,10 +217,10 @@ impl Drop for Served {
     }
 }
 
-struct Process {
-    pid: i32,
-    name: String,
-    zombie: bool,
+pub struct Process {
+    pub pid: i32,
+    pub name: String,
+    pub zombie: bool,
 }
 
 /// Fields of /proc/PID/stat: the name (in parentheses), then state and
@@ -248,7 +248,7 @@ fn process_name(pid: i32) -> Option<String> {
 
 /// Processes whose parent is `parent` (from /proc), zombies included, by
 /// ascending pid.
-fn children_of(parent: i32) -> Vec<Process> {
+pub fn children_of(parent: i32) -> Vec<Process> {
     let mut children: Vec<Process> = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())

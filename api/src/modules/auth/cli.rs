@@ -7,6 +7,7 @@ use std::io::{BufRead, IsTerminal};
 use clap::{Args, Subcommand};
 
 use super::domain::{DisplayName, NewPassword, Username};
+use super::hasher;
 use super::passwords;
 use super::routes::on_constraint;
 use super::users;
@@ -19,6 +20,8 @@ pub enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    #[command(name = hasher::SUBCOMMAND, hide = true)]
+    Hasher(HasherArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +30,15 @@ pub enum UsersCommand {
     Add(AddUserArgs),
     /// Time one password verification (ms, one running a CPU): what bounds logins.
     HashTime(HashTimeArgs),
+}
+
+/// A worker's password hasher, which the worker starts itself
+/// (`hasher.rs`): requests on stdin, replies on stdout.
+#[derive(Debug, Args)]
+pub struct HasherArgs {
+    /// Hashes computed at once.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 impl Command {
@@ -38,6 +50,10 @@ impl Command {
             Command::Users {
                 command: UsersCommand::HashTime(args),
             } => hash_time(args).await,
+            Command::Hasher(args) => {
+                tokio::task::spawn_blocking(move || hasher::serve(args.threads)).await??;
+                Ok(())
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod domain;
 pub mod events;
+mod hasher;
 pub mod names;
 pub mod passwords;
 pub mod routes;
@@ -81,8 +82,18 @@ impl AuthState {
             sessions: SessionStore::new(core.redis.clone(), limits),
             throttle,
             names: NameCache::new(core.redis.clone()),
-            passwords: Passwords::new(settings.hash_concurrency(async_threads())),
+            passwords: passwords(settings),
         }))
+    }
+}
+
+/// Where this worker hashes: in its own hasher process, or on its threads.
+fn passwords(settings: &Settings) -> Passwords {
+    let concurrency = settings.hash_concurrency(async_threads());
+    if settings.hash_process {
+        Passwords::in_helper_process(hasher::Hasher::this_program(), concurrency)
+    } else {
+        Passwords::new(concurrency)
     }
 }
 

@@ -1,15 +1,17 @@
 //! Password hashing with argon2id, off the async threads, on a fixed set of
-//! HASH_CONCURRENCY hashing threads. The memory argon2 works in (19 MiB at
-//! the parameters below) is reused from hash to hash, so hashing memory is
-//! bounded by the thread count however many logins arrive: allocating it
-//! afresh per hash left each blocking-pool thread's allocator arena holding
-//! its own copy (753 MiB at peak under a login flood, in
-//! docs/benchmarks.md). Memory no hash has used for [`IDLE_RELEASE`] is
-//! given back to the system, so a service that saw a burst of logins an
-//! hour ago does not hold it still. A login flood queues instead of
-//! starving every request or the container's memory.
+//! HASH_CONCURRENCY hashing threads: in a helper process of the worker's
+//! by default ([`super::hasher`], which says why), or in the worker itself.
+//! The memory argon2 works in (19 MiB at the parameters below) is reused
+//! from hash to hash, so hashing memory is bounded by the thread count
+//! however many logins arrive: allocating it afresh per hash left each
+//! blocking-pool thread's allocator arena holding its own copy (753 MiB at
+//! peak under a login flood, in docs/benchmarks.md). Memory no hash has
+//! used for [`IDLE_RELEASE`] is given back to the system, so a service that
+//! saw a burst of logins an hour ago does not hold it still. A login flood
+//! queues instead of starving every request or the container's memory.
 
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 #[cfg(any(test, feature = "test-hooks"))]
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -21,14 +23,20 @@ use argon2::password_hash::{Output, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
+use super::hasher::{Hasher, Outcome};
+
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("the hashing threads are gone")]
     Closed,
     #[error("too many passwords are waiting to be checked")]
     Busy,
-    #[error("the hashing thread failed (it panicked)")]
+    #[error("the hash was lost: its thread panicked, or its hasher process ended")]
     Lost,
+    #[error("could not start the password hasher process")]
+    Start(#[source] std::io::Error),
+    #[error("the password hasher process failed: {0}")]
+    Hasher(String),
     #[error("the stored password hash cannot be read")]
     Stored(#[source] argon2::password_hash::Error),
     #[error(
@@ -105,7 +113,7 @@ impl Memory {
 }
 
 /// Memory unused this long is given back to the system.
-const IDLE_RELEASE: Duration = Duration::from_secs(10);
+pub(super) const IDLE_RELEASE: Duration = Duration::from_secs(10);
 
 /// The memories no hash is using, the most recently used last: a hash takes
 /// that one, so under a trickle of logins one stays in use and the others
@@ -156,16 +164,129 @@ impl Spare {
 /// refused at once (503) rather than queued to be cut off at its deadline.
 /// Logins whose clients left stay queued until a thread skips them, so a
 /// bound of only what is in flight would refuse logins after every burst.
-const QUEUED_PER_THREAD: usize = 128;
+pub(super) const QUEUED_PER_THREAD: usize = 128;
 
+/// Where a worker's hashes run.
 #[derive(Clone)]
 pub struct Passwords {
+    backend: Backend,
+    /// Verifications so far, real and dummy alike, for tests.
+    #[cfg(any(test, feature = "test-hooks"))]
+    verifications: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Threads(Threads),
+    Process(Arc<Hasher>),
+}
+
+impl Passwords {
+    /// Hashes on `concurrency` threads of this process; they end when the
+    /// last clone of this is dropped.
+    pub fn new(concurrency: usize) -> Self {
+        Self::on(Backend::Threads(Threads::new(
+            concurrency,
+            QUEUED_PER_THREAD,
+            IDLE_RELEASE,
+        )))
+    }
+
+    /// Hashes in a helper process started from `program` (this service's
+    /// own binary) on `concurrency` threads, started at the first hash and
+    /// ended after [`IDLE_RELEASE`] without one.
+    pub fn in_helper_process(program: PathBuf, concurrency: usize) -> Self {
+        Self::on(Backend::Process(Arc::new(Hasher::new(
+            program,
+            concurrency,
+            IDLE_RELEASE,
+        ))))
+    }
+
+    fn on(backend: Backend) -> Self {
+        Passwords {
+            backend,
+            #[cfg(any(test, feature = "test-hooks"))]
+            verifications: Arc::default(),
+        }
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        match &self.backend {
+            Backend::Threads(threads) => {
+                threads
+                    .run(move |memory| hash_with(memory, &password))
+                    .await?
+            }
+            Backend::Process(hasher) => match hasher.hash(password).await? {
+                Outcome::Hashed(hash) => Ok(hash),
+                other => Err(other.into_error()),
+            },
+        }
+    }
+
+    /// Checks `password` against `stored`, or against the dummy hash when
+    /// there is no stored hash (and then always answers false).
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, HashError> {
+        let matches = match &self.backend {
+            Backend::Threads(threads) => {
+                threads
+                    .run(move |memory| verify_or_dummy(memory, &password, stored.as_deref()))
+                    .await??
+            }
+            Backend::Process(hasher) => match hasher.verify(password, stored).await? {
+                Outcome::Verified(matches) => matches,
+                other => return Err(other.into_error()),
+            },
+        };
+        #[cfg(any(test, feature = "test-hooks"))]
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        Ok(matches)
+    }
+
+    /// How many verifications have run, real and dummy alike.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// The most hashes that have run at once on this process's threads
+    /// (never above the concurrency).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn most_concurrent(&self) -> usize {
+        self.threads_counter(|counters| counters.most_busy.load(Ordering::Relaxed))
+    }
+
+    /// How many times a hashing thread of this process allocated its memory.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn memory_allocations(&self) -> usize {
+        self.threads_counter(|counters| counters.allocations.load(Ordering::Relaxed))
+    }
+
+    /// A counter of this process's hashing threads; 0 when they are in a
+    /// helper process.
+    #[cfg(any(test, feature = "test-hooks"))]
+    fn threads_counter(&self, read: impl Fn(&Counters) -> usize) -> usize {
+        match &self.backend {
+            Backend::Threads(threads) => read(&threads.counters),
+            Backend::Process(_) => 0,
+        }
+    }
+}
+
+/// A fixed set of hashing threads and the queue in front of them.
+#[derive(Clone)]
+pub(super) struct Threads {
     jobs: mpsc::SyncSender<Job>,
     #[cfg(test)]
     spare: Arc<Spare>,
-    /// What tests watch: verifications so far, hashes running now, the
-    /// most that ever ran at once and how often a thread allocated its
-    /// memory. Not in a release build.
+    /// What tests watch: hashes running now, the most that ever ran at
+    /// once and how often a thread allocated its memory. Not in a release
+    /// build.
     #[cfg(any(test, feature = "test-hooks"))]
     counters: Arc<Counters>,
 }
@@ -173,24 +294,17 @@ pub struct Passwords {
 #[cfg(any(test, feature = "test-hooks"))]
 #[derive(Default)]
 struct Counters {
-    verifications: AtomicU64,
     busy: AtomicUsize,
     most_busy: AtomicUsize,
     allocations: AtomicUsize,
 }
 
-impl Passwords {
-    /// Starts `concurrency` hashing threads; they end when the last clone
-    /// of this is dropped.
-    pub fn new(concurrency: usize) -> Self {
-        Self::with_queue(concurrency, QUEUED_PER_THREAD)
-    }
-
-    fn with_queue(concurrency: usize, queued_per_thread: usize) -> Self {
-        Self::with_settings(concurrency, queued_per_thread, IDLE_RELEASE)
-    }
-
-    fn with_settings(concurrency: usize, queued_per_thread: usize, idle: Duration) -> Self {
+impl Threads {
+    /// Starts `concurrency` hashing threads, with `queued_per_thread`
+    /// hashes a thread waiting at most; each gives its memory back after
+    /// `idle` unused. They end when the last clone of this is dropped, once
+    /// the queue is done.
+    pub(super) fn new(concurrency: usize, queued_per_thread: usize, idle: Duration) -> Self {
         let threads = concurrency.max(1);
         let (jobs, queue) = mpsc::sync_channel::<Job>(threads * queued_per_thread);
         let queue = Arc::new(Mutex::new(queue));
@@ -206,7 +320,7 @@ impl Passwords {
                 tracing::error!(error = %err, "could not start a password hashing thread");
             }
         }
-        Passwords {
+        Threads {
             jobs,
             #[cfg(test)]
             spare,
@@ -215,43 +329,34 @@ impl Passwords {
         }
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        self.run(move |memory| hash_with(memory, &password)).await?
-    }
-
-    /// Checks `password` against `stored`, or against the dummy hash when
-    /// there is no stored hash (and then always answers false).
-    pub async fn verify(
+    /// Queues `work` for a hashing thread, or refuses it at once: Busy when
+    /// the queue is full, Closed when no thread is left.
+    pub(super) fn submit(
         &self,
-        password: String,
-        stored: Option<String>,
-    ) -> Result<bool, HashError> {
-        let user_exists = stored.is_some();
-        let hash = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let matches = self
-            .run(move |memory| verify_with(memory, &password, &hash))
-            .await??;
+        work: impl FnOnce(&mut Memory) + Send + 'static,
+    ) -> Result<(), HashError> {
         #[cfg(any(test, feature = "test-hooks"))]
-        self.counters.verifications.fetch_add(1, Ordering::Relaxed);
-        Ok(matches && user_exists)
-    }
-
-    /// The most hashes that have run at once (never above the concurrency).
-    #[cfg(any(test, feature = "test-hooks"))]
-    pub fn most_concurrent(&self) -> usize {
-        self.counters.most_busy.load(Ordering::Relaxed)
-    }
-
-    /// How many verifications have run, real and dummy alike.
-    #[cfg(any(test, feature = "test-hooks"))]
-    pub fn verifications(&self) -> u64 {
-        self.counters.verifications.load(Ordering::Relaxed)
-    }
-
-    /// How many times a hashing thread allocated its memory.
-    #[cfg(any(test, feature = "test-hooks"))]
-    pub fn memory_allocations(&self) -> usize {
-        self.counters.allocations.load(Ordering::Relaxed)
+        let counters = Arc::clone(&self.counters);
+        let job: Job = Box::new(move |memory: &mut Memory| {
+            #[cfg(any(test, feature = "test-hooks"))]
+            let before = memory.allocations;
+            #[cfg(any(test, feature = "test-hooks"))]
+            {
+                let now = counters.busy.fetch_add(1, Ordering::Relaxed) + 1;
+                counters.most_busy.fetch_max(now, Ordering::Relaxed);
+            }
+            work(memory);
+            #[cfg(any(test, feature = "test-hooks"))]
+            {
+                counters.busy.fetch_sub(1, Ordering::Relaxed);
+                let allocated = memory.allocations - before;
+                counters.allocations.fetch_add(allocated, Ordering::Relaxed);
+            }
+        });
+        self.jobs.try_send(job).map_err(|err| match err {
+            mpsc::TrySendError::Full(_) => HashError::Busy,
+            mpsc::TrySendError::Disconnected(_) => HashError::Closed,
+        })
     }
 
     /// Runs `work` on a hashing thread, once one is free.
@@ -260,33 +365,13 @@ impl Passwords {
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let (done, answer) = oneshot::channel();
-        #[cfg(any(test, feature = "test-hooks"))]
-        let counters = Arc::clone(&self.counters);
-        let job: Job = Box::new(move |memory: &mut Memory| {
+        self.submit(move |memory| {
             // Its request is gone (cut off at its deadline, or the client
             // left): no one waits for this hash, so it is not computed.
             if done.is_closed() {
                 return;
             }
-            #[cfg(any(test, feature = "test-hooks"))]
-            let before = memory.allocations;
-            #[cfg(any(test, feature = "test-hooks"))]
-            {
-                let now = counters.busy.fetch_add(1, Ordering::Relaxed) + 1;
-                counters.most_busy.fetch_max(now, Ordering::Relaxed);
-            }
-            let result = work(memory);
-            #[cfg(any(test, feature = "test-hooks"))]
-            {
-                counters.busy.fetch_sub(1, Ordering::Relaxed);
-                let allocated = memory.allocations - before;
-                counters.allocations.fetch_add(allocated, Ordering::Relaxed);
-            }
-            let _ = done.send(result);
-        });
-        self.jobs.try_send(job).map_err(|err| match err {
-            mpsc::TrySendError::Full(_) => HashError::Busy,
-            mpsc::TrySendError::Disconnected(_) => HashError::Closed,
+            let _ = done.send(work(memory));
         })?;
         answer.await.map_err(|_| HashError::Lost)
     }
@@ -341,7 +426,7 @@ fn yield_to_other_threads() {
 const HASH_NICE: i32 = 10;
 
 /// A new PHC string for `password`, computed in `memory`.
-fn hash_with(memory: &mut Memory, password: &str) -> Result<String, HashError> {
+pub(super) fn hash_with(memory: &mut Memory, password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
     let params = params();
     let output = compute(&argon2(), memory, password, salt.as_salt(), OUTPUT_BYTES)?;
@@ -382,6 +467,17 @@ fn verify_with(memory: &mut Memory, password: &str, stored: &str) -> Result<bool
     let output = compute(&argon2, memory, password, salt, expected.len())?;
     // Output's equality is constant-time.
     Ok(output == expected)
+}
+
+/// Checks `password` against `stored`, or against [`DUMMY_HASH`] when the
+/// user does not exist, at the same cost: then it never matches.
+pub(super) fn verify_or_dummy(
+    memory: &mut Memory,
+    password: &str,
+    stored: Option<&str>,
+) -> Result<bool, HashError> {
+    let matches = verify_with(memory, password, stored.unwrap_or(DUMMY_HASH))?;
+    Ok(matches && stored.is_some())
 }
 
 /// Hashes `password` with `salt` into `length` bytes, in `memory`.
@@ -451,6 +547,21 @@ pub fn verification_time(samples: usize, threads: usize) -> Result<std::time::Du
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn on_threads(concurrency: usize, queued_per_thread: usize, idle: Duration) -> Passwords {
+        Passwords::on(Backend::Threads(Threads::new(
+            concurrency,
+            queued_per_thread,
+            idle,
+        )))
+    }
+
+    fn spare(passwords: &Passwords) -> &Spare {
+        match &passwords.backend {
+            Backend::Threads(threads) => &threads.spare,
+            Backend::Process(_) => unreachable!("these tests hash on threads"),
+        }
+    }
 
     #[tokio::test]
     async fn hashes_are_argon2id_with_owasp_parameters_and_verify() {
@@ -602,15 +713,15 @@ mod tests {
     #[tokio::test]
     async fn memory_unused_for_a_while_is_given_back_and_made_again_when_needed() {
         let idle = Duration::from_millis(300);
-        let passwords = Passwords::with_settings(2, QUEUED_PER_THREAD, idle);
+        let passwords = on_threads(2, QUEUED_PER_THREAD, idle);
         check_at_once(&passwords, 4).await;
         assert!(
-            passwords.spare.held() >= 1,
+            spare(&passwords).held() >= 1,
             "the memory is kept between hashes"
         );
         let allocated = passwords.memory_allocations();
         let deadline = Instant::now() + idle * 10;
-        while passwords.spare.held() > 0 {
+        while spare(&passwords).held() > 0 {
             assert!(Instant::now() < deadline, "idle memory was not given back");
             tokio::time::sleep(idle / 10).await;
         }
@@ -643,7 +754,7 @@ mod tests {
     /// waiting to be cut off at its request's deadline.
     #[tokio::test]
     async fn checks_past_the_queue_are_refused_at_once() {
-        let passwords = Passwords::with_queue(1, 2);
+        let passwords = on_threads(1, 2, IDLE_RELEASE);
         let mut checks = tokio::task::JoinSet::new();
         for _ in 0..12 {
             let passwords = passwords.clone();

@@ -51,6 +51,17 @@ pub struct Settings {
     /// to the worker's async threads (THREADS: its share of the CPUs).
     #[arg(long = "hash-concurrency", env = "HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+    /// Hash in a helper process of each worker's, in a scheduling group of
+    /// its own at the lowest weight, started at the first login and ended
+    /// when idle (`hasher.rs` says why); false: on threads of the worker's
+    /// own.
+    #[arg(
+        long = "hash-process",
+        env = "HASH_PROCESS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub hash_process: bool,
 }
 
 impl Settings {
@@ -123,6 +134,7 @@ impl Settings {
                 self.hash_concurrency
                     .map_or_else(String::new, |count| count.to_string()),
             ),
+            ("HASH_PROCESS", self.hash_process.to_string()),
         ]
     }
 }

@@ -9,6 +9,7 @@ mod epochs;
 mod errors;
 mod events;
 mod forward_auth;
+mod hasher;
 mod helpers;
 mod input;
 mod login;
