@@ -109,9 +109,19 @@ echo "bench: up in $((SECONDS - started)) s"
 # Memory (KiB) of the master and its workers together, now: RSS, and PSS
 # (each page shared among them, the binary's code above all, counted once).
 master=$(cat "$LOCAL_DIR/api.pid")
+# The master and every process below it: its workers, and theirs (a
+# worker's password hasher).
+service_pids() {
+    local queue=("$master") pid
+    while [ ${#queue[@]} -gt 0 ]; do
+        pid=${queue[0]} queue=("${queue[@]:1}")
+        echo "$pid"
+        queue+=($(pgrep -P "$pid" || true))
+    done
+}
 memory_now() {
     local field=$1 total=0 pid
-    for pid in "$master" $(pgrep -P "$master" || true); do
+    for pid in $(service_pids); do
         total=$((total + $(awk -v field="$field:" '$1 == field {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)))
     done
     echo "$total"
@@ -226,16 +236,21 @@ def read(path, mode="r"):
 
 
 def children():
-    """The master's and the postmaster's children, from each process's
-    parent in /proc/PID/stat (the field after the parenthesised name)."""
-    found = {master: [], postmaster: []}
+    """Every process below the master (its workers, and a worker's password
+    hasher), and the postmaster's children, from each process's parent in
+    /proc/PID/stat (the field after the parenthesised name)."""
+    below = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = read(f"/proc/{entry}/stat")
-            parent = int(stat.rsplit(")", 1)[1].split()[1]) if stat else None
-            if parent in found:
-                found[parent].append(int(entry))
-    return found
+            if stat:
+                below.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    service, queue = [], list(below.get(master, []))
+    while queue:
+        pid = queue.pop()
+        service.append(pid)
+        queue.extend(below.get(pid, []))
+    return {master: service, postmaster: below.get(postmaster, [])}
 
 
 def rss_kib(workers):
