@@ -20,7 +20,7 @@
 #             for /setName across many users
 #   hash      one password verification a core at once: cores / hash time
 #             bounds the logins a second
-#   memory    the master and workers' RSS idle (at start, and once the load
+#   memory    the service's RSS (the master and its processes) idle (at start, and once the load
 #             is over) and at peak under each figure
 # Settings: BENCH_DURATION (seconds a figure, 10), BENCH_CONNECTIONS (64),
 # BENCH_THREADS (wrk's, 2), BENCH_ROUNDS (3), WORKERS (2), BENCH_OUT (docs).
@@ -203,7 +203,7 @@ proxied_listen=127.0.0.1:$(port)
 NGINX_LISTEN=$proxied_listen API_PORT=$backend_port FIRST_WORKER_PORT= scripts/nginx.sh start "$proxied"
 ceilings+=("$proxied")
 
-# Peak RSS of the master and workers and peak PostgreSQL connections of the
+# Peak RSS of the master and its processes and peak PostgreSQL connections of the
 # service's user, sampled four times a second while a figure runs. The
 # sampler shares the cores it measures, so it is one process, at nice 19,
 # reading /proc and starting nothing: a shell loop starting pgrep, awk and

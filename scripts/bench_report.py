@@ -11,7 +11,7 @@ with it from bench.sh:
   {"share": 0.8}                   of the proxied ceiling
   {"share": 0.5, "of": "NAME"}     of figure NAME's requests/s (a ceiling,
                                    pgbench, or a bound such as cores / hash time)
-  {"max_rss_mib": 150}             peak RSS of the master and workers
+  {"max_rss_mib": 150}             peak RSS of the master and its processes
   {"p99_at_most": 2, "of": "NAME"} p99 at most twice figure NAME's
 BENCH_LIFTED names the settings raised for the run and BENCH_NOTES (one per
 line) says more about it; both go into the report as they are.
@@ -138,7 +138,7 @@ def judge(figures):
         same_round = by_round[figure["round"]]
         found = []
         if "max_rss_mib" in target and figure["peak_rss_kib"] is not None:
-            found.append((f"{figure['name']}: RSS of the master and workers <= {target['max_rss_mib']} MiB",
+            found.append((f"{figure['name']}: RSS of the master and its processes <= {target['max_rss_mib']} MiB",
                           figure["peak_rss_kib"] / 1024, lambda v, t=target: v <= t["max_rss_mib"], "{:.0f} MiB"))
         if "p99_at_most" in target:
             base = same_round.get(target["of"])
@@ -263,7 +263,7 @@ def markdown(report):
         f"{s['wrk_connections']} connections, {s['seconds_per_figure']} s a figure after a warm-up, "
         f"{s.get('rounds', 1)} rounds, all on this one machine over loopback. Each figure is the median of its "
         "rounds, with the lowest and highest beside it; a ratio is taken within a round. Memory is the master's "
-        "and the workers' together: RSS counts the pages they share (the binary's code above all) once in each, "
+        "and every process below it together (the workers, and their password hashers while they run): RSS counts the pages they share (the binary's code above all) once in each, "
         "PSS shares them out.",
     ]
     if s["lifted"]:
