@@ -109,8 +109,8 @@ echo "bench: up in $((SECONDS - started)) s"
 # Memory (KiB) of the master and its workers together, now: RSS, and PSS
 # (each page shared among them, the binary's code above all, counted once).
 master=$(cat "$LOCAL_DIR/api.pid")
-# The master and every process below it: its workers, and theirs (a
-# worker's password hasher).
+# The master and every process below it: its workers, and any process of
+# theirs.
 service_pids() {
     local queue=("$master") pid
     while [ ${#queue[@]} -gt 0 ]; do
@@ -236,8 +236,8 @@ def read(path, mode="r"):
 
 
 def children():
-    """Every process below the master (its workers, and a worker's password
-    hasher), and the postmaster's children, from each process's parent in
+    """Every process below the master (its workers, and any process of
+    theirs), and the postmaster's children, from each process's parent in
     /proc/PID/stat (the field after the parenthesised name)."""
     below = {}
     for entry in os.listdir("/proc"):

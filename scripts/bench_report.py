@@ -263,7 +263,7 @@ def markdown(report):
         f"{s['wrk_connections']} connections, {s['seconds_per_figure']} s a figure after a warm-up, "
         f"{s.get('rounds', 1)} rounds, all on this one machine over loopback. Each figure is the median of its "
         "rounds, with the lowest and highest beside it; a ratio is taken within a round. Memory is the master's "
-        "and every process below it together (the workers, and their password hashers while they run): RSS counts the pages they share (the binary's code above all) once in each, "
+        "and every process below it together (the workers, and any process of theirs): RSS counts the pages they share (the binary's code above all) once in each, "
         "PSS shares them out.",
     ]
     if s["lifted"]:

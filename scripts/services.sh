@@ -149,7 +149,7 @@ redis_start() {
         --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "${save[@]}" \
         || die "redis-server did not start on port $port"
     # Answering is not enough: while a kept dataset loads, Redis refuses
-    # every command with LOADING (a few seconds for a bench's sessions), and
+    # every command with LOADING (seconds, for a bench's leftovers), and
     # a service started then finds it failing.
     for _ in $(seq 1 600); do
         [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0

@@ -556,7 +556,7 @@ pub(crate) fn read_env_file(
 /// Parses `args` as the command line alone, with every setting's
 /// environment variable ignored: a test's settings are the ones it names,
 /// not whatever the shell that ran it exports (a bench's
-/// `LOGIN_MAX_FAILURES`, say).
+/// `RATE_LIMIT_PER_MINUTE`, say).
 #[cfg(test)]
 pub(crate) fn parse_args_only<T: clap::Parser>(args: &[&str]) -> T {
     let command = T::command().mut_args(|arg| arg.env(None));

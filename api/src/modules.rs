@@ -66,3 +66,10 @@ pub fn api() -> impl OpenApi {
 pub fn install(settings: &Settings, core: &AppState, extensions: &mut Extensions) {
     auth::install(&settings.auth, core, extensions);
 }
+
+/// Settings for an app built inside another program (the tests' harness),
+/// whose binary is not this service's: sign-in then hashes on the app's own
+/// threads, as it cannot start a hasher from that binary.
+pub fn embedded_arguments() -> &'static [&'static str] {
+    &["--hash-process=false"]
+}

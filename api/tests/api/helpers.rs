@@ -135,7 +135,7 @@ pub fn free_ports(count: u16) -> u16 {
 /// Settings as `serve` would parse them from this command line, for the
 /// given servers. Only from the command line: every setting's environment
 /// variable is ignored, so what the shell running the tests exports (a
-/// bench's `LOGIN_MAX_FAILURES`, say) cannot change what a test checks.
+/// bench's `RATE_LIMIT_PER_MINUTE`, say) cannot change what a test checks.
 pub fn settings_for(database_url: &str, servers: &Servers, extra: &[&str]) -> Settings {
     #[derive(Parser)]
     struct Wrapper {
@@ -154,11 +154,15 @@ pub fn settings_for(database_url: &str, servers: &Servers, extra: &[&str]) -> Se
         "--database-timeout-ms=1000".into(),
         "--redis-timeout-ms=500".into(),
         "--graceful-timeout=1".into(),
-        // Hashes on the app's own threads: a hasher process is started
-        // from this process's binary, which here is the test harness. The
-        // served service's tests (`serving::Served`) hash in one.
-        "--hash-process=false".into(),
     ];
+    // This binary is the test harness, not the service's: what the modules
+    // must do differently for that (the served service's tests,
+    // `serving::Served`, run the real binary).
+    args.extend(
+        app::modules::embedded_arguments()
+            .iter()
+            .map(|arg| (*arg).to_owned()),
+    );
     args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     let matches = Wrapper::command()
         .mut_args(|arg| arg.env(None))
