@@ -57,8 +57,8 @@ pub(crate) const SUBCOMMAND: &str = "hasher";
 /// that never sleeps (the module's comment has the measurements).
 const GROUP_NICE: i32 = 10;
 
-/// What a worker asks of its hasher.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What a worker asks of its hasher. No `Debug`: it holds passwords.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Request {
     Hash {
@@ -76,17 +76,28 @@ enum Request {
     Cancel {
         id: u64,
     },
+    /// Nothing more will be asked: answer what was, then exit. An input
+    /// that ends without it means the worker is gone, and nothing is
+    /// answered.
+    End,
 }
 
 impl Request {
-    fn id(&self) -> u64 {
-        let (Request::Hash { id, .. } | Request::Verify { id, .. } | Request::Cancel { id }) = self;
-        *id
+    /// The id a caller waits on, if any.
+    fn id(&self) -> Option<u64> {
+        match self {
+            Request::Hash { id, .. } | Request::Verify { id, .. } | Request::Cancel { id } => {
+                Some(*id)
+            }
+            Request::End => None,
+        }
     }
 
     fn set_id(&mut self, to: u64) {
-        let (Request::Hash { id, .. } | Request::Verify { id, .. } | Request::Cancel { id }) = self;
-        *id = to;
+        if let Request::Hash { id, .. } | Request::Verify { id, .. } | Request::Cancel { id } = self
+        {
+            *id = to;
+        }
     }
 }
 
@@ -146,6 +157,9 @@ struct Shared {
     /// False once the hasher no longer takes requests (it was idle, or it
     /// ended): the next hash starts a new one.
     open: AtomicBool,
+    /// Told when the hasher stopped reading its input, or has not exited
+    /// long after its last: it is killed.
+    stuck: tokio::sync::Notify,
 }
 
 /// A caller's end of its request.
@@ -159,15 +173,17 @@ struct Waiter {
 
 impl Shared {
     /// Tells the caller of request `id`, if it waits, to ask again.
-    fn undelivered(&self, id: u64) {
-        if let Some(waiter) = self.waiting().remove(&id) {
+    fn undelivered(&self, id: Option<u64>) {
+        if let Some(waiter) = id.and_then(|id| self.waiting().remove(&id)) {
             let _ = waiter.answer.send(Outcome::Undelivered);
         }
     }
 
-    fn written(&self, id: u64) {
-        if let Some(waiter) = self.waiting().get_mut(&id) {
-            waiter.written = true;
+    fn written(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            if let Some(waiter) = self.waiting().get_mut(&id) {
+                waiter.written = true;
+            }
         }
     }
 
@@ -222,10 +238,10 @@ impl Hasher {
     /// the hasher is told not to compute it.
     async fn ask(&self, make: impl FnOnce(u64) -> Request) -> Result<Outcome, HashError> {
         let mut request = make(0);
-        // A second try for a request that met a hasher just as it stopped
-        // taking requests (idle, or dead and not yet noticed): the next
-        // hasher is a new one. A hasher that dies with the request in hand
-        // loses it (Lost, a 500).
+        // A second try, on a new hasher, for a request that met one just as
+        // it stopped taking requests (idle, or dead and not yet noticed), or
+        // that died with it in hand: hashing and checking can be done again.
+        // Twice lost is a 500.
         for _ in 0..2 {
             let link = self.link()?;
             let id = link.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -259,9 +275,8 @@ impl Hasher {
             let outcome = answered.await;
             waiting.done();
             match outcome {
-                Ok(Outcome::Undelivered) => continue,
+                Ok(Outcome::Undelivered) | Err(_) => continue,
                 Ok(outcome) => return Ok(outcome),
-                Err(_) => return Err(HashError::Lost),
             }
         }
         Err(HashError::Lost)
@@ -281,10 +296,19 @@ impl Hasher {
     }
 
     /// Starts a hasher, and the two tasks that write its requests and read
-    /// its replies.
+    /// its replies. Called with [`Hasher::link`]'s lock held: starting
+    /// takes about a millisecond, and starts are rare and one at a time.
     fn start(&self) -> Result<Link, HashError> {
+        // Of the worker's environment only what its logs need: not its
+        // secrets, and no env file, which could have changed since.
+        let logging = ["LOG_FORMAT", "RUST_LOG"]
+            .into_iter()
+            .filter_map(|name| Some((name, std::env::var_os(name)?)));
         let mut child = Command::new(&self.program)
-            .args([SUBCOMMAND, "--threads", &self.threads.to_string()])
+            .args(["--env-file", "/dev/null", SUBCOMMAND, "--threads"])
+            .arg(self.threads.to_string())
+            .env_clear()
+            .envs(logging)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -301,6 +325,7 @@ impl Hasher {
             waiting: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             open: AtomicBool::new(true),
+            stuck: tokio::sync::Notify::new(),
         });
         let (requests, queue) = mpsc::channel(self.most_waiting());
         tokio::spawn(write_requests(stdin, queue, Arc::clone(&shared), self.idle));
@@ -338,10 +363,11 @@ impl Drop for Waiting<'_> {
 
 /// Writes each request to the hasher as a line. After `idle` with nothing
 /// asked and no one waiting, it takes no more requests (the next hash
-/// starts a new hasher), writes those already queued, and closes the
-/// hasher's input: the hasher answers them and exits. A request that cannot
-/// be written (the hasher has ended) is handed back to its caller as
-/// [`Outcome::Undelivered`], with every one queued behind it.
+/// starts a new hasher), writes those already queued and [`Request::End`],
+/// and closes the hasher's input: the hasher answers them and exits. A
+/// request that cannot be written (the hasher has ended) is handed back to
+/// its caller as [`Outcome::Undelivered`], with every one queued behind it;
+/// a hasher that takes no input for [`WRITE_PATIENCE`] is killed.
 async fn write_requests(
     mut stdin: ChildStdin,
     mut queue: mpsc::Receiver<Request>,
@@ -353,12 +379,13 @@ async fn write_requests(
         let request = if closing {
             match queue.recv().await {
                 Some(request) => request,
-                None => break,
+                None => Request::End,
             }
         } else {
             match tokio::time::timeout(idle, queue.recv()).await {
                 Ok(Some(request)) => request,
-                // The worker let go of this hasher.
+                // The worker let go of this hasher: it exits at the end of
+                // its input.
                 Ok(None) => break,
                 Err(_) if shared.waiting().is_empty() => {
                     shared.open.store(false, Ordering::Release);
@@ -369,19 +396,38 @@ async fn write_requests(
                 Err(_) => continue,
             }
         };
-        if write_line(&mut stdin, &request).await.is_ok() {
-            shared.written(request.id());
-        } else {
-            shared.open.store(false, Ordering::Release);
-            queue.close();
-            shared.undelivered(request.id());
-            while let Ok(request) = queue.try_recv() {
-                shared.undelivered(request.id());
+        let end = matches!(request, Request::End);
+        match tokio::time::timeout(WRITE_PATIENCE, write_line(&mut stdin, &request)).await {
+            Ok(Ok(())) if end => {
+                // Its input ends here. It answers what it was asked within
+                // a minute (`serve`), then exits; if it has not, it is
+                // killed.
+                drop(stdin);
+                tokio::time::sleep(Duration::from_secs(65)).await;
+                shared.stuck.notify_one();
+                break;
             }
-            break;
+            Ok(Ok(())) => shared.written(request.id()),
+            failed => {
+                shared.open.store(false, Ordering::Release);
+                if failed.is_err() {
+                    shared.stuck.notify_one();
+                }
+                queue.close();
+                shared.undelivered(request.id());
+                while let Ok(request) = queue.try_recv() {
+                    shared.undelivered(request.id());
+                }
+                break;
+            }
         }
     }
 }
+
+/// How long a write to the hasher may wait for room in the pipe: it reads
+/// each line as it comes, so a full pipe for this long is a hasher stopped
+/// or wedged.
+const WRITE_PATIENCE: Duration = Duration::from_secs(5);
 
 async fn write_line(stdin: &mut ChildStdin, request: &Request) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
@@ -398,7 +444,14 @@ async fn read_replies(stdout: ChildStdout, mut child: Child, shared: Arc<Shared>
     let mut lines = BufReader::new(stdout).lines();
     let mut broken = None;
     loop {
-        match lines.next_line().await {
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            () = shared.stuck.notified() => {
+                broken = Some("it stopped reading its input".to_owned());
+                break;
+            }
+        };
+        match line {
             Ok(Some(line)) => match serde_json::from_str::<Reply>(&line) {
                 Ok(Reply(id, outcome)) => {
                     if let Some(waiter) = shared.waiting().remove(&id) {
@@ -426,11 +479,17 @@ async fn read_replies(stdout: ChildStdout, mut child: Child, shared: Arc<Shared>
             let _ = waiter.answer.send(Outcome::Undelivered);
         }
     }
-    // Exiting after its output closed takes it a moment; anything else is
-    // a hasher gone wrong, which is killed.
-    let status = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-        Ok(status) if broken.is_none() => status,
-        _ => {
+    // Exiting after its output closed takes it a moment; a hasher gone
+    // wrong, or one that takes longer, is killed.
+    let exited = match broken {
+        None => tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .ok(),
+        Some(_) => None,
+    };
+    let status = match exited {
+        Some(status) => status,
+        None => {
             let _ = child.kill().await;
             child.wait().await
         }
@@ -464,6 +523,7 @@ pub(crate) fn serve(threads: usize) -> std::io::Result<()> {
     let replies = Arc::new(Replies::default());
     let cancelled: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let most_cancelled = threads.max(1) * QUEUED_PER_THREAD;
+    let mut ended = false;
     for line in std::io::stdin().lock().lines() {
         let request: Request = serde_json::from_str(&line?)
             .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))?;
@@ -477,6 +537,10 @@ pub(crate) fn serve(threads: usize) -> std::io::Result<()> {
                     cancelled.clear();
                 }
                 cancelled.insert(id);
+                continue;
+            }
+            Request::End => {
+                ended = true;
                 continue;
             }
             Request::Hash { id, password } => (
@@ -518,8 +582,11 @@ pub(crate) fn serve(threads: usize) -> std::io::Result<()> {
             replies.end();
         }
     }
-    // The worker closed our input: answer what it asked, then go.
-    replies.wait_for_all(Duration::from_secs(60));
+    // Asked to end: answer what was asked, then go. Input that ended
+    // without it is a worker gone: no one is left to answer.
+    if ended {
+        replies.wait_for_all(Duration::from_secs(60));
+    }
     Ok(())
 }
 
@@ -618,10 +685,10 @@ impl Replies {
 /// Moves the hasher into a session of its own, which the kernel makes a
 /// scheduling group of its own (an autogroup), and weighs that group at
 /// [`GROUP_NICE`]. Without autogroups (a container, a systemd unit) the
-/// write changes nothing and the hasher shares its worker's group. The
-/// kernel takes one such write a tenth of a second from an unprivileged
-/// process, so a few tries, on a thread of their own: the hasher serves
-/// meanwhile.
+/// write changes nothing and the hasher shares its worker's group. From an
+/// unprivileged process the kernel takes one such write a tenth of a second
+/// machine-wide, so hashers starting together take turns: a few tries, on a
+/// thread of their own, while the hasher serves.
 fn join_a_group_of_its_own() {
     #[cfg(target_os = "linux")]
     {
@@ -630,17 +697,22 @@ fn join_a_group_of_its_own() {
             return;
         }
         let weigh = || {
-            for _ in 0..10 {
+            let mut last = None;
+            for _ in 0..20 {
                 match std::fs::write("/proc/self/autogroup", GROUP_NICE.to_string()) {
                     Ok(()) => return,
                     Err(err) if err.raw_os_error() == Some(nix::libc::EAGAIN) => {
+                        last = Some(err);
                         std::thread::sleep(Duration::from_millis(110));
                     }
                     Err(err) => {
-                        tracing::debug!(error = %err, "the password hasher's group keeps its weight");
-                        return;
+                        last = Some(err);
+                        break;
                     }
                 }
+            }
+            if let Some(err) = last {
+                tracing::debug!(error = %err, "the password hasher's group keeps its weight");
             }
         };
         let _ = std::thread::Builder::new()

@@ -195,7 +195,7 @@ impl Passwords {
     /// Hashes in a helper process started from `program` (this service's
     /// own binary) on `concurrency` threads, started at the first hash and
     /// ended after [`IDLE_RELEASE`] without one.
-    pub fn in_helper_process(program: PathBuf, concurrency: usize) -> Self {
+    pub(crate) fn in_helper_process(program: PathBuf, concurrency: usize) -> Self {
         Self::on(Backend::Process(Arc::new(Hasher::new(
             program,
             concurrency,

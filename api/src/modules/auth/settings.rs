@@ -52,7 +52,7 @@ pub struct Settings {
     #[arg(long = "hash-concurrency", env = "HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
     /// Hash in a helper process of each worker's, in a scheduling group of
-    /// its own at the lowest weight, started at the first login and ended
+    /// its own at a tenth of the weight, started at the first login and ended
     /// when idle (`hasher.rs` says why); false: on threads of the worker's
     /// own.
     #[arg(

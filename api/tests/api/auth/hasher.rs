@@ -1,7 +1,7 @@
 //! A served worker checks passwords in a hasher process of its own
 //! (`app::modules::auth::hasher`): in a session, and so a scheduling group,
-//! of its own at the lowest weight; started at the first login, replaced
-//! when it dies, ended when idle.
+//! of its own at a tenth of the weight (nice 10); started at the first
+//! login, replaced when it dies, ended when idle.
 
 use std::time::Duration;
 
@@ -80,7 +80,7 @@ async fn passwords_are_checked_in_a_hasher_of_the_workers_in_a_session_of_its_ow
         "it leads a session of its own"
     );
     assert_ne!(session_of(worker), Some(hasher));
-    // Where the kernel groups by session, the group is weighed at nice 19
+    // Where the kernel groups by session, the group is weighed at nice 10
     // (the write comes from a thread of the hasher's, a moment later).
     let autogroup = format!("/proc/{hasher}/autogroup");
     if std::fs::metadata(&autogroup).is_ok() {
@@ -93,8 +93,8 @@ async fn passwords_are_checked_in_a_hasher_of_the_workers_in_a_session_of_its_ow
     }
 }
 
-/// A hasher that dies costs no login: the next one, even before the worker
-/// has noticed the death, is checked by a new hasher.
+/// A hasher that dies costs no login: the next one is checked by a new
+/// hasher, whether or not the worker has noticed the death by then.
 #[tokio::test]
 async fn a_hasher_that_dies_is_replaced_at_the_next_login() {
     let (served, worker) = served_with_a_user().await;
