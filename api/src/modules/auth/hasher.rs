@@ -107,7 +107,7 @@ struct Reply(u64, Outcome);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Outcome {
+enum Outcome {
     Hashed(String),
     Verified(bool),
     /// Its queue is full: refused at once.
@@ -121,7 +121,7 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// An outcome that is not the answer asked for, as the error it is.
-    pub(crate) fn into_error(self) -> HashError {
+    fn into_error(self) -> HashError {
         match self {
             Outcome::Busy => HashError::Busy,
             Outcome::Failed(reason) => HashError::Hasher(reason),
@@ -210,21 +210,30 @@ impl Hasher {
         PathBuf::from("/proc/self/exe")
     }
 
-    pub(crate) async fn hash(&self, password: String) -> Result<Outcome, HashError> {
-        self.ask(|id| Request::Hash { id, password }).await
+    /// A new PHC string for `password`.
+    pub(crate) async fn hash(&self, password: String) -> Result<String, HashError> {
+        match self.ask(|id| Request::Hash { id, password }).await? {
+            Outcome::Hashed(hash) => Ok(hash),
+            other => Err(other.into_error()),
+        }
     }
 
+    /// Whether `password` matches `stored`; the dummy hash, and never a
+    /// match, when there is no stored hash.
     pub(crate) async fn verify(
         &self,
         password: String,
         stored: Option<String>,
-    ) -> Result<Outcome, HashError> {
-        self.ask(|id| Request::Verify {
+    ) -> Result<bool, HashError> {
+        let request = |id| Request::Verify {
             id,
             password,
             stored,
-        })
-        .await
+        };
+        match self.ask(request).await? {
+            Outcome::Verified(matches) => Ok(matches),
+            other => Err(other.into_error()),
+        }
     }
 
     /// As many hashes as may wait for the hasher's threads: what its own

@@ -23,7 +23,7 @@ use argon2::password_hash::{Output, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
-use super::hasher::{Hasher, Outcome};
+use super::hasher::Hasher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -218,10 +218,7 @@ impl Passwords {
                     .run(move |memory| hash_with(memory, &password))
                     .await?
             }
-            Backend::Process(hasher) => match hasher.hash(password).await? {
-                Outcome::Hashed(hash) => Ok(hash),
-                other => Err(other.into_error()),
-            },
+            Backend::Process(hasher) => hasher.hash(password).await,
         }
     }
 
@@ -238,10 +235,7 @@ impl Passwords {
                     .run(move |memory| verify_or_dummy(memory, &password, stored.as_deref()))
                     .await??
             }
-            Backend::Process(hasher) => match hasher.verify(password, stored).await? {
-                Outcome::Verified(matches) => matches,
-                other => return Err(other.into_error()),
-            },
+            Backend::Process(hasher) => hasher.verify(password, stored).await?,
         };
         #[cfg(any(test, feature = "test-hooks"))]
         self.verifications.fetch_add(1, Ordering::Relaxed);
