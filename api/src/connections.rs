@@ -324,9 +324,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
             return this.poll_replacement(cx).map_ok(|()| buf.len());
         }
         // Only before the app has the request: what it answers is never
-        // touched, whatever its body holds.
+        // touched, whatever its body holds, nor looked at (every answer
+        // would pay for the scan).
         let unhandled = matches!(lock(&this.phase).state, State::Head { .. });
-        if let Some(answer) = hypers_own_error(buf, &this.head).filter(|_| unhandled) {
+        if let Some(answer) = unhandled
+            .then(|| hypers_own_error(buf, &this.head))
+            .flatten()
+        {
             this.replacement = Some((answer, 0));
             return this.poll_replacement(cx).map_ok(|()| buf.len());
         }
