@@ -478,11 +478,18 @@ impl<E: Endpoint> Endpoint for RequestPhasesEndpoint<E> {
             .and_then(|peer| self.phases.get(peer));
         if let Some(phase) = &phase {
             lock(phase).state = State::Handling;
-            let body = WatchedBody {
-                inner: Box::pin(request.take_body().into_bytes_stream()),
-                phase: Arc::clone(phase),
-            };
-            request.set_body(Body::from_bytes_stream(body));
+            // A request without a body (hyper knows: no length, not chunked)
+            // has nothing to wait for, and keeps the body that says so.
+            let body = request.take_body();
+            if body.is_empty() {
+                request.set_body(body);
+            } else {
+                let body = WatchedBody {
+                    inner: Box::pin(body.into_bytes_stream()),
+                    phase: Arc::clone(phase),
+                };
+                request.set_body(Body::from_bytes_stream(body));
+            }
         }
         let answered = self.inner.call(request).await;
         if let Some(phase) = &phase {
