@@ -80,18 +80,14 @@ where
         }
         writer.write_str(meta.target())?;
         writer.write_str(": ")?;
-        let mut fields = TextVisitor::new(&mut writer, true);
-        event.record(&mut fields);
-        fields.result?;
+        record(TextVisitor(Members::new(&mut writer, ' ', true)), event)?;
         writer.write_char('\n')
     }
 }
 
 impl<'w> FormatFields<'w> for TextFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut visitor = TextVisitor::new(&mut writer, true);
-        fields.record(&mut visitor);
-        visitor.result
+        record(TextVisitor(Members::new(&mut writer, ' ', true)), fields)
     }
 
     fn add_fields(
@@ -100,9 +96,10 @@ impl<'w> FormatFields<'w> for TextFields {
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
         let first = current.fields.is_empty();
-        let mut visitor = TextVisitor::new(&mut current.fields, first);
-        fields.record(&mut visitor);
-        visitor.result
+        record(
+            TextVisitor(Members::new(&mut current.fields, ' ', first)),
+            fields,
+        )
     }
 }
 
@@ -124,9 +121,7 @@ where
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(meta.level().as_str())?;
         writer.write_char('"')?;
-        let mut fields = JsonVisitor::new(&mut writer, false);
-        event.record(&mut fields);
-        fields.result?;
+        record(JsonVisitor(Members::new(&mut writer, ',', false)), event)?;
         writer.write_str(",\"target\":")?;
         write_json_str(&mut writer, meta.target())?;
         if let Some(span) = ctx.event_scope().and_then(|mut scope| scope.next()) {
@@ -148,9 +143,7 @@ where
 
 impl<'w> FormatFields<'w> for JsonFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut visitor = JsonVisitor::new(&mut writer, true);
-        fields.record(&mut visitor);
-        visitor.result
+        record(JsonVisitor(Members::new(&mut writer, ',', true)), fields)
     }
 
     fn add_fields(
@@ -159,10 +152,20 @@ impl<'w> FormatFields<'w> for JsonFields {
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
         let first = current.fields.is_empty();
-        let mut visitor = JsonVisitor::new(&mut current.fields, first);
-        fields.record(&mut visitor);
-        visitor.result
+        record(
+            JsonVisitor(Members::new(&mut current.fields, ',', first)),
+            fields,
+        )
     }
+}
+
+/// Records `fields` with `visitor`; whether all were written.
+fn record<'a, V>(mut visitor: V, fields: impl RecordFields) -> fmt::Result
+where
+    V: Visit + AsMut<Members<'a>>,
+{
+    fields.record(&mut visitor);
+    visitor.as_mut().result
 }
 
 /// The level as tracing-subscriber pads it, five characters wide.
@@ -176,32 +179,57 @@ fn padded(level: &Level) -> &'static str {
     }
 }
 
-/// A name as written: the log bridge's own (`log.target`, ...) are not
-/// fields, and a raw identifier loses its `r#`.
-fn written_name(field: &Field) -> Option<&'static str> {
-    let name = field.name();
-    if name.starts_with("log.") {
-        return None;
+/// What both kinds of fields share: where they go, the separator written
+/// before each but the first, and whether every write succeeded.
+struct Members<'a> {
+    out: &'a mut dyn fmt::Write,
+    separator: char,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl<'a> Members<'a> {
+    fn new(out: &'a mut dyn fmt::Write, separator: char, first: bool) -> Self {
+        Members {
+            out,
+            separator,
+            first,
+            result: Ok(()),
+        }
     }
-    Some(name.strip_prefix("r#").unwrap_or(name))
+
+    /// Writes one field with `write` (given the name to write), after the
+    /// separator. A field of the log bridge's own (`log.target`, ...) is
+    /// no field, and a raw identifier loses its `r#`.
+    fn write(
+        &mut self,
+        field: &Field,
+        write: impl FnOnce(&mut dyn fmt::Write, &str) -> fmt::Result,
+    ) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        let first = std::mem::replace(&mut self.first, false);
+        let out = &mut *self.out;
+        self.result = if first {
+            write(out, name)
+        } else {
+            out.write_char(self.separator)
+                .and_then(|()| write(out, name))
+        };
+    }
 }
 
 /// Fields as tracing-subscriber's `DefaultFields` writes them with colour
 /// off: `name=value` with the value's `Debug` (so a string is quoted), the
 /// message bare, with terminal control characters escaped.
-struct TextVisitor<'a> {
-    out: &'a mut dyn fmt::Write,
-    first: bool,
-    result: fmt::Result,
-}
+struct TextVisitor<'a>(Members<'a>);
 
-impl<'a> TextVisitor<'a> {
-    fn new(out: &'a mut dyn fmt::Write, first: bool) -> Self {
-        TextVisitor {
-            out,
-            first,
-            result: Ok(()),
-        }
+impl<'a> AsMut<Members<'a>> for TextVisitor<'a> {
+    fn as_mut(&mut self) -> &mut Members<'a> {
+        &mut self.0
     }
 }
 
@@ -226,63 +254,36 @@ impl Visit for TextVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() {
-            return;
-        }
-        let Some(name) = written_name(field) else {
-            return;
-        };
-        let first = std::mem::replace(&mut self.first, false);
-        let out = &mut *self.out;
-        self.result = (|| {
-            if !first {
-                out.write_char(' ')?;
-            }
-            if field.name() == "message" {
+        let message = field.name() == "message";
+        self.0.write(field, |out, name| {
+            if message {
                 return write!(out, "{:?}", Sanitized(value));
             }
             out.write_str(name)?;
             out.write_char('=')?;
             write!(out, "{value:?}")
-        })();
+        });
     }
 }
 
 /// Fields as JSON object members, as tracing-subscriber's JSON format has
 /// them: numbers and booleans as such (a float that is not finite as
 /// `null`), everything else a string of its `Debug`.
-struct JsonVisitor<'a> {
-    out: &'a mut dyn fmt::Write,
-    first: bool,
-    result: fmt::Result,
+struct JsonVisitor<'a>(Members<'a>);
+
+impl<'a> AsMut<Members<'a>> for JsonVisitor<'a> {
+    fn as_mut(&mut self) -> &mut Members<'a> {
+        &mut self.0
+    }
 }
 
-impl<'a> JsonVisitor<'a> {
-    fn new(out: &'a mut dyn fmt::Write, first: bool) -> Self {
-        JsonVisitor {
-            out,
-            first,
-            result: Ok(()),
-        }
-    }
-
+impl JsonVisitor<'_> {
     fn member(&mut self, field: &Field, value: impl FnOnce(&mut dyn fmt::Write) -> fmt::Result) {
-        if self.result.is_err() {
-            return;
-        }
-        let Some(name) = written_name(field) else {
-            return;
-        };
-        let first = std::mem::replace(&mut self.first, false);
-        let out = &mut *self.out;
-        self.result = (|| {
-            if !first {
-                out.write_char(',')?;
-            }
+        self.0.write(field, |out, name| {
             write_json_str(out, name)?;
             out.write_char(':')?;
             value(out)
-        })();
+        });
     }
 }
 
