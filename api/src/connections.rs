@@ -478,8 +478,9 @@ impl<E: Endpoint> Endpoint for RequestPhasesEndpoint<E> {
             .and_then(|peer| self.phases.get(peer));
         if let Some(phase) = &phase {
             lock(phase).state = State::Handling;
-            // A request without a body (hyper knows: no length, not chunked)
-            // has nothing to wait for, and keeps the body that says so.
+            // A request without a body (hyper knows: no length or a length
+            // of 0, not chunked) has nothing to wait for, and keeps the body
+            // that says so.
             let body = request.take_body();
             if body.is_empty() {
                 request.set_body(body);

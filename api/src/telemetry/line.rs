@@ -7,16 +7,19 @@
 //! that text back into a map (a string allocated for each key and value)
 //! to write it out again. Its text one wraps every field name, `=`, brace
 //! and colon in a terminal style, colour on or off, each one more trip
-//! through `core::fmt`. Measured with callgrind on one worker (docs/benchmarks.md,
-//! round eight), a `GET /v1/hello` took about 116,000 instructions of the
-//! service's own with JSON lines and 80,000 with text; the line and the
-//! request's span were the largest part of either.
+//! through `core::fmt`. Measured with callgrind on one worker
+//! (docs/benchmarks.md, round eight), a `GET /v1/hello` took about 116,000
+//! instructions of the service's own with JSON lines and 80,000 with text;
+//! the line and the request's span were the largest part of either.
 //!
 //! These write the same lines. The text line is tracing-subscriber's with
-//! colour off, byte for byte; the JSON line has the same keys and values
-//! (a span's fields in the order they were recorded, not sorted by name).
-//! The tests below hold both to tracing-subscriber's own. A terminal still
-//! gets tracing-subscriber's coloured text (`telemetry::formatted`).
+//! colour off, byte for byte. The JSON line has its keys and values, but
+//! that a span's fields come in the order they were first recorded (not
+//! sorted by name), and that an event of the `log` crate leaves out the
+//! bridge's `log.*` fields, whose target and level the line already has
+//! (so does the text line). The tests below hold both to
+//! tracing-subscriber's own. A terminal still gets tracing-subscriber's
+//! coloured text (`telemetry::formatted`).
 
 use std::error::Error;
 use std::fmt::{self, Write as _};
@@ -90,14 +93,18 @@ impl<'w> FormatFields<'w> for TextFields {
         record(TextVisitor(Members::new(&mut writer, ' ', true)), fields)
     }
 
+    // As tracing-subscriber's default: a space, then the fields (none, if
+    // only an empty value was recorded).
     fn add_fields(
         &self,
         current: &'w mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        let first = current.fields.is_empty();
+        if !current.fields.is_empty() {
+            current.fields.push(' ');
+        }
         record(
-            TextVisitor(Members::new(&mut current.fields, ' ', first)),
+            TextVisitor(Members::new(&mut current.fields, ' ', true)),
             fields,
         )
     }
@@ -124,7 +131,13 @@ where
         record(JsonVisitor(Members::new(&mut writer, ',', false)), event)?;
         writer.write_str(",\"target\":")?;
         write_json_str(&mut writer, meta.target())?;
-        if let Some(span) = ctx.event_scope().and_then(|mut scope| scope.next()) {
+        // The event's parent, or the span it was logged in, as
+        // tracing-subscriber picks.
+        let span = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
             writer.write_str(",\"span\":{")?;
             let extensions = span.extensions();
             if let Some(fields) = extensions.get::<FormattedFields<N>>() {
@@ -146,17 +159,71 @@ impl<'w> FormatFields<'w> for JsonFields {
         record(JsonVisitor(Members::new(&mut writer, ',', true)), fields)
     }
 
+    /// A field recorded again replaces its value, as in the map
+    /// tracing-subscriber keeps, rather than naming its key twice; a value
+    /// that failed to format leaves the fields as they were.
     fn add_fields(
         &self,
         current: &'w mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        let first = current.fields.is_empty();
-        record(
-            JsonVisitor(Members::new(&mut current.fields, ',', first)),
-            fields,
-        )
+        let mut added = String::new();
+        record(JsonVisitor(Members::new(&mut added, ',', true)), fields)?;
+        if added.is_empty() {
+            return Ok(());
+        }
+        let again = |key: &str| members(&added).any(|(new, _)| new == key);
+        if members(&current.fields).any(|(key, _)| again(key)) {
+            let kept: Vec<&str> = members(&current.fields)
+                .filter(|(key, _)| !again(key))
+                .map(|(_, member)| member)
+                .collect();
+            current.fields = kept.join(",");
+        }
+        if !current.fields.is_empty() {
+            current.fields.push(',');
+        }
+        current.fields.push_str(&added);
+        Ok(())
     }
+}
+
+/// The members `JsonFields` wrote (`"key":value,...`), each as its key
+/// (quoted, as written) and the whole member. Values are strings, numbers,
+/// booleans or `null`, so a member ends at the first comma outside a
+/// string.
+fn members(fields: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut rest = fields;
+    std::iter::from_fn(move || {
+        let key = rest.get(..string_end(rest)?)?;
+        let value = rest.get(key.len() + 1..)?;
+        let value_len = if value.starts_with('"') {
+            string_end(value)?
+        } else {
+            value.find(',').unwrap_or(value.len())
+        };
+        let member = rest.get(..key.len() + 1 + value_len)?;
+        rest = rest.get(member.len()..)?;
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+        Some((key, member))
+    })
+}
+
+/// The length of the JSON string `text` starts with, quotes included.
+fn string_end(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'"') {
+        return None;
+    }
+    let mut at = 1;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'\\' => at += 2,
+            b'"' => return Some(at + 1),
+            _ => at += 1,
+        }
+    }
+    None
 }
 
 /// Records `fields` with `visitor`; whether all were written.
@@ -292,7 +359,7 @@ impl Visit for JsonVisitor<'_> {
         self.member(field, |out| {
             if value.is_finite() {
                 // `Debug` is the shortest text that reads back as the same
-                // number, with an exponent where it is shorter: valid JSON.
+                // number (`1e-5`, `0.25`, `3.0`, `1e16`): valid JSON.
                 write!(out, "{value:?}")
             } else {
                 out.write_str("null")
@@ -576,7 +643,19 @@ mod tests {
             });
             let empty = tracing::info_span!("empty");
             empty.in_scope(|| tracing::trace!("in a span without fields"));
+            tracing::info!(parent: None, "a root event logged inside a span");
         });
+        // Fields recorded after the span began: one twice, one with no value.
+        let later = tracing::info_span!(
+            "later",
+            a = 1_u64,
+            b = tracing::field::Empty,
+            c = tracing::field::Empty
+        );
+        later.record("b", "first");
+        later.record("b", "second");
+        later.record("c", None::<u64>);
+        later.in_scope(|| tracing::info!("after the records"));
         tracing::info!(message = "message as a field", after = "it");
     }
 
@@ -617,8 +696,8 @@ mod tests {
             ),
         );
         let (ours, theirs) = (ours.lines(), theirs.lines());
-        // Eight events, two of them with a newline in a value.
-        assert_eq!(ours.len(), 10);
+        // Ten events, two of them with a newline in a value.
+        assert_eq!(ours.len(), 12);
         assert_eq!(ours.len(), theirs.len());
         for (ours, theirs) in ours.iter().zip(&theirs) {
             assert_eq!(untimed(ours), untimed(theirs));
@@ -647,9 +726,12 @@ mod tests {
             ),
         );
         let (ours, theirs) = (ours.lines(), theirs.lines());
-        assert_eq!(ours.len(), 8);
+        assert_eq!(ours.len(), 10);
         assert_eq!(ours.len(), theirs.len());
         for (ours, theirs) in ours.iter().zip(&theirs) {
+            // Compared as values below, which would hide a key named twice.
+            let twice = crate::requests::json_keys::duplicate_key(ours.as_bytes());
+            assert_eq!(twice, None, "{ours}");
             let mut ours: Value =
                 serde_json::from_str(ours).unwrap_or_else(|err| panic!("{err}: {ours}"));
             let mut theirs: Value = serde_json::from_str(theirs).unwrap();
