@@ -40,11 +40,12 @@ pub(crate) struct TextLine;
 pub(crate) struct TextFields;
 
 /// JSON lines: `{"timestamp", "level", the event's fields, "target",
-/// "span": {its fields, "name"}}`, the span being the innermost one.
+/// "span": {its fields, "name"}}`, the span being the event's parent or,
+/// without one, the span it was logged in.
 pub(crate) struct JsonLine;
 
 /// A span's fields as JSON object members, kept without the braces so
-/// that a field recorded later is appended.
+/// that a field recorded later is added to them.
 pub(crate) struct JsonFields;
 
 impl<S, N> FormatEvent<S, N> for TextLine
@@ -167,23 +168,29 @@ impl<'w> FormatFields<'w> for JsonFields {
         current: &'w mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        let mut added = String::new();
-        record(JsonVisitor(Members::new(&mut added, ',', true)), fields)?;
-        if added.is_empty() {
-            return Ok(());
+        // Written in place, as most records name a new field (the
+        // request's route, on every request); rebuilt only for one named
+        // again.
+        let before = current.fields.len();
+        let written = record(
+            JsonVisitor(Members::new(&mut current.fields, ',', before == 0)),
+            fields,
+        );
+        if written.is_err() {
+            current.fields.truncate(before);
+            return written;
         }
-        let again = |key: &str| members(&added).any(|(new, _)| new == key);
-        if members(&current.fields).any(|(key, _)| again(key)) {
-            let kept: Vec<&str> = members(&current.fields)
+        let (old, new) = current.fields.split_at(before);
+        let new = new.strip_prefix(',').unwrap_or(new);
+        let again = |key: &str| members(new).any(|(named, _)| named == key);
+        if members(old).any(|(key, _)| again(key)) {
+            let kept: Vec<&str> = members(old)
                 .filter(|(key, _)| !again(key))
                 .map(|(_, member)| member)
+                .chain(std::iter::once(new))
                 .collect();
             current.fields = kept.join(",");
         }
-        if !current.fields.is_empty() {
-            current.fields.push(',');
-        }
-        current.fields.push_str(&added);
         Ok(())
     }
 }
@@ -740,6 +747,35 @@ mod tests {
             theirs["timestamp"] = Value::Null;
             assert_eq!(ours, theirs);
         }
+    }
+
+    /// A value whose `Debug` fails after writing part of itself.
+    struct HalfWritten;
+
+    impl fmt::Debug for HalfWritten {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("half")?;
+            Err(fmt::Error)
+        }
+    }
+
+    #[test]
+    fn a_json_value_that_fails_to_format_leaves_the_span_valid() {
+        let json = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(json.clone())
+                .fmt_fields(JsonFields)
+                .event_format(JsonLine),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("s", a = 1_u64, b = tracing::field::Empty);
+            span.record("b", tracing::field::debug(HalfWritten));
+            span.in_scope(|| tracing::info!("after"));
+        });
+        let line = &json.lines()[0];
+        let line: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+        assert_eq!(line["span"], serde_json::json!({"a": 1, "name": "s"}));
     }
 
     #[test]
