@@ -11,7 +11,9 @@
 # nginx.conf) on free ports with a scratch data directory, so a running
 # make local is left alone, and stops it at the end. Every figure is measured
 # BENCH_ROUNDS times (3), round after round, and the report gives each one's
-# median and spread: one lucky run cannot carry a claim. The figures:
+# median and spread: one lucky run cannot carry a claim. A figure held to a
+# reference (a ceiling, pgbench, the hash bound) is measured between two
+# slices of that reference, and held to their mean. The figures:
 #   ceilings  nginx answering `return 200` itself, and the same nginx
 #             (same upstream keepalive) proxying to a second nginx that
 #             answers `return 200`: the best any proxied service could do
@@ -287,10 +289,36 @@ results=$scratch/results.jsonl
 : >"$results"
 round=1
 # record NAME KIND URL METHOD RSS PG TARGET MEASURED [PSS]: one line of
-# results.
+# results. RECORD_EXTRA, if set, is more of its JSON members.
 record() {
-    printf '{"round":%s,"name":"%s","kind":"%s","url":"%s","method":"%s","peak_rss_kib":%s,"pss_kib":%s,"peak_pg_connections":%s,"target":%s,"wrk":%s}\n' \
-        "$round" "$1" "$2" "${3#http://*/}" "$4" "$5" "${9:-null}" "$6" "$7" "$8" >>"$results"
+    printf '{"round":%s,"name":"%s","kind":"%s","url":"%s","method":"%s","peak_rss_kib":%s,"pss_kib":%s,"peak_pg_connections":%s,"target":%s,"wrk":%s%s}\n' \
+        "$round" "$1" "$2" "${3#http://*/}" "$4" "$5" "${9:-null}" "$6" "$7" "$8" "${RECORD_EXTRA:+,$RECORD_EXTRA}" >>"$results"
+}
+# A figure held to a reference (the proxied ceiling, pgbench, cores / hash
+# time) is measured between two slices of that reference, each half a
+# figure's time, and held to their mean: the reference is taken at the same
+# minute as the figure, before it and after it, so that a machine whose
+# speed drifts (this one's moved by a fifth within minutes) moves both
+# alike. A slice records itself as a part of its reference's figure (the
+# report adds a round's slices up into it) and leaves its requests/s in
+# slice_rps for the figure after it.
+slice=$(((duration + 1) / 2))
+slice_rps=
+export BENCH_NOTES="A figure held to a reference (the proxied ceiling, pgbench, cores / hash time) is measured between two slices of it, each half a figure's time, and its ratio is to the slices' mean; the reference's own row adds up its slices."
+# slice_record NAME KIND URL METHOD LINE: one slice's line, and its rps.
+slice_record() {
+    slice_rps=$(sed -nE 's/.*"rps":([0-9.]+).*/\1/p' <<<"$5")
+    [ -n "$slice_rps" ] || { echo "bench: $1 gave no requests/s: $5" >&2; return 1; }
+    RECORD_EXTRA='"slice":true' record "$1" "$2" "$3" "$4" null null null "$5"
+}
+# proxied_slice [warm]: the proxied ceiling, one slice (after a warm-up if
+# asked).
+proxied_slice() {
+    local url=http://$proxied_listen/v1/hello
+    echo "bench: round $round: nginx proxying to nginx (a slice)"
+    export BENCH_METHOD=GET BENCH_BODY= BENCH_HEADER=
+    [ "${1:-}" = warm ] && warm "$url"
+    slice_record "nginx proxying to nginx" ceiling "$url" GET "$(wrk_line "$url" "$connections" "$slice")"
 }
 # wrk_line URL [CONNECTIONS SECONDS]: wrk's one JSON line (bench.lua) for
 # the request in BENCH_METHOD, BENCH_BODY, BENCH_HEADER and BENCH_HEADERS.
@@ -307,10 +335,13 @@ warm() {
 # figure NAME KIND URL [METHOD BODY HEADER TARGET]: HEADER is one "Name:
 # value" to send; TARGET, what the report holds the figure to (JSON, see
 # scripts/bench_report.py). FIGURE_CONNECTIONS, if set, replaces
-# BENCH_CONNECTIONS.
+# BENCH_CONNECTIONS. BESIDE, if set, names the slice function of the
+# figure's reference: its slice_rps is the one before, and BESIDE runs the
+# one after.
 figure() {
-    local name=$1 kind=$2 url=$3 method=${4:-GET} body=${5:-} header=${6:-} target=${7:-null} line rss pg
+    local name=$1 kind=$2 url=$3 method=${4:-GET} body=${5:-} header=${6:-} target=${7:-null} line rss pg before
     echo "bench: round $round: $name"
+    before=$slice_rps
     export BENCH_METHOD=$method BENCH_BODY=$body BENCH_HEADER=$header
     warm "$url"
     rm -f "$scratch/stop" "$scratch/peaks"
@@ -320,7 +351,14 @@ figure() {
     wait
     read -r rss pg <"$scratch/peaks"
     if [ "$kind" = ceiling ]; then rss=null pg=null; fi
-    record "$name" "$kind" "$url" "$method" "$rss" "$pg" "$target" "$line"
+    local extra=
+    slice_rps=
+    if [ -n "${BESIDE:-}" ]; then
+        [ -n "$before" ] || { echo "bench: $name: no slice of its reference just before it" >&2; return 1; }
+        "$BESIDE"
+        extra="\"beside\":[$before,$slice_rps]"
+    fi
+    RECORD_EXTRA=$extra record "$name" "$kind" "$url" "$method" "$rss" "$pg" "$target" "$line"
 }
 # idle NAME [RSS PSS]: the service's memory after SETTLE quiet seconds, or
 # as given.
@@ -334,13 +372,15 @@ idle() {
     record "$1" idle "" "" "$rss" null '{"max_rss_mib":30}' null "$pss"
 }
 
-# pgbench NAME: PostgreSQL alone, as many clients as the service has
+# pgbench_slice: PostgreSQL alone, as many clients as the service has
 # connections (WORKERS x DATABASE_POOL_SIZE), running what /setName commits
 # (users.rs set_name: the UPDATE and the outbox INSERT in one statement) for
-# the same 128 users.
-pgbench_figure() {
-    local name=$1 clients=$((WORKERS * DATABASE_POOL_SIZE)) text tps failed count
-    echo "bench: round $round: $name"
+# the same 128 users, one slice. (The service's outbox relay moves these
+# events as they come, as it moves its own during /setName: it keeps up,
+# so none are left for the figure after.)
+pgbench_slice() {
+    local name="pgbench: the same transaction" clients=$((WORKERS * DATABASE_POOL_SIZE)) text tps failed count
+    echo "bench: round $round: $name (a slice)"
     cat >"$scratch/set-name.sql" <<'SQL'
 \set id random(:first, :last)
 WITH changed AS (UPDATE users SET name = 'Bench User', name_version = name_version + 1, updated_at = now() WHERE id = :id RETURNING name, name_version), recorded AS (INSERT INTO outbox (event_id, type, user_id, data, traceparent) SELECT gen_random_uuid(), 'user.name_changed', :id, jsonb_build_object('user_id', (:id)::bigint, 'name', 'Bench User'::text), NULL FROM changed) SELECT name, name_version FROM changed;
@@ -348,29 +388,30 @@ SQL
     read -r first last <<<"$member_ids"
     text=$(PGPASSWORD=$(sed -E 's#^[a-z]+://[^:]+:([^@]*)@.*#\1#' <<<"$DATABASE_URL") \
         "$("$services" pg-bin)/pgbench" -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -n -M prepared \
-        -c "$clients" -j "$threads" -T "$duration" -D first="$first" -D last="$last" \
+        -c "$clients" -j "$threads" -T "$slice" -D first="$first" -D last="$last" \
         -f "$scratch/set-name.sql" "${DATABASE_URL##*/}" 2>&1) || { echo "$text" >&2; return 1; }
     tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)/\1/p' <<<"$text")
     count=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' <<<"$text")
     failed=$(sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' <<<"$text")
-    record "$name" pgbench "" "" null "$clients" null \
-        "{\"requests\":${count:-0},\"seconds\":$duration,\"rps\":${tps:-0},\"p50_ms\":null,\"p99_ms\":null,\"non_2xx\":${failed:-0},\"socket_errors\":0}"
+    slice_record "$name" pgbench "" "" \
+        "{\"requests\":${count:-0},\"seconds\":$slice,\"rps\":${tps:-0},\"p50_ms\":null,\"p99_ms\":null,\"non_2xx\":${failed:-0},\"socket_errors\":0}"
 }
 
-# hash_figure NAME: the logins a second the cores allow. A login is one
+# hash_slice: the logins a second the cores allow, one slice. A login is one
 # password check, which keeps a core busy for as long as one verification
 # takes; `users hash-time` measures that as the workers hash, one a core at
-# once, each in memory it reuses, and prints the median in ms. Measured in
-# each round, just before its login figure, because this machine's speed
-# moves by 10 to 25% within an hour: a bound from another hour is a
-# different machine's.
-hash_figure() {
-    local name=$1 samples=15 cores ms bound
-    echo "bench: round $round: $name"
+# once, each in memory it reuses, and prints the median in ms. Taken just
+# before and just after the login figure (BESIDE), because this machine's
+# speed moves by 10 to 25% within an hour, and once moved a hash's time by
+# 70% between two rounds: a bound from another minute is a different
+# machine's.
+hash_slice() {
+    local name="cores / hash time" samples=15 cores ms bound
+    echo "bench: round $round: $name (a slice)"
     cores=$(nproc)
     ms=$("$service" users hash-time --samples "$samples" --threads "$cores")
     bound=$(awk -v cores="$cores" -v ms="$ms" 'BEGIN { printf "%.1f", cores / (ms / 1000) }')
-    record "$name" bound "" "" null null null \
+    slice_record "$name" bound "" "" \
         "{\"requests\":$((samples * cores)),\"seconds\":null,\"rps\":$bound,\"p50_ms\":$ms,\"p99_ms\":null,\"non_2xx\":0,\"socket_errors\":0}"
 }
 
@@ -401,24 +442,25 @@ probe_under_login() {
         "{\"p99_at_most\":2,\"of\":\"$probe\"}" "$hello_line"
 }
 
-export BENCH_NOTES="\"cores / hash time\" is the logins a second the cores allow: $(nproc) cores divided by one password verification's time (its p50 ms), with $(nproc) running at once, one a core, each in memory it reuses, as the workers hash; measured in each round just before its login figure."
+BENCH_NOTES+="
+\"cores / hash time\" is the logins a second the cores allow: $(nproc) cores divided by one password verification's time (its p50 ms), with $(nproc) running at once, one a core, each in memory it reuses, as the workers hash."
 
 round=0
 idle "idle, just started" "$started_rss" "$started_pss"
 for round in $(seq 1 "$rounds"); do
     figure "nginx return 200" ceiling "http://$own_listen/v1/hello"
-    figure "nginx proxying to nginx" ceiling "http://$proxied_listen/v1/hello"
-    figure "GET /v1/hello" nginx "http://$NGINX_LISTEN/v1/hello" GET "" "" '{"share":0.80}'
+    proxied_slice warm
+    BESIDE=proxied_slice figure "GET /v1/hello" nginx "http://$NGINX_LISTEN/v1/hello" GET "" "" '{"share":0.80}'
+    BESIDE=proxied_slice figure "GET /getName" nginx "http://$NGINX_LISTEN/getName" GET "" "Authorization: Bearer $user_token" '{"share":0.50}'
     figure "GET /v1/hello, direct" direct "http://$BIND/v1/hello"
     BENCH_DELAY_MS=$pace FIGURE_CONNECTIONS=$few figure "$probe" nginx "http://$NGINX_LISTEN/v1/hello"
-    figure "GET /getName" nginx "http://$NGINX_LISTEN/getName" GET "" "Authorization: Bearer $user_token" '{"share":0.50}'
     figure "POST /setName, one user" nginx "http://$NGINX_LISTEN/setName" POST '{"name":"Bench User"}' "Authorization: Bearer $user_token"
-    BENCH_HEADERS=$members figure "POST /setName, many users" nginx "http://$NGINX_LISTEN/setName" POST '{"name":"Bench User"}' "" \
+    pgbench_slice
+    BESIDE=pgbench_slice BENCH_HEADERS=$members figure "POST /setName, many users" nginx "http://$NGINX_LISTEN/setName" POST '{"name":"Bench User"}' "" \
         '{"share":0.50,"of":"pgbench: the same transaction"}'
-    pgbench_figure "pgbench: the same transaction"
     figure "GET /v2/users?q=member01" nginx "http://$NGINX_LISTEN/v2/users?q=member01" GET "" "Authorization: Bearer $admin_token"
-    hash_figure "cores / hash time"
-    login_figure
+    hash_slice
+    BESIDE=hash_slice login_figure
     probe_under_login
 done
 idle "idle, after the load"

@@ -4,10 +4,12 @@ settings, every figure's median over the rounds with its spread and its
 ratio to the proxied ceiling, and the targets met or missed.
 
 Every figure is measured once a round (BENCH_ROUNDS of them); a ratio is
-taken within one round (a figure against that round's ceiling), and the
-report gives the median of a figure's rounds with the lowest and highest
-beside it. A target is judged on the median. Each figure's target comes
-with it from bench.sh:
+taken within one round, and the report gives the median of a figure's
+rounds with the lowest and highest beside it. A target is judged on the
+median. A figure held to a reference is held to the mean of the two slices
+of it measured just before and just after it (its "beside"); a reference's
+slices in a round add up to its figure for that round (add_up_slices). Each
+figure's target comes with it from bench.sh:
   {"share": 0.8}                   of the proxied ceiling
   {"share": 0.5, "of": "NAME"}     of figure NAME's requests/s (a ceiling,
                                    pgbench, or a bound such as cores / hash time)
@@ -20,7 +22,8 @@ In smoke mode (make test) it checks that every figure ran without an error
 and writes the report to a scratch directory; it never judges speed there.
 
 `python3 scripts/bench_report.py --render` writes docs/benchmarks.md again
-from docs/benchmarks.json, after an edit to docs/benchmarks-notes.md.
+from docs/benchmarks.json, after an edit to docs/benchmarks-notes.md;
+`--self-test` checks the arithmetic above on made-up figures (make test).
 """
 
 import json
@@ -87,6 +90,73 @@ def rps(figure):
     return figure["wrk"]["rps"] if figure.get("wrk") else None
 
 
+def reference_rps(figure, same_round, name):
+    """What a figure is held to: the mean of the two slices of its reference
+    taken just before and just after it (bench.sh's BESIDE), or else the
+    reference's figure in the same round."""
+    beside = figure.get("beside")
+    if beside:
+        return sum(beside) / len(beside)
+    base = same_round.get(name)
+    return rps(base) if base else None
+
+
+def add_ratios(figures):
+    """Each figure's ratio to the proxied ceiling: to the slices around it
+    if it is held to that ceiling, else to its round's."""
+    ceilings = {f["round"]: f for f in figures if f["name"] == PROXIED_CEILING}
+    for figure in figures:
+        held = "of" not in (figure.get("target") or {})
+        same_round = {PROXIED_CEILING: ceilings[figure["round"]]} if figure["round"] in ceilings else {}
+        ceiling = (reference_rps(figure, same_round, PROXIED_CEILING) if held
+                   else reference_rps({}, same_round, PROXIED_CEILING))
+        figure["ratio_to_proxied_ceiling"] = (round(rps(figure) / ceiling, 3)
+                                              if ceiling and rps(figure) is not None else None)
+    return figures
+
+
+def add_up_slices(figures):
+    """One figure a round for each reference measured in slices: requests
+    and seconds added up, requests/s and p50 the slices' mean, p99 their
+    highest. The figures keep their order, a reference's at its first
+    slice."""
+    merged = []
+    parts = {}
+    for figure in figures:
+        if not figure.get("slice"):
+            merged.append(figure)
+            continue
+        key = (figure["round"], figure["name"])
+        if key not in parts:
+            parts[key] = []
+            merged.append(key)
+        parts[key].append(figure)
+    result = []
+    for entry in merged:
+        if isinstance(entry, dict):
+            result.append(entry)
+            continue
+        slices = parts[entry]
+        figure = {k: v for k, v in slices[0].items() if k != "slice"}
+        measured = [f["wrk"] for f in slices]
+        mean = lambda key: (sum(m[key] for m in measured) / len(measured)
+                            if all(m.get(key) is not None for m in measured) else None)
+        total = lambda key: (sum(m[key] for m in measured)
+                             if all(m.get(key) is not None for m in measured) else None)
+        figure["wrk"] = {
+            "requests": total("requests"),
+            "seconds": total("seconds"),
+            "rps": round(mean("rps"), 1),
+            "p50_ms": mean("p50_ms"),
+            "p99_ms": max((m["p99_ms"] for m in measured if m.get("p99_ms") is not None), default=None),
+            "non_2xx": total("non_2xx"),
+            "socket_errors": total("socket_errors"),
+            "slices": [m["rps"] for m in measured],
+        }
+        result.append(figure)
+    return result
+
+
 def summarize(figures):
     """One entry a figure name, in the order first measured: the rounds'
     figures, and their medians."""
@@ -148,8 +218,8 @@ def judge(figures):
                               lambda v, t=target: v <= t["p99_at_most"], "{:.2f}x"))
         if "share" in target and figure.get("wrk"):
             if "of" in target:
-                base = same_round.get(target["of"])
-                value = rps(figure) / rps(base) if base and rps(base) else 0.0
+                base = reference_rps(figure, same_round, target["of"])
+                value = rps(figure) / base if base else 0.0
                 label = target["of"]
             else:
                 value, label = figure.get("ratio_to_proxied_ceiling") or 0.0, "the proxied ceiling"
@@ -176,7 +246,49 @@ def judge(figures):
     return result
 
 
+def self_test():
+    """The arithmetic a claim rests on, on made-up rounds: a figure's ratio
+    is to the mean of the reference's slices around it, never to another
+    minute's, and a reference's slices add up to one figure a round."""
+    def line(round_, name, kind, rps_, target=None, **extra):
+        wrk = {"requests": int(rps_ * 5), "seconds": 5, "rps": rps_, "p50_ms": 1.0, "p99_ms": rps_ / 1000,
+               "non_2xx": 0, "socket_errors": 0}
+        return {"round": round_, "name": name, "kind": kind, "url": "", "method": "GET", "peak_rss_kib": None,
+                "pss_kib": None, "peak_pg_connections": None, "target": target, "wrk": wrk, **extra}
+    figures = add_ratios(add_up_slices([
+        line(1, PROXIED_CEILING, "ceiling", 30000.0, slice=True),
+        line(1, "GET /v1/hello", "nginx", 24000.0, {"share": 0.8}, beside=[30000.0, 30000.0]),
+        line(1, PROXIED_CEILING, "ceiling", 30000.0, slice=True),
+        # the machine slowed down: the figure after it is held to the slower
+        # minute's ceiling, not to the round's
+        line(1, "GET /getName", "nginx", 12000.0, {"share": 0.5}, beside=[30000.0, 18000.0]),
+        line(1, PROXIED_CEILING, "ceiling", 18000.0, slice=True),
+        line(1, "GET /v1/hello, direct", "direct", 26000.0),
+        line(1, "cores / hash time", "bound", 100.0, slice=True),
+        line(1, "POST /login", "nginx", 90.0, {"share": 0.9, "of": "cores / hash time"}, beside=[100.0, 80.0]),
+        line(1, "cores / hash time", "bound", 80.0, slice=True),
+    ]))
+    names = [f["name"] for f in figures]
+    assert names == [PROXIED_CEILING, "GET /v1/hello", "GET /getName", "GET /v1/hello, direct",
+                     "cores / hash time", "POST /login"], names
+    ceiling = figures[0]["wrk"]
+    assert (ceiling["rps"], ceiling["requests"], ceiling["seconds"], ceiling["p99_ms"]) == (26000.0, 390000, 15, 30.0), ceiling
+    assert ceiling["slices"] == [30000.0, 30000.0, 18000.0]
+    checks = {c["target"]: c for c in judge(figures)}
+    assert checks["GET /v1/hello >= 80% of the proxied ceiling"]["rounds"] == ["80%"], checks
+    assert checks["GET /getName >= 50% of the proxied ceiling"]["rounds"] == ["50%"], checks
+    assert checks["POST /login >= 90% of cores / hash time"]["rounds"] == ["100%"], checks
+    # A figure without slices around it is held to its round's reference.
+    plain = add_ratios(add_up_slices([line(2, PROXIED_CEILING, "ceiling", 20000.0),
+                                      line(2, "GET /v1/hello", "nginx", 15000.0, {"share": 0.8})]))
+    assert plain[1]["ratio_to_proxied_ceiling"] == 0.75, plain
+    print("bench_report: self-test passed")
+
+
 def main():
+    if sys.argv[1:] == ["--self-test"]:
+        self_test()
+        return 0
     if sys.argv[1:] == ["--render"]:
         with open("docs/benchmarks.json") as file:
             report = json.load(file)
@@ -185,12 +297,7 @@ def main():
         return 0
     smoke = os.environ["BENCH_SMOKE"] == "1"
     with open(os.environ["BENCH_RESULTS"]) as lines:
-        figures = [json.loads(line) for line in lines if line.strip()]
-    ceilings = {f["round"]: rps(f) for f in figures if f["name"] == PROXIED_CEILING}
-    for figure in figures:
-        ceiling = ceilings.get(figure["round"])
-        figure["ratio_to_proxied_ceiling"] = (round(rps(figure) / ceiling, 3)
-                                              if ceiling and rps(figure) is not None else None)
+        figures = add_ratios(add_up_slices([json.loads(line) for line in lines if line.strip()]))
 
     settings = {
         "workers": int(os.environ["WORKERS"]),
@@ -262,7 +369,8 @@ def markdown(report):
         f"(pool total {s['pool_total']}), RUST_LOG={s['log_level']}; wrk with {s['wrk_threads']} threads, "
         f"{s['wrk_connections']} connections, {s['seconds_per_figure']} s a figure after a warm-up, "
         f"{s.get('rounds', 1)} rounds, all on this one machine over loopback. Each figure is the median of its "
-        "rounds, with the lowest and highest beside it; a ratio is taken within a round. Memory is the master's "
+        "rounds, with the lowest and highest beside it; a ratio is taken within a round, against the reference "
+        "measured just before and after the figure where it has one (below). Memory is the master's "
         "and every process below it together (the workers, and any process of theirs): RSS counts the pages they share (the binary's code above all) once in each, "
         "PSS shares them out.",
     ]

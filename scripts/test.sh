@@ -55,7 +55,9 @@ cargo test --workspace --features test-hooks
 scripts/fuzz.sh
 scripts/check-readme.sh
 # make bench as a smoke run, a second a figure: it must work and every
-# request must succeed; its speed is never judged here.
+# request must succeed; its speed is never judged here. First the report's
+# arithmetic, on made-up figures.
+python3 scripts/bench_report.py --self-test
 scripts/bench.sh --smoke
 
 # The Docker stacks, for real (scripts/stacks-test.sh): images built, make
