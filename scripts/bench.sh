@@ -295,19 +295,22 @@ record() {
         "$round" "$1" "$2" "${3#http://*/}" "$4" "$5" "${9:-null}" "$6" "$7" "$8" "${RECORD_EXTRA:+,$RECORD_EXTRA}" >>"$results"
 }
 # A figure held to a reference (the proxied ceiling, pgbench, cores / hash
-# time) is measured between two slices of that reference, each half a
-# figure's time, and held to their mean: the reference is taken at the same
-# minute as the figure, before it and after it, so that a machine whose
-# speed drifts (this one's moved by a fifth within minutes) moves both
-# alike. A slice records itself as a part of its reference's figure (the
-# report adds a round's slices up into it) and leaves its requests/s in
-# slice_rps for the figure after it.
+# time, the paced probe alone) is measured between two slices of that
+# reference, each half a figure's time, and held to their mean: the
+# reference is taken at the same minute as the figure, before it and after
+# it, so that a machine whose speed drifts (this one's moved by a fifth
+# within minutes) moves both alike. A slice records itself as a part of its
+# reference's figure (the report adds a round's slices up into it) and
+# leaves its requests/s and p99 in slice_rps and slice_p99 for the figure
+# after it.
 slice=$(((duration + 1) / 2))
-slice_rps=
-export BENCH_NOTES="A figure held to a reference (the proxied ceiling, pgbench, cores / hash time) is measured between two slices of it, each half a figure's time, and its ratio is to the slices' mean; the reference's own row adds up its slices."
-# slice_record NAME KIND URL METHOD LINE: one slice's line, and its rps.
+slice_rps= slice_p99=
+export BENCH_NOTES="A figure held to a reference (the proxied ceiling, or the figure its target names) is measured between two slices of that reference, each half a figure's time, and held to the slices' mean; the reference's own row gives the means of its slices."
+# slice_record NAME KIND URL METHOD LINE: one slice's line, and its rps
+# (and p99, for a latency).
 slice_record() {
     slice_rps=$(sed -nE 's/.*"rps":([0-9.]+).*/\1/p' <<<"$5")
+    slice_p99=$(sed -nE 's/.*"p99_ms":([0-9.]+).*/\1/p' <<<"$5")
     [ -n "$slice_rps" ] || { echo "bench: $1 gave no requests/s: $5" >&2; return 1; }
     RECORD_EXTRA='"slice":true' record "$1" "$2" "$3" "$4" null null null "$5"
 }
@@ -421,11 +424,21 @@ login_figure() {
         '{"share":0.90,"of":"cores / hash time","max_rss_mib":150}'
 }
 
+# probe_slice: the paced /v1/hello probe alone, one slice.
+probe_slice() {
+    local url=http://$NGINX_LISTEN/v1/hello
+    echo "bench: round $round: $probe (a slice)"
+    slice_record "$probe" nginx "$url" GET \
+        "$(BENCH_METHOD=GET BENCH_BODY= BENCH_HEADER= BENCH_DELAY_MS=$pace wrk_line "$url" "$few" "$slice")"
+}
+
 # The paced /v1/hello probe while 64 connections sign in at once: whether
 # hashing leaves the async threads their turn. The flood starts first and
-# ends last.
+# ends last. Held to the probe alone just before and just after it (its
+# slices' mean p99), as a throughput is to its reference.
 probe_under_login() {
-    local flood hello_line rss pg
+    local flood hello_line rss pg before=$slice_p99
+    [ -n "$before" ] || { echo "bench: no slice of $probe just before the flood" >&2; return 1; }
     echo "bench: round $round: $probe, during a login flood"
     BENCH_METHOD=POST BENCH_BODY="$(login_body bench-login)" BENCH_HEADER= \
         wrk_line "http://$NGINX_LISTEN/login" "$connections" $((duration + 2)) >/dev/null &
@@ -438,7 +451,9 @@ probe_under_login() {
     touch "$scratch/stop"
     wait
     read -r rss pg <"$scratch/peaks"
-    record "$probe, during a login flood" nginx "http://$NGINX_LISTEN/v1/hello" GET "$rss" "$pg" \
+    probe_slice
+    RECORD_EXTRA="\"beside_p99\":[$before,$slice_p99]" \
+        record "$probe, during a login flood" nginx "http://$NGINX_LISTEN/v1/hello" GET "$rss" "$pg" \
         "{\"p99_at_most\":2,\"of\":\"$probe\"}" "$hello_line"
 }
 
@@ -453,7 +468,6 @@ for round in $(seq 1 "$rounds"); do
     BESIDE=proxied_slice figure "GET /v1/hello" nginx "http://$NGINX_LISTEN/v1/hello" GET "" "" '{"share":0.80}'
     BESIDE=proxied_slice figure "GET /getName" nginx "http://$NGINX_LISTEN/getName" GET "" "Authorization: Bearer $user_token" '{"share":0.50}'
     figure "GET /v1/hello, direct" direct "http://$BIND/v1/hello"
-    BENCH_DELAY_MS=$pace FIGURE_CONNECTIONS=$few figure "$probe" nginx "http://$NGINX_LISTEN/v1/hello"
     figure "POST /setName, one user" nginx "http://$NGINX_LISTEN/setName" POST '{"name":"Bench User"}' "Authorization: Bearer $user_token"
     pgbench_slice
     BESIDE=pgbench_slice BENCH_HEADERS=$members figure "POST /setName, many users" nginx "http://$NGINX_LISTEN/setName" POST '{"name":"Bench User"}' "" \
@@ -461,6 +475,7 @@ for round in $(seq 1 "$rounds"); do
     figure "GET /v2/users?q=member01" nginx "http://$NGINX_LISTEN/v2/users?q=member01" GET "" "Authorization: Bearer $admin_token"
     hash_slice
     BESIDE=hash_slice login_figure
+    probe_slice
     probe_under_login
 done
 idle "idle, after the load"
