@@ -305,9 +305,14 @@ record() {
 # after it.
 slice=$(((duration + 1) / 2))
 slice_rps= slice_p99=
+# A second's pause before each slice, so that what the figure before it left
+# running (a login's hash goes on for a moment after its client has gone)
+# is over before the reference is taken.
+pause=1
+[ "$smoke" = 1 ] && pause=0
 export BENCH_NOTES="A figure held to a reference (the proxied ceiling, or the figure its target names) is measured between two slices of that reference, each half a figure's time, and held to the slices' mean; the reference's own row gives the means of its slices."
 # slice_record NAME KIND URL METHOD LINE: one slice's line, and its rps
-# (and p99, for a latency).
+# (and p99, for a latency). The slice functions below pause first.
 slice_record() {
     slice_rps=$(sed -nE 's/.*"rps":([0-9.]+).*/\1/p' <<<"$5")
     slice_p99=$(sed -nE 's/.*"p99_ms":([0-9.]+).*/\1/p' <<<"$5")
@@ -321,6 +326,7 @@ proxied_slice() {
     echo "bench: round $round: nginx proxying to nginx (a slice)"
     export BENCH_METHOD=GET BENCH_BODY= BENCH_HEADER=
     [ "${1:-}" = warm ] && warm "$url"
+    sleep "$pause"
     slice_record "nginx proxying to nginx" ceiling "$url" GET "$(wrk_line "$url" "$connections" "$slice")"
 }
 # wrk_line URL [CONNECTIONS SECONDS]: wrk's one JSON line (bench.lua) for
@@ -355,7 +361,7 @@ figure() {
     read -r rss pg <"$scratch/peaks"
     if [ "$kind" = ceiling ]; then rss=null pg=null; fi
     local extra=
-    slice_rps=
+    slice_rps= slice_p99=
     if [ -n "${BESIDE:-}" ]; then
         [ -n "$before" ] || { echo "bench: $name: no slice of its reference just before it" >&2; return 1; }
         "$BESIDE"
@@ -384,6 +390,7 @@ idle() {
 pgbench_slice() {
     local name="pgbench: the same transaction" clients=$((WORKERS * DATABASE_POOL_SIZE)) text tps failed count
     echo "bench: round $round: $name (a slice)"
+    sleep "$pause"
     cat >"$scratch/set-name.sql" <<'SQL'
 \set id random(:first, :last)
 WITH changed AS (UPDATE users SET name = 'Bench User', name_version = name_version + 1, updated_at = now() WHERE id = :id RETURNING name, name_version), recorded AS (INSERT INTO outbox (event_id, type, user_id, data, traceparent) SELECT gen_random_uuid(), 'user.name_changed', :id, jsonb_build_object('user_id', (:id)::bigint, 'name', 'Bench User'::text), NULL FROM changed) SELECT name, name_version FROM changed;
@@ -411,6 +418,7 @@ SQL
 hash_slice() {
     local name="cores / hash time" samples=15 cores ms bound
     echo "bench: round $round: $name (a slice)"
+    sleep "$pause"
     cores=$(nproc)
     ms=$("$service" users hash-time --samples "$samples" --threads "$cores")
     bound=$(awk -v cores="$cores" -v ms="$ms" 'BEGIN { printf "%.1f", cores / (ms / 1000) }')
@@ -428,6 +436,7 @@ login_figure() {
 probe_slice() {
     local url=http://$NGINX_LISTEN/v1/hello
     echo "bench: round $round: $probe (a slice)"
+    sleep "$pause"
     slice_record "$probe" nginx "$url" GET \
         "$(BENCH_METHOD=GET BENCH_BODY= BENCH_HEADER= BENCH_DELAY_MS=$pace wrk_line "$url" "$few" "$slice")"
 }
