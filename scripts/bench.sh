@@ -306,8 +306,8 @@ record() {
 slice=$(((duration + 1) / 2))
 slice_rps= slice_p99=
 # A second's pause before each slice, so that what the figure before it left
-# running (a login's hash goes on for a moment after its client has gone)
-# is over before the reference is taken.
+# running (a request's work can go on for a moment after its client has
+# gone) is over before the reference is taken.
 pause=1
 [ "$smoke" = 1 ] && pause=0
 export BENCH_NOTES="A figure held to a reference (the proxied ceiling, or the figure its target names) is measured between two slices of that reference, each half a figure's time, and held to the slices' mean; the reference's own row gives the means of its slices."

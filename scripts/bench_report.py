@@ -268,23 +268,23 @@ def self_test():
         line(1, "GET /getName", "nginx", 12000.0, {"share": 0.5}, beside=[30000.0, 18000.0]),
         line(1, PROXIED_CEILING, "ceiling", 18000.0, slice=True),
         line(1, "GET /v1/hello, direct", "direct", 26000.0),
-        line(1, "cores / hash time", "bound", 100.0, slice=True),
-        line(1, "POST /login", "nginx", 90.0, {"share": 0.9, "of": "cores / hash time"}, beside=[100.0, 80.0]),
-        line(1, "cores / hash time", "bound", 80.0, slice=True),
+        line(1, "a bound", "bound", 100.0, slice=True),
+        line(1, "POST /work", "nginx", 90.0, {"share": 0.9, "of": "a bound"}, beside=[100.0, 80.0]),
+        line(1, "a bound", "bound", 80.0, slice=True),
         line(1, "probe", "nginx", 700.0, slice=True),  # p99 0.7 ms
         line(1, "probe, flooded", "nginx", 1400.0, {"p99_at_most": 2, "of": "probe"}, beside_p99=[0.7, 2.1]),
         line(1, "probe", "nginx", 700.0, slice=True),
     ]))
     names = [f["name"] for f in figures]
     assert names == [PROXIED_CEILING, "GET /v1/hello", "GET /getName", "GET /v1/hello, direct",
-                     "cores / hash time", "POST /login", "probe", "probe, flooded"], names
+                     "a bound", "POST /work", "probe", "probe, flooded"], names
     ceiling = figures[0]["wrk"]
     assert (ceiling["rps"], ceiling["requests"], ceiling["seconds"], ceiling["p99_ms"]) == (26000.0, 390000, 15, 26.0), ceiling
     assert ceiling["slices"] == [30000.0, 30000.0, 18000.0]
     checks = {c["target"]: c for c in judge(figures)}
     assert checks["GET /v1/hello >= 80% of the proxied ceiling"]["rounds"] == ["80%"], checks
     assert checks["GET /getName >= 50% of the proxied ceiling"]["rounds"] == ["50%"], checks
-    assert checks["POST /login >= 90% of cores / hash time"]["rounds"] == ["100%"], checks
+    assert checks["POST /work >= 90% of a bound"]["rounds"] == ["100%"], checks
     # 1.4 ms against the mean of 0.7 and 2.1 ms beside it, not the slices' 0.7
     assert checks["probe, flooded: p99 <= 2x that of probe"]["rounds"] == ["1.00x"], checks
     # A figure without slices around it is held to its round's reference.
