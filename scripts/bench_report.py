@@ -91,15 +91,27 @@ def rps(figure):
     return figure["wrk"]["rps"] if figure.get("wrk") else None
 
 
-def reference_rps(figure, same_round, name):
+def reference(beside, base, key="rps"):
     """What a figure is held to: the mean of the two slices of its reference
-    taken just before and just after it (bench.sh's BESIDE), or else the
-    reference's figure in the same round."""
-    beside = figure.get("beside")
+    taken just before and just after it (bench.sh's BESIDE), or else, for a
+    figure without them, its reference's figure in the same round (`base`).
+    `key` is what is compared: requests/s, or p99."""
     if beside:
         return sum(beside) / len(beside)
-    base = same_round.get(name)
-    return rps(base) if base else None
+    return base["wrk"].get(key) if base and base.get("wrk") else None
+
+
+# What a figure's target holds it to, and the slices of that reference it
+# must have beside it.
+BESIDE_OF = {"share": "beside", "p99_at_most": "beside_p99"}
+
+
+def not_held(figures):
+    """The names of figures with a target but without the slices of its
+    reference around them: bench.sh left them out, and the report would
+    hold them to a reference from another minute."""
+    return sorted({f["name"] for f in figures for kind, key in BESIDE_OF.items()
+                   if kind in (f.get("target") or {}) and not f.get(key)})
 
 
 def add_ratios(figures):
@@ -108,9 +120,7 @@ def add_ratios(figures):
     ceilings = {f["round"]: f for f in figures if f["name"] == PROXIED_CEILING}
     for figure in figures:
         held = "of" not in (figure.get("target") or {})
-        same_round = {PROXIED_CEILING: ceilings[figure["round"]]} if figure["round"] in ceilings else {}
-        ceiling = (reference_rps(figure, same_round, PROXIED_CEILING) if held
-                   else reference_rps({}, same_round, PROXIED_CEILING))
+        ceiling = reference(figure.get("beside") if held else None, ceilings.get(figure["round"]))
         figure["ratio_to_proxied_ceiling"] = (round(rps(figure) / ceiling, 3)
                                               if ceiling and rps(figure) is not None else None)
     return figures
@@ -212,17 +222,14 @@ def judge(figures):
             found.append((f"{figure['name']}: RSS of the master and its processes <= {target['max_rss_mib']} MiB",
                           figure["peak_rss_kib"] / 1024, lambda v, t=target: v <= t["max_rss_mib"], "{:.0f} MiB"))
         if "p99_at_most" in target:
-            base = same_round.get(target["of"])
-            beside = figure.get("beside_p99")
-            base_p99 = (sum(beside) / len(beside) if beside
-                        else base["wrk"]["p99_ms"] if base and base.get("wrk") else None)
+            base_p99 = reference(figure.get("beside_p99"), same_round.get(target["of"]), "p99_ms")
             if base_p99 and figure.get("wrk"):
                 found.append((f"{figure['name']}: p99 <= {target['p99_at_most']:g}x that of {target['of']}",
                               figure["wrk"]["p99_ms"] / base_p99,
                               lambda v, t=target: v <= t["p99_at_most"], "{:.2f}x"))
         if "share" in target and figure.get("wrk"):
             if "of" in target:
-                base = reference_rps(figure, same_round, target["of"])
+                base = reference(figure.get("beside"), same_round.get(target["of"]))
                 value = rps(figure) / base if base else 0.0
                 label = target["of"]
             else:
@@ -291,6 +298,8 @@ def self_test():
     plain = add_ratios(add_up_slices([line(2, PROXIED_CEILING, "ceiling", 20000.0),
                                       line(2, "GET /v1/hello", "nginx", 15000.0, {"share": 0.8})]))
     assert plain[1]["ratio_to_proxied_ceiling"] == 0.75, plain
+    assert not_held(figures) == [], not_held(figures)
+    assert not_held(plain) == ["GET /v1/hello"], not_held(plain)
     print("bench_report: self-test passed")
 
 
@@ -307,6 +316,10 @@ def main():
     smoke = os.environ["BENCH_SMOKE"] == "1"
     with open(os.environ["BENCH_RESULTS"]) as lines:
         figures = add_ratios(add_up_slices([json.loads(line) for line in lines if line.strip()]))
+    unheld = not_held(figures)
+    if unheld:
+        print("bench: measured without their reference just around them: " + ", ".join(unheld), file=sys.stderr)
+        return 1
 
     settings = {
         "workers": int(os.environ["WORKERS"]),
