@@ -96,8 +96,47 @@ export NGINX_STATIC_ROOT=$(realpath "$NGINX_STATIC_ROOT")
 export DATABASE_POOL_SIZE=${DATABASE_POOL_SIZE:-16}
 
 ceilings=()
+# The answers that were not 2xx, which the report counts (wrk counts 4xx and
+# 5xx; nginx logs 499 for each connection wrk closes at the end of a figure),
+# each with what the service logged of that request: the report says how
+# many, this says which and why, before the logs go with the scratch
+# directory.
+explain_errors() {
+    python3 - "$LOCAL_DIR/nginx/nginx.log" "$LOCAL_DIR/api.log" <<'PY'
+import json, sys
+
+shown = 10
+failed = {}
+try:
+    with open(sys.argv[1], errors="replace") as log:
+        for line in log:
+            try:
+                entry = json.loads(line)
+                status = int(entry["status"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if status >= 400 and status != 499:
+                failed.setdefault(entry.get("request_id", ""), line.strip())
+except OSError:
+    sys.exit(0)
+if not failed:
+    sys.exit(0)
+print(f"bench: answers not 2xx in nginx's log: {len(failed)} (up to {shown} below)", file=sys.stderr)
+ids = list(failed)[:shown]
+for request_id in ids:
+    print(f"  {failed[request_id]}", file=sys.stderr)
+try:
+    with open(sys.argv[2], errors="replace") as log:
+        for line in log:
+            if any(request_id and request_id in line for request_id in ids):
+                print(f"  service: {line.rstrip()}", file=sys.stderr)
+except OSError:
+    pass
+PY
+}
 finish() {
     local dir
+    explain_errors || true
     for dir in "${ceilings[@]}"; do scripts/nginx.sh stop "$dir" || true; done
     scripts/local.sh down >/dev/null 2>&1 || true
     rm -rf "$scratch"
