@@ -97,41 +97,55 @@ export DATABASE_POOL_SIZE=${DATABASE_POOL_SIZE:-16}
 
 ceilings=()
 # The answers that were not 2xx, which the report counts (wrk counts 4xx and
-# 5xx; nginx logs 499 for each connection wrk closes at the end of a figure),
-# each with what the service logged of that request: the report says how
-# many, this says which and why, before the logs go with the scratch
-# directory.
+# 5xx; nginx logs 499 for each connection wrk closes at the end of a figure):
+# which they were, what the service logged of each, and the warnings and
+# errors nginx and the service logged (a 502 is nginx's, its cause only in
+# nginx's error lines). The report says how many; this says why, before the
+# logs go with the scratch directory.
 explain_errors() {
     python3 - "$LOCAL_DIR/nginx/nginx.log" "$LOCAL_DIR/api.log" <<'PY'
-import json, sys
+import json, re, sys
 
-shown = 10
-failed = {}
+SHOWN = 10
+failed, nginx_errors = {}, []
 try:
     with open(sys.argv[1], errors="replace") as log:
         for line in log:
+            if re.search(r"\[(warn|error|crit|alert|emerg)\]", line):
+                nginx_errors.append(line.rstrip())
+                continue
             try:
                 entry = json.loads(line)
                 status = int(entry["status"])
             except (ValueError, KeyError, TypeError):
                 continue
             if status >= 400 and status != 499:
-                failed.setdefault(entry.get("request_id", ""), line.strip())
+                failed.setdefault(entry.get("request_id", ""), line.rstrip())
 except OSError:
     sys.exit(0)
 if not failed:
     sys.exit(0)
-print(f"bench: answers not 2xx in nginx's log: {len(failed)} (up to {shown} below)", file=sys.stderr)
-ids = list(failed)[:shown]
-for request_id in ids:
-    print(f"  {failed[request_id]}", file=sys.stderr)
+ids = [request_id for request_id in failed if request_id][:SHOWN]
+service = []
 try:
     with open(sys.argv[2], errors="replace") as log:
         for line in log:
-            if any(request_id and request_id in line for request_id in ids):
-                print(f"  service: {line.rstrip()}", file=sys.stderr)
+            if " WARN " in line or " ERROR " in line or any(i in line for i in ids):
+                service.append(line.rstrip())
 except OSError:
     pass
+say = lambda text: print(text, file=sys.stderr)
+say(f"bench: answers not 2xx in nginx's log: {len(failed)} (up to {SHOWN} below)")
+for line in list(failed.values())[:SHOWN]:
+    say(f"  {line}")
+for heading, lines in (
+    ("nginx's warnings and errors", nginx_errors),
+    ("the service's warnings and errors, and its lines of those requests", service),
+):
+    if lines:
+        say(f"bench: {heading}: {len(lines)} (up to {SHOWN} below)")
+        for line in lines[:SHOWN]:
+            say(f"  {line}")
 PY
 }
 finish() {
