@@ -98,31 +98,46 @@ fn lock(phase: &SharedPhase) -> std::sync::MutexGuard<'_, Phase> {
     phase.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The phases of the open connections, by peer address (unique among open
-/// TCP connections), so that middleware can reach its request's socket.
-/// An entry lives as long as its connection.
+/// A connection, as the address of the socket that accepted it and its
+/// peer's: unique among a process's open connections. The peer's address
+/// alone is not, as a worker serves two sockets (the shared port and its
+/// own) and a client's source port is unique per destination only: nginx's
+/// connection to one socket may come from the very address and port of
+/// another client's to the other.
+type Connection = (SocketAddr, SocketAddr);
+
+/// The connection `local` accepted from `remote`, if both are TCP's.
+fn connection(local: &LocalAddr, remote: &RemoteAddr) -> Option<Connection> {
+    Some((*local.as_socket_addr()?, *remote.as_socket_addr()?))
+}
+
+/// The phases of the open connections, so that middleware can reach its
+/// request's socket. An entry lives as long as its connection.
 #[derive(Clone, Default)]
 pub(crate) struct Phases {
-    open: Arc<Mutex<HashMap<SocketAddr, SharedPhase>>>,
+    open: Arc<Mutex<HashMap<Connection, SharedPhase>>>,
 }
 
 impl Phases {
-    fn get(&self, peer: &SocketAddr) -> Option<SharedPhase> {
+    fn get(&self, connection: &Connection) -> Option<SharedPhase> {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(peer).cloned()
+        open.get(connection).cloned()
     }
 
-    fn insert(&self, peer: SocketAddr, phase: SharedPhase) {
+    fn insert(&self, connection: Connection, phase: SharedPhase) {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.insert(peer, phase);
+        open.insert(connection, phase);
     }
 
     /// Removes `phase`'s entry, unless a newer connection from the same
-    /// peer address has taken its place.
-    fn remove(&self, peer: &SocketAddr, phase: &SharedPhase) {
+    /// peer address to the same socket has taken its place.
+    fn remove(&self, connection: &Connection, phase: &SharedPhase) {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.get(peer).is_some_and(|held| Arc::ptr_eq(held, phase)) {
-            open.remove(peer);
+        if open
+            .get(connection)
+            .is_some_and(|held| Arc::ptr_eq(held, phase))
+        {
+            open.remove(connection);
         }
     }
 
@@ -178,16 +193,16 @@ impl<A: Acceptor> Acceptor for TimedAcceptor<A> {
             last_io: now,
             awaiting_body: false,
         }));
-        let peer = remote.as_socket_addr().copied();
-        if let Some(peer) = peer {
-            self.phases.insert(peer, Arc::clone(&phase));
+        let registered = connection(&local, &remote);
+        if let Some(connection) = registered {
+            self.phases.insert(connection, Arc::clone(&phase));
         }
         let io = TimedIo {
             inner: io,
             phase,
             limits: self.limits,
             timer: Box::pin(tokio::time::sleep_until(now)),
-            registered: peer.map(|peer| (peer, self.phases.clone())),
+            registered: registered.map(|connection| (connection, self.phases.clone())),
             metrics: self.metrics.clone(),
             replacement: None,
             head: Vec::new(),
@@ -204,7 +219,7 @@ pub(crate) struct TimedIo<T> {
     limits: ConnectionLimits,
     timer: Pin<Box<Sleep>>,
     /// Where this connection is registered, to leave when it closes.
-    registered: Option<(SocketAddr, Phases)>,
+    registered: Option<(Connection, Phases)>,
     /// Where its closing is counted.
     metrics: Metrics,
     /// A problem document written in place of hyper's own empty error
@@ -217,8 +232,8 @@ pub(crate) struct TimedIo<T> {
 
 impl<T> Drop for TimedIo<T> {
     fn drop(&mut self) {
-        if let Some((peer, phases)) = &self.registered {
-            phases.remove(peer, &self.phase);
+        if let Some((connection, phases)) = &self.registered {
+            phases.remove(connection, &self.phase);
         }
         self.metrics.close_connection();
     }
@@ -472,10 +487,8 @@ impl<E: Endpoint> Endpoint for RequestPhasesEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut request: Request) -> poem::Result<Response> {
-        let phase = request
-            .remote_addr()
-            .as_socket_addr()
-            .and_then(|peer| self.phases.get(peer));
+        let phase = connection(request.local_addr(), request.remote_addr())
+            .and_then(|connection| self.phases.get(&connection));
         if let Some(phase) = &phase {
             lock(phase).state = State::Handling;
             // A request without a body (hyper knows: no length or a length
@@ -566,7 +579,8 @@ mod tests {
     async fn connections_leave_the_registry_and_are_counted_when_they_close() {
         let phases = Phases::default();
         let metrics = Metrics::default();
-        let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        let socket: SocketAddr = "127.0.0.1:8001".parse().unwrap();
+        let connection: Connection = (socket, "127.0.0.1:5555".parse().unwrap());
         let open = |phases: &Phases| {
             let now = Instant::now();
             let phase = Arc::new(Mutex::new(Phase {
@@ -574,13 +588,13 @@ mod tests {
                 last_io: now,
                 awaiting_body: false,
             }));
-            phases.insert(peer, Arc::clone(&phase));
+            phases.insert(connection, Arc::clone(&phase));
             TimedIo {
                 inner: tokio::io::empty(),
                 phase,
                 limits: limits(),
                 timer: Box::pin(tokio::time::sleep_until(now)),
-                registered: Some((peer, phases.clone())),
+                registered: Some((connection, phases.clone())),
                 metrics: metrics.clone(),
                 replacement: None,
                 head: Vec::new(),
@@ -599,7 +613,9 @@ mod tests {
         let new = open(&phases);
         drop(old);
         assert_eq!(metrics.connections_closed(), 2);
-        let held = phases.get(&peer).expect("the new connection is registered");
+        let held = phases
+            .get(&connection)
+            .expect("the new connection is registered");
         assert!(Arc::ptr_eq(&held, &new.phase));
         drop(new);
         assert_eq!(phases.len(), 0);

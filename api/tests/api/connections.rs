@@ -3,15 +3,17 @@
 //! requests loses the connection, however it trickles. Raw sockets, since
 //! an HTTP client would never be this slow.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
+use app::startup::Application;
 use poem::endpoint::BoxEndpoint;
 use poem::{handler, EndpointExt, Route};
 
-use crate::helpers::{spawn_app_wrapped, Servers, TestApp};
+use crate::helpers::{fresh_database, settings_for, spawn_app_wrapped, Servers, TestApp};
 
 /// Limits short enough for a test, far enough apart to tell which acted,
 /// and a request deadline past them all.
@@ -208,5 +210,67 @@ async fn a_busy_keep_alive_connection_is_kept() {
         assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
         // Past the header and body timeouts, within the keep-alive one.
         tokio::time::sleep(Duration::from_millis(1800)).await;
+    }
+}
+
+/// A worker serves two sockets, the shared port and its own, and the
+/// kernel picks a client's source port per destination: nginx's connection
+/// to one may come from the very address and port of another client's to
+/// the other (a bench run lost three POSTs to it, nginx's 502s). Each
+/// connection keeps its own limits all the same: a busy one is not cut by
+/// the header timeout because another from its address came and went.
+#[tokio::test]
+async fn connections_from_one_address_to_both_sockets_keep_their_own_limits() {
+    let servers = Servers::shared();
+    let database_url = fresh_database(&servers).await;
+    let sockets: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    let settings = settings_for(&database_url, &servers, &LIMITS);
+    let app = Application::from_listeners(sockets, settings).expect("the app starts");
+    tokio::spawn(app.run_until(std::future::pending()));
+
+    let mut busy = connect_from("127.0.0.1:0".parse().unwrap(), addresses[0]).await;
+    let source = busy.local_addr().unwrap();
+    assert!(hello(&mut busy, "keep-alive")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let mut other = connect_from(source, addresses[1]).await;
+    assert_eq!(other.local_addr().unwrap(), source);
+    assert!(hello(&mut other, "close").await.starts_with("HTTP/1.1 200"));
+    drop(other);
+    // A request every 500 ms for 3 s: past the header timeout (1.5 s) in
+    // all, each well within the keep-alive timeout of the last.
+    for sent in 1..=6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let answer = hello(&mut busy, "keep-alive").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "request {sent} on the busy connection: {answer:?}"
+        );
+    }
+}
+
+/// A client socket bound to `source` (its port shared, as the kernel may
+/// for different destinations), connected to `to`.
+async fn connect_from(source: SocketAddr, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(source).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// `GET /v1/hello` with `connection`; the answer's head and body as read
+/// (empty if the service hung up instead).
+async fn hello(stream: &mut TcpStream, connection: &str) -> String {
+    let request = format!("GET /v1/hello HTTP/1.1\r\nhost: x\r\nconnection: {connection}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut buffer = [0u8; 4096];
+    match tokio::time::timeout(PATIENCE, stream.read(&mut buffer)).await {
+        Ok(Ok(read)) => String::from_utf8_lossy(&buffer[..read]).into_owned(),
+        _ => String::new(),
     }
 }
