@@ -83,12 +83,14 @@ ensure_packages() {
 
 # Below the kernel's ephemeral range, where outgoing connections and port-0
 # binds take ports: a port picked there can be gone before the server binds it.
+# Above make local's fixed ports (.env.local: 8000 to 8080, 15432, 16379), so
+# that a test's server cannot hold one when make local starts.
 free_port() {
-    local count=${1:-1} port low=32768 next
+    local count=${1:-1} port low=32768 next first=20000
     [ -r /proc/sys/net/ipv4/ip_local_port_range ] && read -r low _ </proc/sys/net/ipv4/ip_local_port_range
-    [ "$low" -gt 11000 ] || die "the ephemeral port range starts too low ($low) to pick ports under it"
+    [ "$low" -gt $((first + 1000)) ] || die "the ephemeral port range starts too low ($low) to pick ports under it"
     for _ in $(seq 1 200); do
-        port=$((10000 + RANDOM % (low - 10000 - count)))
+        port=$((first + RANDOM % (low - first - count)))
         for ((next = port; next < port + count; next++)); do
             if (exec 3<>"/dev/tcp/127.0.0.1/$next") 2>/dev/null; then continue 2; fi
         done
