@@ -99,11 +99,14 @@ fn lock(phase: &SharedPhase) -> std::sync::MutexGuard<'_, Phase> {
 }
 
 /// A connection, as the address of the socket that accepted it and its
-/// peer's: unique among a process's open connections. The peer's address
-/// alone is not, as a worker serves two sockets (the shared port and its
-/// own) and a client's source port is unique per destination only: nginx's
+/// peer's. The peer's address alone is not unique among a worker's open
+/// connections: a worker serves two sockets (the shared port and its own),
+/// and a client's source port is unique per destination only, so nginx's
 /// connection to one socket may come from the very address and port of
-/// another client's to the other.
+/// another client's to the other. (poem gives the listening socket's
+/// address, so a socket bound to every address of a host could still see
+/// one peer address and port reach it at two of them; nginx reaches the
+/// service at one.)
 type Connection = (SocketAddr, SocketAddr);
 
 /// The connection `local` accepted from `remote`, if both are TCP's.
