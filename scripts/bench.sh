@@ -101,58 +101,74 @@ ceilings=()
 # which they were, what the service logged of each, and the warnings and
 # errors nginx and the service logged (a 502 is nginx's, its cause only in
 # nginx's error lines). The report says how many; this says why, before the
-# logs go with the scratch directory.
+# logs go with the scratch directory. Only answers through nginx are seen.
 explain_errors() {
     python3 - "$LOCAL_DIR/nginx/nginx.log" "$LOCAL_DIR/api.log" <<'PY'
 import json, re, sys
 
 SHOWN = 10
-failed, nginx_errors = {}, []
+
+
+class Kept:
+    """How many lines matched, and the first SHOWN of them."""
+
+    def __init__(self, heading):
+        self.heading, self.count, self.lines = heading, 0, []
+
+    def add(self, line):
+        self.count += 1
+        if len(self.lines) < SHOWN:
+            self.lines.append(line.rstrip())
+
+    def say(self):
+        if self.count:
+            print(f"bench: {self.heading}: {self.count} (up to {SHOWN} below)", file=sys.stderr)
+            for line in self.lines:
+                print(f"  {line}", file=sys.stderr)
+
+
+failed = Kept("answers not 2xx in nginx's log")
+nginx = Kept("nginx's warnings and errors")
+ids = []
 try:
     with open(sys.argv[1], errors="replace") as log:
         for line in log:
             if re.search(r"\[(warn|error|crit|alert|emerg)\]", line):
-                nginx_errors.append(line.rstrip())
-                continue
-            try:
-                entry = json.loads(line)
-                status = int(entry["status"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            if status >= 400 and status != 499:
-                failed.setdefault(entry.get("request_id", ""), line.rstrip())
+                nginx.add(line)
+            # Most lines are 2xx: parsed only when they may not be.
+            elif re.search(r'"status":[45]', line) and '"status":499' not in line:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                failed.add(line)
+                if entry.get("request_id") and len(ids) < SHOWN:
+                    ids.append(entry["request_id"])
 except OSError:
     sys.exit(0)
-if not failed:
+if not failed.count:
     sys.exit(0)
-ids = [request_id for request_id in failed if request_id][:SHOWN]
-service = []
+requests = Kept("the service's lines of those requests")
+service = Kept("the service's warnings and errors")
 try:
     with open(sys.argv[2], errors="replace") as log:
         for line in log:
-            if " WARN " in line or " ERROR " in line or any(i in line for i in ids):
-                service.append(line.rstrip())
+            if any(request_id in line for request_id in ids):
+                requests.add(line)
+            elif " WARN " in line or " ERROR " in line:
+                service.add(line)
 except OSError:
     pass
-say = lambda text: print(text, file=sys.stderr)
-say(f"bench: answers not 2xx in nginx's log: {len(failed)} (up to {SHOWN} below)")
-for line in list(failed.values())[:SHOWN]:
-    say(f"  {line}")
-for heading, lines in (
-    ("nginx's warnings and errors", nginx_errors),
-    ("the service's warnings and errors, and its lines of those requests", service),
-):
-    if lines:
-        say(f"bench: {heading}: {len(lines)} (up to {SHOWN} below)")
-        for line in lines[:SHOWN]:
-            say(f"  {line}")
+for kept in (failed, requests, nginx, service):
+    kept.say()
 PY
 }
 finish() {
     local dir
-    explain_errors || true
     for dir in "${ceilings[@]}"; do scripts/nginx.sh stop "$dir" || true; done
     scripts/local.sh down >/dev/null 2>&1 || true
+    # Once nginx and the service have stopped writing their logs.
+    explain_errors || true
     rm -rf "$scratch"
 }
 trap finish EXIT
