@@ -96,79 +96,13 @@ export NGINX_STATIC_ROOT=$(realpath "$NGINX_STATIC_ROOT")
 export DATABASE_POOL_SIZE=${DATABASE_POOL_SIZE:-16}
 
 ceilings=()
-# The answers that were not 2xx, which the report counts (wrk counts 4xx and
-# 5xx; nginx logs 499 for each connection wrk closes at the end of a figure):
-# which they were, what the service logged of each, and the warnings and
-# errors nginx and the service logged (a 502 is nginx's, its cause only in
-# nginx's error lines). The report says how many; this says why, before the
-# logs go with the scratch directory. Only answers through nginx are seen.
-explain_errors() {
-    python3 - "$LOCAL_DIR/nginx/nginx.log" "$LOCAL_DIR/api.log" <<'PY'
-import json, re, sys
-
-SHOWN = 10
-
-
-class Kept:
-    """How many lines matched, and the first SHOWN of them."""
-
-    def __init__(self, heading):
-        self.heading, self.count, self.lines = heading, 0, []
-
-    def add(self, line):
-        self.count += 1
-        if len(self.lines) < SHOWN:
-            self.lines.append(line.rstrip())
-
-    def say(self):
-        if self.count:
-            print(f"bench: {self.heading}: {self.count} (up to {SHOWN} below)", file=sys.stderr)
-            for line in self.lines:
-                print(f"  {line}", file=sys.stderr)
-
-
-failed = Kept("answers not 2xx in nginx's log")
-nginx = Kept("nginx's warnings and errors")
-ids = []
-try:
-    with open(sys.argv[1], errors="replace") as log:
-        for line in log:
-            if re.search(r"\[(warn|error|crit|alert|emerg)\]", line):
-                nginx.add(line)
-            # Most lines are 2xx: parsed only when they may not be.
-            elif re.search(r'"status":[45]', line) and '"status":499' not in line:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                failed.add(line)
-                if entry.get("request_id") and len(ids) < SHOWN:
-                    ids.append(entry["request_id"])
-except OSError:
-    sys.exit(0)
-if not failed.count:
-    sys.exit(0)
-requests = Kept("the service's lines of those requests")
-service = Kept("the service's warnings and errors")
-try:
-    with open(sys.argv[2], errors="replace") as log:
-        for line in log:
-            if any(request_id in line for request_id in ids):
-                requests.add(line)
-            elif " WARN " in line or " ERROR " in line:
-                service.add(line)
-except OSError:
-    pass
-for kept in (failed, requests, nginx, service):
-    kept.say()
-PY
-}
 finish() {
     local dir
     for dir in "${ceilings[@]}"; do scripts/nginx.sh stop "$dir" || true; done
     scripts/local.sh down >/dev/null 2>&1 || true
-    # Once nginx and the service have stopped writing their logs.
-    explain_errors || true
+    # Which answers were not 2xx, and why, once nginx and the service have
+    # stopped writing their logs and before the logs go.
+    python3 scripts/bench_report.py --explain "$LOCAL_DIR/nginx/nginx.log" "$LOCAL_DIR/api.log" || true
     rm -rf "$scratch"
 }
 trap finish EXIT

@@ -25,6 +25,8 @@ and writes the report to a scratch directory; it never judges speed there.
 `python3 scripts/bench_report.py --render` writes docs/benchmarks.md again
 from docs/benchmarks.json, after an edit to docs/benchmarks-notes.md;
 `--self-test` checks the arithmetic above on made-up figures (make test).
+`--explain NGINX_LOG SERVICE_LOG` says what the answers that were not 2xx
+were (bench.sh, on its way out).
 """
 
 import json
@@ -257,6 +259,101 @@ def judge(figures):
     return result
 
 
+# Lines of each kind `explain` shows.
+SHOWN = 10
+
+
+class Kept:
+    """How many lines matched, and the first SHOWN of them."""
+
+    def __init__(self, heading):
+        self.heading, self.count, self.lines = heading, 0, []
+
+    def add(self, line):
+        self.count += 1
+        if len(self.lines) < SHOWN:
+            self.lines.append(line.rstrip())
+
+    def said(self):
+        if not self.count:
+            return []
+        return [f"bench: {self.heading}: {self.count} (up to {SHOWN} below)"] + [f"  {line}" for line in self.lines]
+
+
+def explain(nginx_log, service_log):
+    """The answers that were not 2xx, which the report counts (wrk counts 4xx
+    and 5xx; nginx logs 499 for each connection wrk closes at the end of a
+    figure): which they were, the service's lines of each, and the warnings
+    and errors nginx and the service logged (a 502 is nginx's, its cause only
+    in nginx's error lines). The report says how many; this says why. Only
+    answers through nginx are seen. Nothing when every answer was 2xx."""
+    failed = Kept("answers not 2xx in nginx's log")
+    nginx = Kept("nginx's warnings and errors")
+    ids = []
+    try:
+        with open(nginx_log, errors="replace") as log:
+            for line in log:
+                if re.search(r"\[(warn|error|crit|alert|emerg)\]", line):
+                    nginx.add(line)
+                # Most lines are 2xx: parsed only when they may not be.
+                elif re.search(r'"status":[45]', line) and '"status":499' not in line:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    failed.add(line)
+                    if entry.get("request_id") and len(ids) < SHOWN:
+                        ids.append(entry["request_id"])
+    except OSError:
+        return []
+    if not failed.count:
+        return []
+    requests = Kept("the service's lines of those requests")
+    service = Kept("the service's warnings and errors")
+    try:
+        with open(service_log, errors="replace") as log:
+            for line in log:
+                if any(request_id in line for request_id in ids):
+                    requests.add(line)
+                elif " WARN " in line or " ERROR " in line:
+                    service.add(line)
+    except OSError:
+        pass
+    return failed.said() + requests.said() + nginx.said() + service.said()
+
+
+def explain_self_test():
+    """What `explain` picks out of an nginx log and a service log."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as scratch:
+        def written(name, *lines):
+            path = os.path.join(scratch, name)
+            with open(path, "w") as file:
+                file.write("".join(line + "\n" for line in lines))
+            return path
+        answer = '{{"request_id":"{}","uri":"/setName","status":{}}}'.format
+        cut = "2026/11/30 20:32:59 [error] 7#7: *9 upstream prematurely closed connection"
+        nginx_log = written("nginx.log", answer("a1", 200), answer("b2", 499), answer("c3", 502),
+                            cut, answer("d4", 401))
+        service_log = written("api.log", "Z  INFO request{request_id=a1}: answered status=200",
+                              "Z  WARN app::server::master: worker died; replacing it",
+                              "Z ERROR request{request_id=d4}: request failed", "Z  INFO nothing to see")
+        said = explain(nginx_log, service_log)
+        assert said == [
+            "bench: answers not 2xx in nginx's log: 2 (up to 10 below)",
+            "  " + answer("c3", 502), "  " + answer("d4", 401),
+            "bench: the service's lines of those requests: 1 (up to 10 below)",
+            "  Z ERROR request{request_id=d4}: request failed",
+            "bench: nginx's warnings and errors: 1 (up to 10 below)", "  " + cut,
+            "bench: the service's warnings and errors: 1 (up to 10 below)",
+            "  Z  WARN app::server::master: worker died; replacing it",
+        ], said
+        # Every answer 2xx (or wrk's 499s): nothing to say, warnings or not.
+        calm = written("calm.log", answer("a1", 200), answer("b2", 499), cut)
+        assert explain(calm, service_log) == []
+        assert explain(os.path.join(scratch, "absent.log"), service_log) == []
+
+
 def self_test():
     """The arithmetic a claim rests on, on made-up rounds: a figure's ratio
     is to the mean of the reference's slices around it, never to another
@@ -300,12 +397,17 @@ def self_test():
     assert plain[1]["ratio_to_proxied_ceiling"] == 0.75, plain
     assert not_held(figures) == [], not_held(figures)
     assert not_held(plain) == ["GET /v1/hello"], not_held(plain)
+    explain_self_test()
     print("bench_report: self-test passed")
 
 
 def main():
     if sys.argv[1:] == ["--self-test"]:
         self_test()
+        return 0
+    if sys.argv[1:2] == ["--explain"] and len(sys.argv) == 4:
+        for line in explain(sys.argv[2], sys.argv[3]):
+            print(line, file=sys.stderr)
         return 0
     if sys.argv[1:] == ["--render"]:
         with open("docs/benchmarks.json") as file:
