@@ -98,6 +98,11 @@ pub(crate) struct Memory {
     allocations: usize,
     /// When a hash last finished in it.
     last_used: Option<Instant>,
+    /// The threads' counters, told of an allocation as it happens: before
+    /// the hash's answer is sent, so a test that has the answer also sees
+    /// the count (counting after the job would race the answer's reader).
+    #[cfg(any(test, feature = "test-hooks"))]
+    counters: Option<Arc<Counters>>,
 }
 
 impl Memory {
@@ -107,6 +112,10 @@ impl Memory {
         if self.blocks.len() < count {
             self.blocks.resize(count, Block::default());
             self.allocations += 1;
+            #[cfg(any(test, feature = "test-hooks"))]
+            if let Some(counters) = &self.counters {
+                counters.allocations.fetch_add(1, Ordering::Relaxed);
+            }
         }
         &mut self.blocks[..count]
     }
@@ -333,19 +342,14 @@ impl Threads {
         let counters = Arc::clone(&self.counters);
         let job: Job = Box::new(move |memory: &mut Memory| {
             #[cfg(any(test, feature = "test-hooks"))]
-            let before = memory.allocations;
-            #[cfg(any(test, feature = "test-hooks"))]
             {
                 let now = counters.busy.fetch_add(1, Ordering::Relaxed) + 1;
                 counters.most_busy.fetch_max(now, Ordering::Relaxed);
+                memory.counters = Some(Arc::clone(&counters));
             }
             work(memory);
             #[cfg(any(test, feature = "test-hooks"))]
-            {
-                counters.busy.fetch_sub(1, Ordering::Relaxed);
-                let allocated = memory.allocations - before;
-                counters.allocations.fetch_add(allocated, Ordering::Relaxed);
-            }
+            counters.busy.fetch_sub(1, Ordering::Relaxed);
         });
         self.jobs.try_send(job).map_err(|err| match err {
             mpsc::TrySendError::Full(_) => HashError::Busy,
@@ -704,21 +708,32 @@ mod tests {
         assert_eq!(own, 0, "the test's own thread keeps its priority");
     }
 
+    /// Polls `holds` until it is true, failing with `what` past `within`.
+    async fn wait_until(what: &str, within: Duration, holds: impl Fn() -> bool) {
+        let deadline = Instant::now() + within;
+        while !holds() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn memory_unused_for_a_while_is_given_back_and_made_again_when_needed() {
-        let idle = Duration::from_millis(300);
+        let idle = Duration::from_secs(1);
         let passwords = on_threads(2, QUEUED_PER_THREAD, idle);
         check_at_once(&passwords, 4).await;
-        assert!(
-            spare(&passwords).held() >= 1,
-            "the memory is kept between hashes"
-        );
         let allocated = passwords.memory_allocations();
-        let deadline = Instant::now() + idle * 10;
-        while spare(&passwords).held() > 0 {
-            assert!(Instant::now() < deadline, "idle memory was not given back");
-            tokio::time::sleep(idle / 10).await;
-        }
+        assert!(allocated >= 1);
+        // A thread puts its memory back just after sending its answer, so
+        // having every answer does not yet mean every memory is back.
+        wait_until("the memory is kept between hashes", idle / 2, || {
+            spare(&passwords).held() == allocated
+        })
+        .await;
+        wait_until("idle memory was not given back", idle * 10, || {
+            spare(&passwords).held() == 0
+        })
+        .await;
         check_at_once(&passwords, 1).await;
         assert!(passwords.memory_allocations() > allocated, "made again");
     }
