@@ -202,6 +202,10 @@ impl Settings {
             ("DATABASE_URL", redact_url(&self.database.url)),
             ("DATABASE_POOL_SIZE", self.database.pool_size.to_string()),
             ("DATABASE_TIMEOUT_MS", self.database.timeout_ms.to_string()),
+            (
+                "DATABASE_IDLE_TIMEOUT_MS",
+                self.database.idle_timeout_ms.to_string(),
+            ),
             ("REDIS_URL", redact_url(&self.redis.url)),
             (
                 "REDIS_CA_FILE",

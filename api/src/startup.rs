@@ -31,7 +31,7 @@ use crate::routes;
 use crate::routes::cached::{self, Freshness};
 use crate::state::{AppState, StateError};
 use crate::storage::migrations::{self, MigrateError, Migrations};
-use crate::storage::postgres::DatabaseSettings;
+use crate::storage::postgres::{self, DatabaseSettings};
 use crate::versions::{self, DeprecationHeaders};
 
 /// Every route of the service, the modules' included, with problem
@@ -236,6 +236,9 @@ impl Application {
             settings.rate_limit_per_minute,
         )?;
         let mut extensions = Extensions::default();
+        if let Some(idle) = settings.database.idle_timeout() {
+            extensions.task(postgres::close_idle_connections(state.db.clone(), idle));
+        }
         modules::install(&settings.modules, &state, &mut extensions);
         // Built here, not in `run_until`, so a broken route table or OpenAPI
         // description fails the start instead of the first request.
@@ -313,7 +316,8 @@ impl Application {
             // Outside everything: the connection's time limits follow each
             // request from the moment the app has it until it is answered.
             .with(RequestPhases { phases });
-        // The modules' tasks run while the app serves, and stop with it.
+        // The tasks (the pool's upkeep, the modules') run while the app
+        // serves, and stop with it.
         let tasks: Vec<_> = self
             .extensions
             .take_tasks()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use deadpool_postgres::{
-    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+    Manager, ManagerConfig, Pool, PoolError, QueueMode, RecyclingMethod, Runtime, Timeouts,
 };
 
 use tokio_postgres::error::SqlState;
@@ -43,11 +43,25 @@ pub struct DatabaseSettings {
         default_value_t = 2000
     )]
     pub timeout_ms: u64,
+    /// How long a pooled connection may go unused (counted from when it
+    /// was last handed out) before it is closed; 0 keeps them for good.
+    #[arg(
+        id = "database_idle_timeout_ms",
+        long = "database-idle-timeout-ms",
+        env = "DATABASE_IDLE_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    pub idle_timeout_ms: u64,
 }
 
 impl DatabaseSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// `None` when idle connections are kept for good.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
 }
 
@@ -99,6 +113,12 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
     let timeout = Some(settings.timeout());
     let pool = Pool::builder(manager)
         .max_size(settings.pool_size)
+        // The connection returned last is handed out first, so that after a
+        // burst a trickle of requests (and the outbox relay, ten times a
+        // second) reuses a few and the rest go unused long enough for
+        // `close_idle_connections` to close them. First in, first out, the
+        // default, would cycle through every connection and keep all warm.
+        .queue_mode(QueueMode::Lifo)
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {
             wait: timeout,
@@ -107,6 +127,32 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
         })
         .build()?;
     Ok(pool)
+}
+
+/// Closes the pool's connections unused for `idle`, looking every quarter
+/// of it (at most every 30 s), for as long as it runs. Without it a burst's
+/// connections stay open for good: each holds a PostgreSQL backend process
+/// (megabytes of the server's memory, a slot of its `max_connections`) and
+/// the worker's buffers for it. asyncpg, which the Python stacks use, closes
+/// them after 300 s by default, the default here too; the first request
+/// after a quiet spell pays for a new connection. deadpool has the means
+/// (`retain`) but no timer of its own.
+pub async fn close_idle_connections(pool: Pool, idle: Duration) {
+    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        // Only the connections waiting in the pool are looked at; the
+        // closed ones close as they drop, outside the pool's lock.
+        let closed = pool
+            .retain(|_, metrics| metrics.last_used() < idle)
+            .removed
+            .len();
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle PostgreSQL connections");
+        }
+    }
 }
 
 /// The trace span of one statement: its kind (`SELECT`) and table, never

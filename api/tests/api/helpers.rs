@@ -97,6 +97,7 @@ pub async fn migrate(url: &str) {
         url: url.to_owned(),
         pool_size: 1,
         timeout_ms: 5_000,
+        idle_timeout_ms: 0,
     };
     migrations::migrate(&database, app::startup::migrations(), MIGRATION_PATIENCE)
         .await

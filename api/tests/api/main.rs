@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod connections;
 mod contract;
+mod database_pool;
 mod deploy;
 mod deploy_kubernetes;
 mod docs_page;

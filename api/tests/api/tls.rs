@@ -226,6 +226,7 @@ async fn postgres_connects(url: &str) -> Result<bool, String> {
         url: url.to_owned(),
         pool_size: 1,
         timeout_ms: 5_000,
+        idle_timeout_ms: 0,
     };
     let pool = postgres::pool(&settings).map_err(|err| chain(&err))?;
     let client = pool.get().await.map_err(|err| chain(&err))?;
@@ -324,6 +325,7 @@ async fn tls_a_server_certificate_from_another_ca_is_refused() {
         url: database_url.clone(),
         pool_size: 1,
         timeout_ms: 5_000,
+        idle_timeout_ms: 0,
     };
     let migrated = migrations::migrate(&database, app::startup::migrations(), MIGRATION_PATIENCE);
     let err = chain(&migrated.await.unwrap_err());

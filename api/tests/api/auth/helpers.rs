@@ -171,6 +171,7 @@ impl ServedSignIn for Served {
             url: self.database_url.clone(),
             pool_size: 1,
             timeout_ms: 2000,
+            idle_timeout_ms: 0,
         };
         let mut client = postgres::pool(&settings).unwrap().get().await.unwrap();
         insert_user(&mut client, username, false).await;
