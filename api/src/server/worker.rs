@@ -444,11 +444,12 @@ pub fn with_test_hooks(app: BoxEndpoint<'static>) -> BoxEndpoint<'static> {
         format!("{}\n", std::process::id())
     }
 
-    /// Leaves an orphan: the shell exits at once, its `sleep` lives on.
+    /// Leaves an orphan: the shell exits at once, its `sleep` lives on for
+    /// 2 s, time for a test on a loaded machine to find it with the master.
     #[handler]
     fn orphan() -> String {
         let spawned = std::process::Command::new("sh")
-            .args(["-c", "sleep 0.5 &"])
+            .args(["-c", "sleep 2 &"])
             .status();
         format!("{spawned:?}\n")
     }
@@ -533,8 +534,11 @@ mod tests {
         runtime.block_on(task).unwrap();
 
         runtime.spawn(async { std::thread::sleep(Duration::from_millis(1_000)) });
+        // Some look within the held second sees it, however late a loaded
+        // machine starts the task.
         look(&mut progress);
-        assert!(!look(&mut progress), "one thread held in a poll");
+        let seen = (0..5).any(|_| !look(&mut progress));
+        assert!(seen, "one thread held in a poll");
     }
 
     /// The same with one thread, tokio's single-threaded scheduler: its
@@ -569,7 +573,8 @@ mod tests {
         assert!(look(&mut progress) && look(&mut progress), "idle");
         stuck_tx.send(()).unwrap();
         look(&mut progress);
-        assert!(!look(&mut progress), "the thread held in a poll");
+        let seen = (0..5).any(|_| !look(&mut progress));
+        assert!(seen, "the thread held in a poll");
         serving.join().unwrap();
     }
 

@@ -343,13 +343,11 @@ async fn a_request_through_nginx_continues_the_callers_trace() {
     for text in &request.texts {
         assert!(!text.contains("secret"), "{text:?} in {request:?}");
     }
-    assert!(
-        served
-            .log()
-            .contains(&format!("\"trace_id\":\"{CLIENT_TRACE}\"")),
-        "the request's log lines do not name its trace:\n{}",
-        served.log()
-    );
+    // The span may be exported before the worker's log queue writes the
+    // line (a tenth of a second late at most), so the log is waited for.
+    served
+        .log_with(&format!("\"trace_id\":\"{CLIENT_TRACE}\""))
+        .await;
 
     // nginx's access log names the trace: the client's, and the one the
     // service started for a client that sent none.
@@ -470,7 +468,7 @@ async fn requests_are_unaffected(endpoint: &str) {
         1,
         endpoint,
         &[
-            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "300"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2000"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "16"),
             // As many requests as it takes, from one address.
             ("RATE_LIMIT_PER_MINUTE", "0"),
@@ -484,8 +482,14 @@ async fn requests_are_unaffected(endpoint: &str) {
         let started = Instant::now();
         let answer = get_in_trace(&served, format!("{}/v1/hello", served.base)).await;
         assert_eq!(answer.status(), 200);
+        // Half the export timeout: a request that waited on an export would
+        // take the whole of it; one that did not has room for a loaded
+        // machine's stalls.
         let took = started.elapsed();
-        assert!(took < Duration::from_millis(250), "a request took {took:?}");
+        assert!(
+            took < Duration::from_millis(1000),
+            "a request took {took:?}"
+        );
     }
     let counted = eventually(Duration::from_secs(10), || async {
         dropped(&served).await > 0.0

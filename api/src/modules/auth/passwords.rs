@@ -726,7 +726,7 @@ mod tests {
         assert!(allocated >= 1);
         // A thread puts its memory back just after sending its answer, so
         // having every answer does not yet mean every memory is back.
-        wait_until("the memory is kept between hashes", idle / 2, || {
+        wait_until("the memory is kept between hashes", idle * 5, || {
             spare(&passwords).held() == allocated
         })
         .await;
