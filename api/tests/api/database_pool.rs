@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{eventually, spawn_app_with, Servers};
+use crate::helpers::{eventually, postgres_admin, spawn_app_with, Servers};
 
 /// The server processes serving the database at `database_url`.
 async fn backends(servers: &Servers, database_url: &str) -> i64 {
@@ -14,12 +14,8 @@ async fn backends(servers: &Servers, database_url: &str) -> i64 {
         .next()
         .and_then(|tail| tail.split('?').next())
         .expect("a database name in the URL");
-    let (admin, connection) =
-        tokio_postgres::connect(&servers.postgres_admin_url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test PostgreSQL");
-    tokio::spawn(connection);
-    admin
+    postgres_admin(servers)
+        .await
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
             &[&database],

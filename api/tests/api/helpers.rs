@@ -67,16 +67,22 @@ fn with_database(url: &str, database: &str) -> String {
     out
 }
 
-/// Creates an empty database, without even the migrations, and returns its
-/// URL.
-pub async fn empty_database(servers: &Servers) -> String {
-    let name = format!("test_{}", Uuid::new_v4().simple());
+/// A connection to the test PostgreSQL as its administrator.
+pub async fn postgres_admin(servers: &Servers) -> tokio_postgres::Client {
     let (admin, connection) =
         tokio_postgres::connect(&servers.postgres_admin_url, tokio_postgres::NoTls)
             .await
             .expect("connect to the test PostgreSQL");
     tokio::spawn(connection);
     admin
+}
+
+/// Creates an empty database, without even the migrations, and returns its
+/// URL.
+pub async fn empty_database(servers: &Servers) -> String {
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    postgres_admin(servers)
+        .await
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create the test database");
