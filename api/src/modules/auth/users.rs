@@ -144,6 +144,9 @@ pub async fn set_name(
         )
         .instrument(postgres::span("UPDATE", "users"))
         .await?;
+    if row.is_some() {
+        events::relay::wake();
+    }
     Ok(row.map(|row| Name {
         name: row.get(0),
         version: row.get(1),

@@ -148,6 +148,32 @@ async fn every_kind_of_change_is_published_in_order() {
     );
 }
 
+/// An idle relay looks for events ever less often (each empty look doubles
+/// its wait, up to 5 s), yet a change the service makes after a quiet
+/// spell is on the stream at once: writing its event wakes the relay.
+#[tokio::test]
+async fn after_a_quiet_spell_a_change_is_published_at_once() {
+    let app = spawn_app().await;
+    let (_, token) = app.signed_in_user("ada").await;
+    assert_eq!(stream_of(&app, 2).await.len(), 2);
+    // Long enough for the relay's wait to reach its longest: unwoken, it
+    // would next look 4 s or more after the change below.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+
+    let started = Instant::now();
+    let renamed = app.post_set_name(&token, &json!({ "name": "Ada" })).await;
+    assert_eq!(renamed.status(), StatusCode::OK);
+    let entries = stream_of(&app, 3).await;
+    let took = started.elapsed();
+
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[2].kind, "user.name_changed");
+    assert!(
+        took < Duration::from_millis(2500),
+        "published after {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_name_change_for_a_user_no_longer_there_records_no_event() {
     let app = spawn_app().await;

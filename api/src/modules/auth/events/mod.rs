@@ -181,6 +181,7 @@ pub async fn record(client: &impl GenericClient, event: &Event<'_>) -> Result<Uu
         .execute(&statement, &row.params())
         .instrument(postgres::span("INSERT", "outbox"))
         .await?;
+    relay::wake();
     Ok(row.event_id)
 }
 

@@ -6,18 +6,25 @@
 //! deleted from the table after, in the transaction that holds its rows:
 //! a failure in between leaves the rows to be sent again (at least once).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use redis::aio::ConnectionManager;
+use tokio::sync::watch;
 
 use super::STREAM;
 use crate::storage::redis::Redis;
 
 /// Events moved per round trip.
 const BATCH: i64 = 500;
-/// How often an idle relay looks for new events.
-const IDLE: Duration = Duration::from_millis(100);
+/// How soon a relay looks again after moving events, or after this
+/// process wrote one (time for its transaction to commit).
+const SOON: Duration = Duration::from_millis(100);
+/// The longest a relay goes without looking: for events written where no
+/// relay is told of them (the `users` command, another replica while this
+/// one holds the lock). Each empty look doubles the wait, from [`SOON`].
+const LONGEST: Duration = Duration::from_secs(5);
 /// How long a failing relay waits before it tries again.
 const RETRY: Duration = Duration::from_secs(1);
 /// The stream is trimmed to about this many entries; consumers that fall
@@ -36,6 +43,50 @@ pub enum RelayError {
     Redis(#[from] redis::RedisError),
     #[error("Redis did not answer in time")]
     Timeout,
+}
+
+/// Bumped whenever this process adds an event to the outbox; each relay
+/// watches it. One for the process rather than one a relay, so that the
+/// functions that write events need no handle to pass: a relay told of
+/// another app's event (tests run several in one process) looks once for
+/// nothing.
+static WRITTEN: LazyLock<watch::Sender<()>> = LazyLock::new(|| watch::Sender::new(()));
+
+/// Tells the relays of this process that an event was added to the outbox
+/// (its transaction may not have committed yet): they look [`SOON`].
+pub fn wake() {
+    WRITTEN.send_replace(());
+}
+
+/// How long a relay waits before it looks again: [`SOON`] after it moved
+/// events or was woken, twice as long after each look that found none, up
+/// to [`LONGEST`]. An idle service, which looked ten times a second before
+/// (a transaction each, from every worker), looks a few times a minute.
+#[derive(Debug)]
+struct Pace {
+    wait: Duration,
+}
+
+impl Pace {
+    fn new() -> Pace {
+        Pace { wait: SOON }
+    }
+
+    /// The wait after a look that moved `sent` events.
+    fn after(&mut self, sent: usize) -> Duration {
+        self.wait = if sent > 0 {
+            SOON
+        } else {
+            (self.wait * 2).min(LONGEST)
+        };
+        self.wait
+    }
+
+    /// The wait once woken: back to [`SOON`].
+    fn woken(&mut self) -> Duration {
+        self.wait = SOON;
+        self.wait
+    }
 }
 
 /// It keeps its own bounded call rather than `Redis::bounded`, which logs
@@ -62,6 +113,8 @@ impl Relay {
     /// ends, not on every retry.
     pub async fn run(self) {
         let mut failing = false;
+        let mut written = WRITTEN.subscribe();
+        let mut pace = Pace::new();
         loop {
             match self.relay_batch().await {
                 Ok(sent) => {
@@ -69,8 +122,14 @@ impl Relay {
                         tracing::info!(sent, "event relay recovered");
                         failing = false;
                     }
-                    if sent < BATCH as usize {
-                        tokio::time::sleep(IDLE).await;
+                    if sent == BATCH as usize {
+                        continue;
+                    }
+                    let wait = pace.after(sent);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        // The sender is a static: it is never dropped.
+                        _ = written.changed() => tokio::time::sleep(pace.woken()).await,
                     }
                 }
                 Err(err) => {
@@ -142,5 +201,22 @@ impl Relay {
         transaction.execute(&delete, &[&ids]).await?;
         transaction.commit().await?;
         Ok(rows.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_relay_looks_ever_less_often_and_soon_again_once_there_is_work() {
+        let mut pace = Pace::new();
+        let idle: Vec<u64> = (0..8).map(|_| pace.after(0).as_millis() as u64).collect();
+        assert_eq!(idle, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(pace.after(3), SOON);
+        assert_eq!(pace.after(0), SOON * 2);
+        pace.after(0);
+        assert_eq!(pace.woken(), SOON);
+        assert_eq!(pace.after(0), SOON * 2);
     }
 }
