@@ -114,8 +114,8 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
     let pool = Pool::builder(manager)
         .max_size(settings.pool_size)
         // The connection returned last is handed out first, so that after a
-        // burst a trickle of requests (and the outbox relay, ten times a
-        // second) reuses a few and the rest go unused long enough for
+        // burst a trickle of requests (and the outbox relay's looks) reuses
+        // a few and the rest go unused long enough for
         // `close_idle_connections` to close them. First in, first out, the
         // default, would cycle through every connection and keep all warm.
         .queue_mode(QueueMode::Lifo)
