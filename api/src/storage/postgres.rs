@@ -114,8 +114,8 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
     let pool = Pool::builder(manager)
         .max_size(settings.pool_size)
         // The connection returned last is handed out first, so that after a
-        // burst a trickle of requests (and the outbox relay's looks) reuses
-        // a few and the rest go unused long enough for
+        // burst a trickle of requests (and the modules' background work)
+        // reuses a few and the rest go unused long enough for
         // `close_idle_connections` to close them. First in, first out, the
         // default, would cycle through every connection and keep all warm.
         .queue_mode(QueueMode::Lifo)
@@ -137,7 +137,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbSetupError> {
 /// them after 300 s by default, the default here too; the first request
 /// after a quiet spell pays for a new connection. deadpool has the means
 /// (`retain`) but no timer of its own.
-pub async fn close_idle_connections(pool: Pool, idle: Duration) {
+pub(crate) async fn close_idle_connections(pool: Pool, idle: Duration) {
     let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -21,9 +21,9 @@ const BATCH: i64 = 500;
 /// How soon a relay looks again after moving events, or after this
 /// process wrote one (time for its transaction to commit).
 const SOON: Duration = Duration::from_millis(100);
-/// The longest a relay goes without looking: for events written where no
-/// relay is told of them (the `users` command, another replica while this
-/// one holds the lock). Each empty look doubles the wait, from [`SOON`].
+/// The longest a relay goes without looking: for events no relay was told
+/// of (the `users` command's, or a worker's whose relay stopped with it
+/// before it looked). Each empty look doubles the wait, from [`SOON`].
 const LONGEST: Duration = Duration::from_secs(5);
 /// How long a failing relay waits before it tries again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -54,14 +54,14 @@ static WRITTEN: LazyLock<watch::Sender<()>> = LazyLock::new(|| watch::Sender::ne
 
 /// Tells the relays of this process that an event was added to the outbox
 /// (its transaction may not have committed yet): they look [`SOON`].
-pub fn wake() {
+pub(crate) fn wake() {
     WRITTEN.send_replace(());
 }
 
 /// How long a relay waits before it looks again: [`SOON`] after it moved
 /// events or was woken, twice as long after each look that found none, up
-/// to [`LONGEST`]. An idle service, which looked ten times a second before
-/// (a transaction each, from every worker), looks a few times a minute.
+/// to [`LONGEST`]. Each look is a transaction, so an idle worker costs
+/// PostgreSQL one every 5 s, not ten a second.
 #[derive(Debug)]
 struct Pace {
     wait: Duration,
