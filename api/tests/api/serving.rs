@@ -376,10 +376,12 @@ async fn sigterm_lets_a_slow_request_finish_then_the_master_exits_0() {
     let mut served = Served::start(1, &[("GRACEFUL_TIMEOUT", "10")]).await;
     let slow = {
         let client = served.client.clone();
-        let url = format!("{}/__test/sleep?ms=1500", served.base);
+        let url = format!("{}/__test/sleep?ms=3000", served.base);
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for the worker to take the request, even on a loaded machine;
+    // the request still has 2 s to go.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
 
     served.signal(Signal::SIGTERM);
 
