@@ -38,9 +38,11 @@ async fn a_bursts_connections_are_closed_once_idle_and_the_next_request_opens_on
         }
         held
     };
-    // A burst: four connections in use at once, then back in the pool.
-    drop(burst().await);
+    // A burst: four connections in use at once, then back in the pool
+    // (counted while held: a slow count must not race the timeout).
+    let held = burst().await;
     assert!(backends(&servers, database_url).await >= 4);
+    drop(held);
     // Then a trickle, a connection every 100 ms: handed the one returned
     // last each time, it leaves the others to age. A module's background
     // work may keep one more in use.
@@ -51,7 +53,8 @@ async fn a_bursts_connections_are_closed_once_idle_and_the_next_request_opens_on
     .await;
     assert!(closed, "the burst's idle connections were not closed");
     // What was closed is opened again when needed.
-    drop(burst().await);
+    let held = burst().await;
     assert!(backends(&servers, database_url).await >= 4);
+    drop(held);
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
