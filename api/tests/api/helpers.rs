@@ -97,14 +97,20 @@ pub async fn fresh_database(servers: &Servers) -> String {
     url
 }
 
-/// Applies every migration to the database at `url`, as `serve` does.
-pub async fn migrate(url: &str) {
-    let database = DatabaseSettings {
+/// Settings for one connection to the database at `url`, as a test's own
+/// (never closed for idling).
+pub fn one_connection(url: &str) -> DatabaseSettings {
+    DatabaseSettings {
         url: url.to_owned(),
         pool_size: 1,
         timeout_ms: 5_000,
         idle_timeout_ms: 0,
-    };
+    }
+}
+
+/// Applies every migration to the database at `url`, as `serve` does.
+pub async fn migrate(url: &str) {
+    let database = one_connection(url);
     migrations::migrate(&database, app::startup::migrations(), MIGRATION_PATIENCE)
         .await
         .expect("the migrations apply");

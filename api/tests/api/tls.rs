@@ -12,11 +12,13 @@ use std::time::Duration;
 use app::error::chain;
 use app::startup::MIGRATION_PATIENCE;
 use app::storage::migrations;
-use app::storage::postgres::{self, DatabaseSettings};
+use app::storage::postgres;
 use app::storage::redis::{Redis, RedisSettings};
 
 use crate::cli::{cli, text};
-use crate::helpers::{eventually, free_port, repo_root, spawn_app_on_with, Servers};
+use crate::helpers::{
+    eventually, free_port, one_connection, repo_root, spawn_app_on_with, Servers,
+};
 
 fn run(command: &mut Command) {
     let output = command.output().expect("run a command");
@@ -222,12 +224,7 @@ fn services(args: &[&str]) {
 /// Connects as the service's pool does and answers whether the connection
 /// is encrypted, or why it could not connect (the whole chain of causes).
 async fn postgres_connects(url: &str) -> Result<bool, String> {
-    let settings = DatabaseSettings {
-        url: url.to_owned(),
-        pool_size: 1,
-        timeout_ms: 5_000,
-        idle_timeout_ms: 0,
-    };
+    let settings = one_connection(url);
     let pool = postgres::pool(&settings).map_err(|err| chain(&err))?;
     let client = pool.get().await.map_err(|err| chain(&err))?;
     let row = client
@@ -321,12 +318,7 @@ async fn tls_a_server_certificate_from_another_ca_is_refused() {
         err.contains("invalid peer certificate: UnknownIssuer"),
         "{err}"
     );
-    let database = DatabaseSettings {
-        url: database_url.clone(),
-        pool_size: 1,
-        timeout_ms: 5_000,
-        idle_timeout_ms: 0,
-    };
+    let database = one_connection(&database_url);
     let migrated = migrations::migrate(&database, app::startup::migrations(), MIGRATION_PATIENCE);
     let err = chain(&migrated.await.unwrap_err());
     assert!(

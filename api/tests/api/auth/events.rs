@@ -28,13 +28,21 @@ pub async fn stream(app: &TestApp) -> Vec<Entry> {
     read_stream(app).await.unwrap()
 }
 
+/// The key of the app's event stream.
+fn stream_key(app: &TestApp) -> String {
+    format!("{}events", app.settings.redis.key_prefix)
+}
+
 /// The stream, or why Redis could not give it (say, it is still loading
 /// its data after a restart).
 async fn read_stream(app: &TestApp) -> redis::RedisResult<Vec<Entry>> {
-    let key = format!("{}events", app.settings.redis.key_prefix);
-    let mut redis = app.redis.get_multiplexed_async_connection().await?;
+    read_stream_at(&app.redis, &stream_key(app)).await
+}
+
+async fn read_stream_at(redis: &redis::Client, key: &str) -> redis::RedisResult<Vec<Entry>> {
+    let mut redis = redis.get_multiplexed_async_connection().await?;
     let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(&key)
+        .arg(key)
         .arg("-")
         .arg("+")
         .query_async(&mut redis)
@@ -60,9 +68,14 @@ async fn read_stream(app: &TestApp) -> redis::RedisResult<Vec<Entry>> {
 /// The stream once it holds `count` entries (or what it holds after 15 s,
 /// Redis answering or not until then).
 pub async fn stream_of(app: &TestApp, count: usize) -> Vec<Entry> {
+    stream_at(&app.redis, &stream_key(app), count).await
+}
+
+/// As [`stream_of`], for the stream at `key` (a served process's).
+async fn stream_at(redis: &redis::Client, key: &str, count: usize) -> Vec<Entry> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let entries = match read_stream(app).await {
+        let entries = match read_stream_at(redis, key).await {
             Ok(entries) => entries,
             Err(_) if Instant::now() < deadline => Vec::new(),
             Err(err) => panic!("the stream cannot be read: {err}"),
@@ -149,26 +162,6 @@ async fn every_kind_of_change_is_published_in_order() {
     );
 }
 
-/// The stream's length once it is `at_least` (or what it is after 15 s).
-async fn length_once_at_least(
-    redis: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-    at_least: usize,
-) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let length: usize = redis::cmd("XLEN")
-            .arg(key)
-            .query_async(redis)
-            .await
-            .unwrap();
-        if length >= at_least || Instant::now() > deadline {
-            return length;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// An idle relay looks for events ever less often (each empty look doubles
 /// its wait, up to 5 s), yet a change the service makes after a quiet
 /// spell is on the stream at once: writing its event wakes the relay. In a
@@ -191,13 +184,9 @@ async fn after_a_quiet_spell_a_change_is_published_at_once() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut redis = redis::Client::open(Servers::shared().redis_url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let redis = redis::Client::open(Servers::shared().redis_url).unwrap();
     let key = format!("{prefix}events");
-    let before = length_once_at_least(&mut redis, &key, 1).await;
+    let before = stream_at(&redis, &key, 1).await.len();
     assert!(before >= 1, "the login's event was never published");
     // Long enough for the relay's wait to reach its longest: unwoken, it
     // would next look 4 s or more after the change below.
@@ -213,10 +202,15 @@ async fn after_a_quiet_spell_a_change_is_published_at_once() {
         .await
         .unwrap();
     assert_eq!(renamed.status(), StatusCode::OK);
-    let after = length_once_at_least(&mut redis, &key, before + 1).await;
+    let after = stream_at(&redis, &key, before + 1).await;
     let took = started.elapsed();
 
-    assert_eq!(after, before + 1, "the name change was never published");
+    assert_eq!(
+        after.len(),
+        before + 1,
+        "the name change was never published"
+    );
+    assert_eq!(after[before].kind, "user.name_changed");
     assert!(
         took < Duration::from_millis(2500),
         "published after {took:?}"

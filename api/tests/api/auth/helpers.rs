@@ -6,11 +6,11 @@ use std::sync::OnceLock;
 
 use app::modules::auth::users::{self, NewUser};
 use app::modules::auth::{passwords, sessions, AuthState};
-use app::storage::postgres::{self, DatabaseSettings};
+use app::storage::postgres;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, TestApp};
+use crate::helpers::{assert_problem, one_connection, TestApp};
 use crate::serving::Served;
 
 /// The password every user made by [`SignIn::create_user`] has.
@@ -167,12 +167,7 @@ pub trait ServedSignIn {
 
 impl ServedSignIn for Served {
     async fn create_user(&self, username: &str) {
-        let settings = DatabaseSettings {
-            url: self.database_url.clone(),
-            pool_size: 1,
-            timeout_ms: 2000,
-            idle_timeout_ms: 0,
-        };
+        let settings = one_connection(&self.database_url);
         let mut client = postgres::pool(&settings).unwrap().get().await.unwrap();
         insert_user(&mut client, username, false).await;
     }
