@@ -30,6 +30,7 @@ were (bench.sh, on its way out).
 """
 
 import json
+import math
 import os
 import platform
 import re
@@ -207,6 +208,20 @@ def summarize(figures):
     return summary
 
 
+# A value is shown rounded away from its target's side, so that a value
+# that misses never reads as one that meets it: 49.6% of an "at least 50%"
+# shows as 49%, not 50%; 30.2 MiB of an "at most 30" as 31 MiB. DIGITS is
+# the decimals FORMAT keeps of the value as it is compared (a share's
+# "{:.0%}" keeps two: 0.49). The small nudge keeps a value that is exactly
+# on a step (0.29, whose float is a hair under) on it.
+def shown_down(format_, digits):
+    return lambda v: format_.format(math.floor(v * 10**digits + 1e-9) / 10**digits)
+
+
+def shown_up(format_, digits):
+    return lambda v: format_.format(math.ceil(v * 10**digits - 1e-9) / 10**digits)
+
+
 def judge(figures):
     """Each target, its value in each round and the median, met or not."""
     by_round = {}
@@ -222,22 +237,22 @@ def judge(figures):
         found = []
         if "max_rss_mib" in target and figure["peak_rss_kib"] is not None:
             found.append((f"{figure['name']}: RSS of the master and its processes <= {target['max_rss_mib']} MiB",
-                          figure["peak_rss_kib"] / 1024, lambda v, t=target: v <= t["max_rss_mib"], "{:.0f} MiB"))
+                          figure["peak_rss_kib"] / 1024, lambda v, t=target: v <= t["max_rss_mib"],
+                          shown_up("{:.0f} MiB", 0)))
         if "p99_at_most" in target:
             base_p99 = reference(figure.get("beside_p99"), same_round.get(target["of"]), "p99_ms")
             if base_p99 and figure.get("wrk"):
                 found.append((f"{figure['name']}: p99 <= {target['p99_at_most']:g}x that of {target['of']}",
                               figure["wrk"]["p99_ms"] / base_p99,
-                              lambda v, t=target: v <= t["p99_at_most"], "{:.2f}x"))
+                              lambda v, t=target: v <= t["p99_at_most"], shown_up("{:.2f}x", 2)))
         if "share" in target and figure.get("wrk"):
-            if "of" in target:
-                base = reference(figure.get("beside"), same_round.get(target["of"]))
-                value = rps(figure) / base if base else 0.0
-                label = target["of"]
-            else:
-                value, label = figure.get("ratio_to_proxied_ceiling") or 0.0, "the proxied ceiling"
+            # Judged on the ratio itself: the report's rounded one (three
+            # decimals) could turn 0.4996 into a target met.
+            base = reference(figure.get("beside"), same_round.get(target.get("of", PROXIED_CEILING)))
+            value = rps(figure) / base if base else 0.0
+            label = target.get("of", "the proxied ceiling")
             found.append((f"{figure['name']} >= {target['share']:.0%} of {label}", value,
-                          lambda v, t=target: v >= t["share"], "{:.0%}"))
+                          lambda v, t=target: v >= t["share"], shown_down("{:.0%}", 2)))
         for name, value, passes, shown in found:
             if name not in checks:
                 order.append(name)
@@ -249,8 +264,8 @@ def judge(figures):
         middle = median(check["values"])
         result.append({
             "target": name,
-            "value": check["shown"].format(middle),
-            "rounds": [check["shown"].format(v) for v in check["values"]],
+            "value": check["shown"](middle),
+            "rounds": [check["shown"](v) for v in check["values"]],
             "met": bool(check["passes"](middle)),
         })
     errors = sum(f["wrk"]["non_2xx"] + f["wrk"]["socket_errors"] for f in figures if f.get("wrk"))
@@ -389,6 +404,20 @@ def self_test():
     assert checks["GET /v1/hello >= 80% of the proxied ceiling"]["rounds"] == ["80%"], checks
     assert checks["GET /getName >= 50% of the proxied ceiling"]["rounds"] == ["50%"], checks
     assert checks["POST /work >= 90% of a bound"]["rounds"] == ["100%"], checks
+    # A value that misses never shows as its target: rounded away from it.
+    near = judge(add_ratios(add_up_slices([
+        line(3, PROXIED_CEILING, "ceiling", 10000.0),
+        line(3, "GET /getName", "nginx", 4996.0, {"share": 0.5}),
+        line(3, "GET /v1/hello", "nginx", 2900.0, {"share": 0.29}),
+        line(3, "probe", "nginx", 1000.0),
+        line(3, "probe, flooded", "nginx", 2004.0, {"p99_at_most": 2, "of": "probe"}),
+        {**line(3, "idle", "idle", 0.0, {"max_rss_mib": 30}), "peak_rss_kib": 30.2 * 1024, "wrk": None},
+    ])))
+    near = {c["target"]: (c["value"], c["met"]) for c in near}
+    assert near["GET /getName >= 50% of the proxied ceiling"] == ("49%", False), near
+    assert near["GET /v1/hello >= 29% of the proxied ceiling"] == ("29%", True), near
+    assert near["probe, flooded: p99 <= 2x that of probe"] == ("2.01x", False), near
+    assert near["idle: RSS of the master and its processes <= 30 MiB"] == ("31 MiB", False), near
     # 1.4 ms against the mean of 0.7 and 2.1 ms beside it, not the slices' 0.7
     assert checks["probe, flooded: p99 <= 2x that of probe"]["rounds"] == ["1.00x"], checks
     # A figure without slices around it is held to its round's reference.
@@ -511,11 +540,13 @@ def markdown(report):
                   "pgbench": "PostgreSQL only", "bound": "the service's binary alone", "idle": "—"}
     for f in report["figures"]:
         number = lambda x, fmt="{:.0f}": fmt.format(x) if x is not None else "—"
-        rss = number(f["peak_rss_kib"] / 1024 if f["peak_rss_kib"] is not None else None)
+        # Rounded as the targets are (judge), so that a row and its target agree.
+        mib, share = shown_up("{:.0f}", 0), shown_down("{:.0%}", 2)
+        rss = mib(f["peak_rss_kib"] / 1024) if f["peak_rss_kib"] is not None else "—"
         if f.get("pss_kib") is not None:
-            rss += f" (PSS {f['pss_kib'] / 1024:.0f})"
+            rss += f" (PSS {mib(f['pss_kib'] / 1024)})"
         pg = number(f["peak_pg_connections"])
-        ratio = (f"{f['ratio_to_proxied_ceiling']:.0%} ({spread(f['ratio_spread'], '{:.0%}'.format)})"
+        ratio = (f"{share(f['ratio_to_proxied_ceiling'])} ({spread(f['ratio_spread'], share)})"
                  if f.get("ratio_to_proxied_ceiling") is not None and f["kind"] in ("nginx", "direct") else "—")
         if f["name"] == PROXIED_CEILING:
             ratio = "100%"
