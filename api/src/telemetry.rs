@@ -23,8 +23,9 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+use tracing_log::AsLog;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -394,6 +395,9 @@ pub fn init(format: LogFormat, filter: &str, traces: Option<&TracingSettings>, o
             None => formatted(format, ansi, std::io::stderr),
         },
     };
+    // The log lines' highest level, for the `log` crate's records below.
+    let log_level =
+        <EnvFilter as Layer<Registry>>::max_level_hint(&filter).unwrap_or(LevelFilter::TRACE);
     let not_dependency = filter_fn(|meta| meta.target() != DEPENDENCY_TARGET);
     let logs = logs.with_filter(filter.and(not_dependency));
     let (traces, failed) = match traces.filter(|settings| settings.traces_url().is_some()) {
@@ -423,6 +427,18 @@ pub fn init(format: LogFormat, filter: &str, traces: Option<&TracingSettings>, o
         .with(layer)
         .try_init()
         .is_ok();
+    if installed {
+        // The `log` crate's records (tokio-postgres writes several on every
+        // poll of a connection) become events, which only the log lines
+        // take: the trace layer takes spans alone. So no record above the
+        // log lines' level is worth building. tracing-subscriber sets this
+        // from the layers' levels, and a layer filtered by a function has
+        // none it can name, which counts as every level; each record let
+        // through was then refused by every filter in turn, some 3,000
+        // instructions of a `/setName` (docs/benchmarks-notes.md, round
+        // thirteen).
+        log::set_max_level(log_level.as_log());
+    }
     if let (Some(provider), true) = (traces, installed) {
         let _ = PROVIDER.set(provider);
         ENABLED.store(true, Ordering::Relaxed);
@@ -654,6 +670,34 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    /// In a process of its own (this test binary, run again for this test
+    /// alone), since the subscriber is the process's.
+    #[test]
+    fn dependencies_log_records_above_the_log_lines_level_are_never_made() {
+        const CHILD: &str = "APP_TEST_LOG_LEVEL_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            // Traces on as well: their layer takes spans of any level.
+            let traces = settings(&["--otel-exporter-otlp-endpoint", "http://127.0.0.1:9"]);
+            init(
+                LogFormat::Text,
+                "warn,app=debug",
+                Some(&traces),
+                LogOutput::Direct,
+            );
+            assert_eq!(log::max_level(), log::LevelFilter::Debug);
+            return;
+        }
+        let this =
+            "telemetry::tests::dependencies_log_records_above_the_log_lines_level_are_never_made";
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", this, "--test-threads=1"])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child test failed: {status}");
+    }
 
     #[derive(Parser)]
     struct Cli {
