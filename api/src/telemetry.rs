@@ -690,13 +690,17 @@ mod tests {
         }
         let this =
             "telemetry::tests::dependencies_log_records_above_the_log_lines_level_are_never_made";
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", this, "--test-threads=1"])
             .env(CHILD, "1")
-            .stdout(std::process::Stdio::null())
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "the child test failed: {status}");
+        let report = String::from_utf8_lossy(&child.stdout);
+        // Ran, and passed: a renamed test would leave `this` matching none.
+        assert!(
+            child.status.success() && report.contains("1 passed"),
+            "the child test failed or did not run: {report}"
+        );
     }
 
     #[derive(Parser)]
