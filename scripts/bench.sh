@@ -18,6 +18,9 @@
 #             (same upstream keepalive) proxying to a second nginx that
 #             answers `return 200`: the best any proxied service could do
 #   service   each endpoint through nginx, and /v1/hello straight to the service
+#   floor     /v1/hello from poem and poem-openapi alone (api/examples/floor.rs),
+#             two processes behind the same nginx as the workers: what the
+#             framework leaves of the ceiling before the service's own work
 #   pgbench   PostgreSQL alone running /setName's statement, the bound
 #             for /setName across many users
 #   hash      one password verification a core at once: cores / hash time
@@ -95,10 +98,11 @@ done <.env.local
 export NGINX_STATIC_ROOT=$(realpath "$NGINX_STATIC_ROOT")
 export DATABASE_POOL_SIZE=${DATABASE_POOL_SIZE:-16}
 
-ceilings=()
+ceilings=() floor_pids=()
 finish() {
-    local dir
+    local dir pid
     for dir in "${ceilings[@]}"; do scripts/nginx.sh stop "$dir" || true; done
+    for pid in "${floor_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     scripts/local.sh down >/dev/null 2>&1 || true
     # Which answers were not 2xx, and why, once nginx and the service have
     # stopped writing their logs and before the logs go.
@@ -207,6 +211,32 @@ proxied=$scratch/ceiling-proxied
 proxied_listen=127.0.0.1:$(port)
 NGINX_LISTEN=$proxied_listen API_PORT=$backend_port FIRST_WORKER_PORT= scripts/nginx.sh start "$proxied"
 ceilings+=("$proxied")
+# The floor: poem and poem-openapi answering /v1/hello with nothing of the
+# service around them, one current-thread process a worker, behind the
+# shipped nginx.conf as the workers are. The smoke run takes the debug
+# build the test suite has made already (test-hooks and all): its speed is
+# never read.
+if [ "$smoke" = 1 ]; then
+    cargo build -q -p "$package" --features test-hooks --example floor
+    floor_bin=${CARGO_TARGET_DIR:-target}/debug/examples/floor
+else
+    cargo build -q --release -p "$package" --example floor
+    floor_bin=${CARGO_TARGET_DIR:-target}/release/examples/floor
+fi
+floor_port=$(port "$WORKERS")
+for slot in $(seq 0 $((WORKERS - 1))); do
+    # Started from a subshell, so that the figures' `wait` for their sampler
+    # does not wait for these too.
+    floor_pids+=("$("$floor_bin" "127.0.0.1:$((floor_port + slot))" >"$scratch/floor-$slot.log" 2>&1 </dev/null & echo $!)")
+done
+floor=$scratch/floor-nginx
+floor_listen=127.0.0.1:$(port)
+NGINX_LISTEN=$floor_listen API_PORT=$floor_port FIRST_WORKER_PORT=$floor_port scripts/nginx.sh start "$floor"
+ceilings+=("$floor")
+for _ in $(seq 1 100); do
+    curl -sf "http://$floor_listen/v1/hello" >/dev/null && break
+    sleep 0.1
+done
 
 # Peak RSS of the master and its processes and peak PostgreSQL connections of the
 # service's user, sampled four times a second while a figure runs. The
@@ -362,7 +392,7 @@ figure() {
     touch "$scratch/stop"
     wait
     read -r rss pg <"$scratch/peaks"
-    if [ "$kind" = ceiling ]; then rss=null pg=null; fi
+    case "$kind" in ceiling | floor) rss=null pg=null ;; esac
     local extra=
     slice_rps= slice_p99=
     if [ -n "${BESIDE:-}" ]; then
@@ -478,6 +508,7 @@ for round in $(seq 1 "$rounds"); do
     figure "nginx return 200" ceiling "http://$own_listen/v1/hello"
     proxied_slice warm
     BESIDE=proxied_slice figure "GET /v1/hello" nginx "http://$NGINX_LISTEN/v1/hello" GET "" "" '{"share":0.80}'
+    BESIDE=proxied_slice figure "GET /v1/hello, poem alone" floor "http://$floor_listen/v1/hello"
     BESIDE=proxied_slice figure "GET /getName" nginx "http://$NGINX_LISTEN/getName" GET "" "Authorization: Bearer $user_token" '{"share":0.50}'
     figure "GET /v1/hello, direct" direct "http://$BIND/v1/hello"
     figure "POST /setName, one user" nginx "http://$NGINX_LISTEN/setName" POST '{"name":"Bench User"}' "Authorization: Bearer $user_token"

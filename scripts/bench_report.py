@@ -386,6 +386,9 @@ def self_test():
         line(1, PROXIED_CEILING, "ceiling", 30000.0, slice=True),
         line(1, "GET /v1/hello", "nginx", 24000.0, {"share": 0.8}, beside=[30000.0, 30000.0]),
         line(1, PROXIED_CEILING, "ceiling", 30000.0, slice=True),
+        # held to nothing, but shown against the ceiling around it
+        line(1, "GET /v1/hello, poem alone", "floor", 27000.0, beside=[30000.0, 30000.0]),
+        line(1, PROXIED_CEILING, "ceiling", 30000.0, slice=True),
         # the machine slowed down: the figure after it is held to the slower
         # minute's ceiling, not to the round's
         line(1, "GET /getName", "nginx", 12000.0, {"share": 0.5}, beside=[30000.0, 18000.0]),
@@ -399,11 +402,13 @@ def self_test():
         line(1, "probe", "nginx", 700.0, slice=True),
     ]))
     names = [f["name"] for f in figures]
-    assert names == [PROXIED_CEILING, "GET /v1/hello", "GET /getName", "GET /v1/hello, direct",
+    assert names == [PROXIED_CEILING, "GET /v1/hello", "GET /v1/hello, poem alone", "GET /getName", "GET /v1/hello, direct",
                      "a bound", "POST /work", "probe", "probe, flooded"], names
     ceiling = figures[0]["wrk"]
-    assert (ceiling["rps"], ceiling["requests"], ceiling["seconds"], ceiling["p99_ms"]) == (26000.0, 390000, 15, 26.0), ceiling
-    assert ceiling["slices"] == [30000.0, 30000.0, 18000.0]
+    assert (ceiling["rps"], ceiling["requests"], ceiling["seconds"], ceiling["p99_ms"]) == (27000.0, 540000, 20, 27.0), ceiling
+    assert ceiling["slices"] == [30000.0, 30000.0, 30000.0, 18000.0]
+    floor = next(f for f in figures if f["kind"] == "floor")
+    assert floor["ratio_to_proxied_ceiling"] == 0.9, floor
     checks = {c["target"]: c for c in judge(figures)}
     assert checks["GET /v1/hello >= 80% of the proxied ceiling"]["rounds"] == ["80%"], checks
     assert checks["GET /getName >= 50% of the proxied ceiling"]["rounds"] == ["50%"], checks
@@ -540,7 +545,7 @@ def markdown(report):
         "| figure | through | requests/s | spread | p50 ms | p99 ms | errors | peak RSS MiB | peak PG conns | vs proxied ceiling |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    through_of = {"ceiling": "nginx only", "nginx": "nginx", "direct": "service's port",
+    through_of = {"ceiling": "nginx only", "nginx": "nginx", "floor": "nginx, to poem alone", "direct": "service's port",
                   "pgbench": "PostgreSQL only", "bound": "the service's binary alone", "idle": "—"}
     for f in report["figures"]:
         number = lambda x, fmt="{:.0f}": fmt.format(x) if x is not None else "—"
@@ -551,7 +556,8 @@ def markdown(report):
             rss += f" (PSS {mib(f['pss_kib'] / 1024)})"
         pg = number(f["peak_pg_connections"])
         ratio = (f"{share(f['ratio_to_proxied_ceiling'])} ({spread(f['ratio_spread'], share)})"
-                 if f.get("ratio_to_proxied_ceiling") is not None and f["kind"] in ("nginx", "direct") else "—")
+                 if f.get("ratio_to_proxied_ceiling") is not None and f["kind"] in ("nginx", "direct", "floor")
+                 else "—")
         if f["name"] == PROXIED_CEILING:
             ratio = "100%"
         lines.append(
