@@ -101,7 +101,7 @@ pub struct Settings {
     )]
     pub body_timeout_ms: u64,
     /// How long an idle keep-alive connection is kept, in milliseconds.
-    /// Longer than nginx's upstream keepalive_timeout (60 s), so that nginx
+    /// Longer than nginx's upstream keepalive_timeout (5 s), so that nginx
     /// never sends a request on a connection the service is closing.
     #[arg(
         long = "keepalive-timeout-ms",

@@ -294,7 +294,7 @@ const BUSY_SPELL: u64 = 1_000;
 
 /// Connections closed since memory was last given back that are worth
 /// giving it back again. Idle keep-alive connections outlive the busy spell
-/// that opened them (nginx keeps its idle upstream ones for 60 s) and free
+/// that opened them (nginx keeps its idle upstream ones for 5 s) and free
 /// their buffers when they close, with no request to show for it: tens of
 /// KiB each, a few MiB after a burst from many clients.
 const CLOSED_SPELL: u64 = 32;

@@ -701,3 +701,57 @@ async fn requests_the_service_cannot_read_get_problem_documents_too() {
         assert_eq!(problem["request_id"], "probe-17", "{what}");
     }
 }
+
+/// nginx gives its idle connections to the service back within seconds of
+/// the last request (the upstream's `keepalive_timeout`), so that a worker
+/// frees what they hold after a burst instead of keeping it for a minute.
+#[tokio::test]
+async fn nginx_closes_its_idle_connections_to_the_service_within_seconds() {
+    let proxied = spawn_behind_nginx(&[]).await;
+    let port: u16 = proxied.direct.rsplit(':').next().unwrap().parse().unwrap();
+    // Several at once, so that nginx opens several connections.
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let request = proxied
+                .app
+                .client
+                .get(format!("{}/v1/hello", proxied.app.address));
+            tokio::spawn(request.send())
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap().status(), 200);
+    }
+    assert!(
+        connections_to(port) > 0,
+        "nginx kept no connection to the service open"
+    );
+
+    // 5 s, with room for a loaded machine; nginx's default (60 s) fails it.
+    let patience = Duration::from_secs(20);
+    let started = Instant::now();
+    while connections_to(port) > 0 {
+        assert!(
+            started.elapsed() < patience,
+            "nginx still holds {} idle connections to the service after {patience:?}",
+            connections_to(port)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Established TCP connections to `port` on this machine's IPv4 loopback,
+/// counted on the accepting side (the kernel's /proc/net/tcp).
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local address, remote address, state (01: established)
+            fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "01"
+        })
+        .count()
+}
