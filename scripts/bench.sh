@@ -144,12 +144,12 @@ export API_HOST=${BIND%:*} API_PORT=${BIND##*:}
 pg_port=$(sed -E 's#^[a-z]+://[^@]*@[^:]+:([0-9]+).*#\1#' <<<"$DATABASE_URL")
 pg_user=$(sed -E 's#^[a-z]+://([^:@]+).*#\1#' <<<"$DATABASE_URL")
 psql=("$("$services" pg-bin)/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d "${DATABASE_URL##*/}" -qtA)
-
-# A user, an admin and a user for the login figures to sign in as, 128 users for /setName across many
-# users, and 10,000 more to search through. (The service's binary is named
-# after its package.)
+# The service's binary, and the floor's example, are named after its package.
 package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
 service=${CARGO_TARGET_DIR:-target}/release/$package
+
+# A user, an admin and a user for the login figures to sign in as, 128 users for /setName across many
+# users, and 10,000 more to search through.
 password=bench-password-1
 printf '%s\n' "$password" | "$service" users add bench-user >/dev/null
 printf '%s\n' "$password" | "$service" users add bench-admin --admin >/dev/null

@@ -8,7 +8,7 @@
 //! ceiling the framework alone leaves and how much the service's own work
 //! takes of the rest (docs/benchmarks-notes.md).
 //!
-//!     cargo run --release -p api --example floor -- 127.0.0.1:9300
+//!     cargo run --release --example floor -- 127.0.0.1:9300
 
 use poem::listener::TcpListener;
 use poem::{Route, Server};
