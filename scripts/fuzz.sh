@@ -4,14 +4,14 @@
 # finds a crash (the input is then in fuzz/artifacts/TARGET/: add it to the
 # seed corpus with the fix). cargo-fuzz needs the nightly toolchain, used
 # here and nowhere else; the service builds on stable. `scripts/fuzz.sh
-# TARGET...` runs only those.
+# TARGET...` runs only those; FUZZ=check (below) compiles them and runs none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-5}
 # FUZZ_SECONDS=0 runs each target over its seed corpus only, no new
 # inputs: it checks that the targets build and the corpus passes, the same
-# every time (template/check.sh's renders run so).
+# every time.
 runs=()
 [ "$seconds" != 0 ] || runs=(-runs=0)
 # A fixed seed, so that make test explores the same way each run (as far as
@@ -22,6 +22,24 @@ cargo_fuzz_version=0.13.1
 # after the first rebuilds only what changed.
 target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")/fuzz
 
+# The fuzz crate is its own workspace; it starts from the service's pins.
+[ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
+
+# FUZZ=check only compiles the targets (a type check on stable, in the
+# service's own target directory, whose dependencies clippy has checked
+# already) and runs none. template/check.sh's renders run so: a render
+# differs from this repository by its name and the modules it leaves out,
+# which a compile catches; its seed corpus is replayed by its own cargo test
+# (`fuzzing::tests`), and the targets' code is the template's, built with
+# sanitizers and fuzzed by this repository's make test. Under cargo-fuzz a
+# render would build its service again in release with instrumentation,
+# minutes each, since its package is named anew.
+if [ "${FUZZ:-}" = check ]; then
+    cargo check --manifest-path fuzz/Cargo.toml --bins --target-dir "$(realpath -m "${CARGO_TARGET_DIR:-target}")"
+    echo "fuzz: the targets compile (FUZZ=check runs none)"
+    exit 0
+fi
+
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     echo "fuzz: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
     exit 1
@@ -31,8 +49,6 @@ if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $2}')" != "$cargo_fuzz_ve
     # nightly); only the targets need nightly.
     cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked
 fi
-# The fuzz crate is its own workspace; it starts from the service's pins.
-[ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
 
 if [ $# -gt 0 ]; then
     targets=("$@")

@@ -35,9 +35,11 @@ scratch=$(mktemp -d -t template-check-XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 # Renders share the root's target directory: same dependencies, one build.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo_root/target}
-# The rendered services' own make test fuzzes only their seed corpus: the
-# template's run explores, and a finding there is the template's to fix.
-export FUZZ_SECONDS=0
+# The rendered services' own make test compiles their fuzz targets and runs
+# none (scripts/fuzz.sh): the targets' code is the template's, built with
+# sanitizers and run by this repository's own make test, and a finding there
+# is the template's to fix.
+export FUZZ=check
 # Nor do they run the Docker stacks: their stack files are the root's with
 # the name changed, and the root's own make test runs those for real.
 export STACKS=none
