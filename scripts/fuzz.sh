@@ -25,15 +25,16 @@ target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")/fuzz
 # The fuzz crate is its own workspace; it starts from the service's pins.
 [ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
 
-# FUZZ=check only compiles the targets (a type check on stable, in the
-# service's own target directory, whose dependencies clippy has checked
-# already) and runs none. template/check.sh's renders run so: a render
-# differs from this repository by its name and the modules it leaves out,
-# which a compile catches; its seed corpus is replayed by its own cargo test
-# (`fuzzing::tests`), and the targets' code is the template's, built with
-# sanitizers and fuzzed by this repository's make test. Under cargo-fuzz a
-# render would build its service again in release with instrumentation,
-# minutes each, since its package is named anew.
+# FUZZ=check only compiles the targets (a type check on the project's own
+# toolchain, stable, in the service's target directory, where clippy has
+# checked most of their dependencies already) and runs none.
+# template/check.sh's renders run so: a render differs from this repository
+# by its name and the modules it leaves out, which a compile catches; its
+# seed corpus is replayed by its own cargo test (the `fuzzing` modules'
+# tests), and the targets' code is the template's, built with sanitizers and
+# fuzzed by this repository's make test. Under cargo-fuzz a render would
+# build its service again in release with instrumentation, minutes each,
+# since its package is named anew.
 if [ "${FUZZ:-}" = check ]; then
     cargo check --manifest-path fuzz/Cargo.toml --bins --target-dir "$(realpath -m "${CARGO_TARGET_DIR:-target}")"
     echo "fuzz: the targets compile (FUZZ=check runs none)"
