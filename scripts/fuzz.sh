@@ -20,7 +20,8 @@ seed=${FUZZ_SEED:-20261129}
 cargo_fuzz_version=0.13.1
 # Built beside the service's own target directory and kept, so that a run
 # after the first rebuilds only what changed.
-target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")/fuzz
+service_target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+target_dir=$service_target_dir/fuzz
 
 # The fuzz crate is its own workspace; it starts from the service's pins.
 [ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
@@ -36,7 +37,7 @@ target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")/fuzz
 # build its service again in release with instrumentation, minutes each,
 # since its package is named anew.
 if [ "${FUZZ:-}" = check ]; then
-    cargo check --manifest-path fuzz/Cargo.toml --bins --target-dir "$(realpath -m "${CARGO_TARGET_DIR:-target}")"
+    cargo check --manifest-path fuzz/Cargo.toml --bins --target-dir "$service_target_dir"
     echo "fuzz: the targets compile (FUZZ=check runs none)"
     exit 0
 fi
