@@ -14,6 +14,15 @@
 //! a request has been handed to the app and when it has been answered, so
 //! it knows which limit applies while it waits for bytes.
 //!
+//! The same socket notices a client that leaves while the app still works
+//! on its request (an end of stream or a reset where hyper watches for
+//! one), and [`RequestPhases`] then drops the request: its answer could go
+//! nowhere. hyper's own check stops short of that: it closes the
+//! connection, but poem, which drives the connection, polls it again to
+//! drain it gracefully, and that ran such requests to their end: whatever
+//! they cost, and whatever they wrote, for an answer no one would read
+//! (docs/benchmarks-notes.md, round fifteen, measured what it cost).
+//!
 //! The same socket turns the few answers hyper writes by itself (a request
 //! it cannot parse: more than 100 header fields, a control character in a
 //! header; an empty 400 or 431) into problem documents like every other
@@ -26,7 +35,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,12 +43,12 @@ use futures_util::Stream;
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
+use poem::{Body, Endpoint, IntoResponse, Middleware, PathPattern, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{Problem, PROBLEM_JSON};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ABANDONED_ROUTE};
 use crate::requests::{new_request_id, usable_request_id, REQUEST_ID_HEADER};
 
 /// The most of a request's head kept for its `X-Request-ID`, should hyper
@@ -78,6 +87,11 @@ struct Phase {
     /// which may wait as long as the handler takes (REQUEST_TIMEOUT_MS
     /// bounds that).
     awaiting_body: bool,
+    /// The client hung up (or reset the connection) while the app had a
+    /// request: nothing it answers can reach anyone.
+    left: bool,
+    /// The task of the request in hand, woken when its client leaves.
+    waiting: Option<Waker>,
 }
 
 impl Phase {
@@ -195,6 +209,8 @@ impl<A: Acceptor> Acceptor for TimedAcceptor<A> {
             state: State::Head { since: now },
             last_io: now,
             awaiting_body: false,
+            left: false,
+            waiting: None,
         }));
         let registered = connection(&local, &remote);
         if let Some(connection) = registered {
@@ -250,7 +266,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
+        let room = buf.remaining();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && room > 0 => {
+                // The end of the stream: between requests, a client done
+                // with the connection; during one, a client that left.
+                this.client_left();
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     let now = Instant::now();
@@ -274,7 +297,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Ready(Err(err)) => {
+                this.client_left();
+                Poll::Ready(Err(err))
+            }
             Poll::Pending => {
                 let (deadline, state) = {
                     let phase = lock(&this.phase);
@@ -295,6 +321,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     Poll::Pending => Poll::Pending,
                 }
             }
+        }
+    }
+}
+
+impl<T> TimedIo<T> {
+    /// The client has closed its side or reset the connection. While the
+    /// app has a request, its task is woken to be dropped
+    /// ([`RequestPhases`]). A client that only half-closes, sending its
+    /// request and then the end of its stream while it waits for the
+    /// answer, is taken as gone too, as hyper takes it (its `half_close`
+    /// is off by default, and poem leaves it so) and as nginx never does.
+    fn client_left(&self) {
+        let waiting = {
+            let mut phase = lock(&self.phase);
+            if !matches!(phase.state, State::Handling) {
+                return;
+            }
+            phase.left = true;
+            phase.waiting.take()
+        };
+        if let Some(task) = waiting {
+            task.wake();
         }
     }
 }
@@ -465,7 +513,12 @@ fn request_id_in(head: &[u8]) -> Option<String> {
 
 /// Middleware: tells each request's connection that the app has it (its
 /// body, if any, is read under the body timeout) and, once answered, that
-/// the connection is idle (the keep-alive timeout applies).
+/// the connection is idle (the keep-alive timeout applies). A request whose
+/// client leaves before the answer is dropped there and then, with
+/// whatever it was waiting for, and answered [`CLIENT_CLOSED_REQUEST`] for
+/// the log line and the metrics: the answer itself goes nowhere.
+/// Work that must finish once begun runs in a task of its own
+/// (`tokio::spawn`), as it must for the request deadline already.
 pub(crate) struct RequestPhases {
     pub(crate) phases: Phases,
 }
@@ -508,15 +561,61 @@ impl<E: Endpoint> Endpoint for RequestPhasesEndpoint<E> {
                 request.set_body(Body::from_bytes_stream(body));
             }
         }
-        let answered = self.inner.call(request).await;
-        if let Some(phase) = &phase {
-            let mut phase = lock(phase);
+        let call = self.inner.call(request);
+        let Some(phase) = phase else {
+            return call.await.map(IntoResponse::into_response);
+        };
+        let answered = until_client_leaves(call, &phase).await;
+        {
+            let mut phase = lock(&phase);
             phase.state = State::Idle;
             phase.awaiting_body = false;
             phase.last_io = Instant::now();
+            phase.waiting = None;
         }
-        answered.map(IntoResponse::into_response)
+        match answered {
+            Some(answered) => answered.map(IntoResponse::into_response),
+            None => {
+                tracing::debug!("the client left before the answer: the request was dropped");
+                let mut response = CLIENT_CLOSED_REQUEST.into_response();
+                response.set_data(PathPattern(ABANDONED_ROUTE.into()));
+                Ok(response)
+            }
+        }
     }
+}
+
+/// nginx's name and number for a request whose client closed the
+/// connection before the answer: what such a request is logged and counted
+/// as here too.
+const CLIENT_CLOSED_REQUEST: poem::http::StatusCode = match poem::http::StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => poem::http::StatusCode::BAD_REQUEST,
+};
+
+/// `call`'s answer, or `None` once the connection's client has left, with
+/// `call` dropped unfinished. The check costs a request nothing until it
+/// first waits (a lock and a waker then).
+async fn until_client_leaves<F: Future>(call: F, phase: &SharedPhase) -> Option<F::Output> {
+    let mut call = std::pin::pin!(call);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(answered) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(answered));
+        }
+        let mut phase = lock(phase);
+        if phase.left {
+            return Poll::Ready(None);
+        }
+        if !phase
+            .waiting
+            .as_ref()
+            .is_some_and(|task| task.will_wake(cx.waker()))
+        {
+            phase.waiting = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A request's body, telling its connection while the app waits for it:
@@ -557,6 +656,8 @@ mod tests {
             state,
             last_io: later,
             awaiting_body,
+            left: false,
+            waiting: None,
         };
         // Bytes trickling in do not extend the headers' time.
         let head = phase(State::Head { since: start }, false);
@@ -590,6 +691,8 @@ mod tests {
                 state: State::Idle,
                 last_io: now,
                 awaiting_body: false,
+                left: false,
+                waiting: None,
             }));
             phases.insert(connection, Arc::clone(&phase));
             TimedIo {

@@ -288,7 +288,7 @@ fn answered_attributes(span: &tracing::Span, route: &str, status: StatusCode) {
         "http.response.status_code",
         i64::from(status.as_u16()),
     )];
-    if route != metrics::UNMATCHED_ROUTE {
+    if route != metrics::UNMATCHED_ROUTE && route != metrics::ABANDONED_ROUTE {
         attributes.push(KeyValue::new("http.route", route.to_owned()));
     }
     if status.is_server_error() {

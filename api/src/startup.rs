@@ -312,10 +312,12 @@ impl Application {
         let app = self
             .app
             .with(CatchPanic::new().with_handler(error::panicked))
-            .with(context)
-            // Outside everything: the connection's time limits follow each
-            // request from the moment the app has it until it is answered.
-            .with(RequestPhases { phases });
+            // The connection's time limits follow each request from the
+            // moment the app has it until it is answered, and a request
+            // whose client leaves is dropped here: inside the context, so
+            // that it is still logged and counted (as a 499).
+            .with(RequestPhases { phases })
+            .with(context);
         // The tasks (the pool's upkeep, the modules') run while the app
         // serves, and stop with it.
         let tasks: Vec<_> = self

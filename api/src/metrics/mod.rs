@@ -31,6 +31,10 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 /// random paths cannot make a series each.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// The route label of a request dropped because its client left before the
+/// answer (a 499): the layer that drops it sits outside the route's own.
+pub const ABANDONED_ROUTE: &str = "abandoned";
+
 /// The method label: HTTP's own methods by name, any other as `other`. A
 /// client may send any token as a method, and each would otherwise make new
 /// series for as long as the process lives.

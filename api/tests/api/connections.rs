@@ -4,6 +4,7 @@
 //! an HTTP client would never be this slow.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,8 +28,28 @@ const LIMITS: [&str; 4] = [
 /// Well past every limit above: a connection still open then is kept.
 const PATIENCE: Duration = Duration::from_secs(4);
 
+/// How often `/probe/abandoned`'s work began, ran to its end, and was
+/// dropped unfinished.
+static ABANDONED_BEGUN: AtomicUsize = AtomicUsize::new(0);
+static ABANDONED_FINISHED: AtomicUsize = AtomicUsize::new(0);
+static ABANDONED_DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts its work as dropped unless it was disarmed at the end.
+struct DropCounter {
+    armed: bool,
+}
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        if self.armed {
+            ABANDONED_DROPPED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// The app, with a route that works (sleeps) longer than the body timeout
-/// before answering, and one that reads its body to the end.
+/// before answering, one that reads its body to the end, and one that
+/// works for longer than a test waits and counts what became of its work.
 async fn spawn() -> TestApp {
     fn with_slow_route(app: BoxEndpoint<'static>) -> BoxEndpoint<'static> {
         #[handler]
@@ -40,8 +61,18 @@ async fn spawn() -> TestApp {
         fn length(body: String) -> String {
             format!("read {}", body.len())
         }
+        #[handler]
+        async fn abandoned() -> &'static str {
+            let mut counter = DropCounter { armed: true };
+            ABANDONED_BEGUN.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            counter.armed = false;
+            ABANDONED_FINISHED.fetch_add(1, Ordering::SeqCst);
+            "done"
+        }
         Route::new()
             .at("/probe/slow", slow)
+            .at("/probe/abandoned", poem::post(abandoned))
             .at("/probe/length", poem::post(length))
             .nest("/", app)
             .boxed()
@@ -171,6 +202,39 @@ async fn a_slow_handler_keeps_its_connection() {
     let (_, sent) = time_to_close(&mut stream).await.expect("an answer");
     assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
     assert!(sent.ends_with("done"), "{sent}");
+}
+
+/// Waits up to `within` for `counter` to reach `value`.
+async fn reaches(counter: &AtomicUsize, value: usize, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while counter.load(Ordering::SeqCst) < value {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// A client that hangs up while the app works on its request takes the
+/// request with it: the work is dropped at once, not run to an end whose
+/// answer could reach no one (a costly computation, a write).
+#[tokio::test]
+async fn a_request_whose_client_leaves_is_dropped_unfinished() {
+    let app = spawn().await;
+    let mut stream = connect(&app).await;
+    let request = "POST /probe/abandoned HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert!(
+        reaches(&ABANDONED_BEGUN, 1, Duration::from_secs(5)).await,
+        "the work began"
+    );
+    drop(stream);
+    assert!(
+        reaches(&ABANDONED_DROPPED, 1, Duration::from_secs(2)).await,
+        "the work was dropped once its client left (it would have run 3 s)"
+    );
+    assert_eq!(ABANDONED_FINISHED.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -330,23 +330,32 @@ async fn log_in(
     };
     let (user_id, epoch) = state.throttle.password_check(account, check).await?;
     let client_ip = request.extensions().get::<ClientIp>().map(|ip| ip.0);
-    // `None`: the password was changed (or the sessions ended) while it was
-    // being checked, so it no longer opens a session.
-    let session = state
-        .sessions
-        .create(user_id, epoch, client_ip)
-        .await?
-        .ok_or(LoginError::InvalidCredentials)?;
-    let session_id = public_id(session.token);
-    let event = Event::LoggedIn {
-        user_id,
-        session: &session_id,
-    };
-    if let Err(err) = record_now(state, &event).await {
-        // No login without its event: undo it (the token was never shown).
-        let _ = state.sessions.revoke(session.token).await;
-        return Err(err);
-    }
+    // The session and its event in a task of their own: a request whose
+    // client leaves is dropped where it stands (connections.rs), and one
+    // must not stand without the other.
+    let owned = state.clone();
+    let (session, session_id) = to_the_end(async move {
+        let state = owned;
+        // `None`: the password was changed (or the sessions ended) while it
+        // was being checked, so it no longer opens a session.
+        let session = state
+            .sessions
+            .create(user_id, epoch, client_ip)
+            .await?
+            .ok_or(LoginError::InvalidCredentials)?;
+        let session_id = public_id(session.token);
+        let event = Event::LoggedIn {
+            user_id,
+            session: &session_id,
+        };
+        if let Err(err) = record_now(&state, &event).await {
+            // No login without its event: undo it (the token was never shown).
+            let _ = state.sessions.revoke(session.token).await;
+            return Err(err);
+        }
+        Ok((session, session_id))
+    })
+    .await?;
     tracing::Span::current().record("user_id", user_id);
     tracing::info!(user_id, session = %session_id, "logged in");
     let token = session.token.as_hyphenated().to_string();

@@ -15,6 +15,7 @@ use poem::endpoint::BoxEndpoint;
 use poem::EndpointExt;
 use poem_openapi::error::AuthorizationError;
 use poem_openapi::{OpenApi, Tags};
+use tracing::Instrument;
 
 pub use login::{declare_metrics, AdminAuth, BearerAuth, LOGINS};
 
@@ -42,11 +43,14 @@ pub fn api() -> impl OpenApi {
 /// Runs `work` in a task of its own, to its end even if the request is cut
 /// off at its deadline or the client leaves. For a change committed in
 /// PostgreSQL and the end of the sessions it ends, in Redis: one must not
-/// stand without the other.
+/// stand without the other. The work stays in the request's span, so its
+/// calls are still part of the request's trace and log lines.
 pub(super) async fn to_the_end<T: Send + 'static>(
     work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::spawn(work).await.map_err(ApiError::internal)?
+    tokio::spawn(work.in_current_span())
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// What a 401 asks for: a bearer token from `POST /login`.
