@@ -14,7 +14,10 @@ use app::startup::Application;
 use poem::endpoint::BoxEndpoint;
 use poem::{handler, EndpointExt, Route};
 
-use crate::helpers::{fresh_database, settings_for, spawn_app_wrapped, Servers, TestApp};
+use crate::helpers::{
+    eventually, fresh_database, settings_for, spawn_app_wrapped, Servers, TestApp,
+};
+use crate::observability::{scrape, value};
 
 /// Limits short enough for a test, far enough apart to tell which acted,
 /// and a request deadline past them all.
@@ -235,6 +238,22 @@ async fn a_request_whose_client_leaves_is_dropped_unfinished() {
         "the work was dropped once its client left (it would have run 3 s)"
     );
     assert_eq!(ABANDONED_FINISHED.load(Ordering::SeqCst), 0);
+    // Still counted once, as nginx counts it: a 499, under a route label of
+    // its own (the layer that drops it sits outside the route's).
+    let abandoned = [
+        ("method", "POST"),
+        ("route", "abandoned"),
+        ("status", "499"),
+    ];
+    let counted = eventually(Duration::from_secs(2), || async {
+        value(
+            &scrape(&app.address).await,
+            "http_requests_total",
+            &abandoned,
+        ) == 1.0
+    })
+    .await;
+    assert!(counted, "the dropped request is counted as a 499");
 }
 
 #[tokio::test]
