@@ -20,7 +20,7 @@ PROD = PROD_ENV_FILE=$(PROD_ENV) $(COMPOSE) -p $(PROD_PROJECT) -f compose.prod.y
 # Which stack `make down` and `make logs` act on: dev or prod.
 STACK ?= dev
 # The service's binary is named after its package.
-PACKAGE := $(shell sed -nE 's/^name = "(.*)"$$/\1/p' api/Cargo.toml | head -n 1)
+PACKAGE := $(shell scripts/package-name.sh)
 
 .PHONY: help dev prod swarm swarm-down down logs cli local local-down run test fuzz bench fmt lint openapi api-compat version migration template-upgrade template-check
 

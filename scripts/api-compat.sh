@@ -30,7 +30,7 @@ echo "api-compat: openapi/ against $ref"
 if [ -n "${API_BIN:-}" ]; then
     api=("$API_BIN")
 else
-    package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+    package=$(scripts/package-name.sh)
     api=(cargo run --quiet --bin "$package" --)
 fi
 "${api[@]}" openapi breaking --base "$base" --dir openapi

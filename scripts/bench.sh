@@ -145,7 +145,7 @@ pg_port=$(sed -E 's#^[a-z]+://[^@]*@[^:]+:([0-9]+).*#\1#' <<<"$DATABASE_URL")
 pg_user=$(sed -E 's#^[a-z]+://([^:@]+).*#\1#' <<<"$DATABASE_URL")
 psql=("$("$services" pg-bin)/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d "${DATABASE_URL##*/}" -qtA)
 # The service's binary, and the floor's example, are named after its package.
-package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+package=$(scripts/package-name.sh)
 service=${CARGO_TARGET_DIR:-target}/release/$package
 
 # A user, an admin and a user for the login figures to sign in as, 128 users for /setName across many

@@ -33,7 +33,7 @@ cd "$(dirname "$0")/.."
 die() { echo "docker-engine.sh: $*" >&2; exit 1; }
 say() { echo "docker-engine.sh: $*" >&2; }
 
-package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+package=$(scripts/package-name.sh)
 state=${DOCKER_STATE_DIR:-/var/tmp/$package-docker}
 # A unix socket path must stay under 108 bytes: keep it short.
 private_socket=$state/docker.sock

@@ -86,7 +86,7 @@ psql=("$("$services" pg-bin)/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_
     || "${psql[@]}" -c "CREATE DATABASE \"$pg_database\" OWNER \"$pg_user\""
 
 # The binary is named after the package in api/Cargo.toml.
-package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+package=$(scripts/package-name.sh)
 if [ "$profile" = release ]; then cargo build --release --bin "$package"; else cargo build --bin "$package"; fi
 service=${CARGO_TARGET_DIR:-target}/$profile/$package
 "$service" db migrate

@@ -17,7 +17,7 @@ workers=${1:-4} requests=${2:-4000} clients=${3:-32}
 services=scripts/services.sh
 
 "$services" ensure-packages nginx
-package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+package=$(scripts/package-name.sh)
 # TEST_HOOKS needs the routes of the test-hooks feature.
 cargo build --quiet --release --features test-hooks --bin "$package"
 binary=${CARGO_TARGET_DIR:-target}/release/$package

@@ -75,7 +75,7 @@ done
 rm "$mod_rs.before-$new"
 
 cargo fmt --all
-package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+package=$(scripts/package-name.sh)
 cargo run --quiet --bin "$package" -- openapi write
 echo
 echo "added $new: edit $routes/$new/mod.rs, run make openapi after each API change, and commit openapi/ with the code."

@@ -35,7 +35,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 services=$repo/scripts/services.sh
-package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+package=$(scripts/package-name.sh)
 wanted=${*:-image prod profiles swarm dev}
 started=$(date +%s)
 

@@ -40,7 +40,7 @@ base_commit=$(recorded template_commit)
 version=$(recorded template_version)
 [ -n "$source" ] && [ -n "$base_commit" ] \
     || die "$answers records no template_source and template_commit, so there is no base to merge from (services made with \`make new\` or the README's cargo generate line record both)"
-name=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+name=$(scripts/package-name.sh)
 
 if ! cargo generate --version 2>/dev/null | grep -q "$CARGO_GENERATE_VERSION"; then
     echo "installing cargo-generate $CARGO_GENERATE_VERSION" >&2

@@ -71,7 +71,7 @@ if [ "${STACKS:-}" != none ]; then
 fi
 
 # bench.sh ran make local's release build: it must carry no test hooks.
-package=$(sed -nE 's/^name = "(.*)"$/\1/p' api/Cargo.toml | head -n 1)
+package=$(scripts/package-name.sh)
 release=${CARGO_TARGET_DIR:-target}/release/$package
 if grep -q -a '/__test/' "$release"; then
     echo "test: the release build $release serves /__test routes; they belong behind the test-hooks feature" >&2
