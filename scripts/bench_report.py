@@ -453,6 +453,15 @@ def main():
         with open("docs/benchmarks.md", "w") as file:
             file.write(markdown(report))
         return 0
+    if sys.argv[1:]:
+        # --help, or a call this script does not take: its docstring says
+        # which it does.
+        print(__doc__, file=sys.stderr)
+        return 0 if sys.argv[1:] in (["--help"], ["-h"]) else 2
+    if "BENCH_RESULTS" not in os.environ:
+        print("bench_report.py: scripts/bench.sh runs this with its results in BENCH_RESULTS; "
+              "see --help for what runs by hand", file=sys.stderr)
+        return 2
     smoke = os.environ["BENCH_SMOKE"] == "1"
     with open(os.environ["BENCH_RESULTS"]) as lines:
         figures = add_ratios(add_up_slices([json.loads(line) for line in lines if line.strip()]))
