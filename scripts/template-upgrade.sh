@@ -24,6 +24,12 @@
 # `check` exits non-zero when the template has a newer version than the one
 # recorded, or when the recorded commit no longer renders.
 set -euo pipefail
+# An upgrade replaces this very file when the template changed it, while it
+# runs. bash reads a script as it goes, so it would read the rest from the
+# new file at the old one's offset, mid-line. The braces make it read all
+# of the script before running any of it, and the `exit` inside them keeps
+# it from reading on after.
+{
 cd "$(dirname "$0")/.."
 
 answers=template-answers.toml
@@ -203,3 +209,5 @@ if [ ${#conflicted[@]} -gt 0 ]; then
 else
     echo "Review with git diff, run make test, then commit."
 fi
+exit
+}

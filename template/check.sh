@@ -18,9 +18,11 @@
 #            edited is upgraded with `make template-upgrade`: what only one
 #            side changed is merged, the one overlap conflicts, the user's
 #            deletion and addition and setting stay, the template's new file
-#            arrives, its upgrade notes run; resolved, the service passes
-#            its own `make test` and `make template-check`. An untouched
-#            service upgrades to exactly a fresh render.
+#            arrives, the upgrade script the template changed is replaced
+#            while it runs and still finishes, its upgrade notes run;
+#            resolved, the service passes its own `make test` and
+#            `make template-check`. An untouched service upgrades to exactly
+#            a fresh render.
 source "$(dirname "$0")/lib.sh"
 ensure_cargo_generate
 cd "$repo_root"
@@ -256,6 +258,9 @@ check_upgrade() {
         sed -i '3s/.*/This line is version 0.1.0'"'"'s./' docs/serving.md docs/versioning.md docs/architecture.md
         printf 'Notes that version %s drops.\n' "$b_version" >docs/old-notes.md
         rm scripts/measure-load-spread.sh
+        # A's upgrade script is not B's, so upgrading from A replaces the
+        # script that is running the upgrade, midway.
+        sed -i '2i # The upgrade script of version 0.1.0.' scripts/template-upgrade.sh
         git add -A && git commit -q -m "version 0.1.0"
     )
     local a_commit b_commit
